@@ -1,0 +1,9 @@
+"""edgec: compile a trained ONNX model into a calibrated, validated artifact for edge hardware.
+
+The repository root is this package; `core/` is `edgec.core`, `backends/x/` is `edgec.backends.x`.
+"""
+from edgec.core.version import __version__
+from edgec.core.api import Artifact, compile, list_backends, load, validate
+from edgec.core.compare import compare
+
+__all__ = ["__version__", "Artifact", "compare", "compile", "list_backends", "load", "validate"]

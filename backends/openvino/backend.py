@@ -1,0 +1,174 @@
+"""The OpenVINO backend: lowering to IR, loading on a device, NNCF calibration, kernel placement."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Mapping
+
+from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlavour, Requirements, Runner
+
+from edgec.backends.openvino import config as cfg
+
+
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    description = "Intel OpenVINO IR (model.xml + model.bin) for CPU, GPU, NPU or AUTO"
+    # OpenVINO turns Q/DQ pairs into FakeQuantize and fuses them into u8 x s8 (VNNI/AMX) kernels.
+    # u8 and s8 activations ran equally fast on an AVX512-VNNI CPU (EfficientNet-Lite0: 4.09 vs
+    # 4.02 ms, within noise); u8 is kept because pre-VNNI x86 (VPMADDUBSW) multiplies u8 by s8
+    # natively and needs a shift for s8 activations.
+    requirements = Requirements(
+        precisions=("fp32", "fp16", "int8"),
+        quant=QuantFlavour(placement="weighted", activation_dtype="uint8", weight_dtype="int8",
+                           per_channel=True, symmetric_activations=False, symmetric_weights=True),
+    )
+    option_defaults = {
+        "device": ("CPU", "OpenVINO device: CPU, GPU, NPU or AUTO (checked against openvino.Core().available_devices)"),
+        "hint": ("latency", "performance hint: latency (one stream) or throughput (several parallel streams)"),
+        "inference_precision": (None, "kernel precision f32|bf16|f16; default f32 for fp32/int8, the device's "
+                                      "half type (bf16 on CPUs that have it) for fp16"),
+        "calibrator": ("core", "int8 calibrator: core (edgec's Q/DQ model) or nncf (NNCF post-training "
+                               "quantization; with --max-drop, NNCF accuracy control)"),
+        "dynamic_batch": (False, "true: leading input dim dynamic; false: fixed to `batch`"),
+        "batch": (1, "static batch size when dynamic_batch is false"),
+    }
+
+    # ---------------------------------------------------------------- discovery
+    def available(self) -> Availability:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return Availability.missing_module("openvino", "openvino", extra="openvino")
+        return Availability(True)
+
+    def toolchain(self) -> dict[str, str]:
+        import openvino
+
+        tools = {"openvino": openvino.get_version()}
+        try:
+            import nncf
+
+            tools["nncf"] = nncf.__version__
+        except ImportError:
+            pass
+        return tools
+
+    def validate_options(self, options):
+        opts = super().validate_options(options)
+        opts["hint"] = cfg.parse_choice("hint", opts["hint"], tuple(cfg.HINTS))
+        opts["calibrator"] = cfg.parse_choice("calibrator", opts["calibrator"], cfg.CALIBRATORS)
+        opts["dynamic_batch"] = cfg.parse_bool("dynamic_batch", opts["dynamic_batch"])
+        opts["batch"] = cfg.parse_int("batch", opts["batch"])
+        ip = opts["inference_precision"]
+        if ip not in (None, "", "none", "None", "default"):
+            opts["inference_precision"] = cfg.INFERENCE_PRECISIONS[
+                cfg.parse_choice("inference_precision", ip, tuple(cfg.INFERENCE_PRECISIONS))]
+        else:
+            opts["inference_precision"] = None
+        return opts
+
+    # ---------------------------------------------------------------- compile
+    def calibrate(self, ctx: LoweringContext):
+        """fp16: the FP32 model itself (OpenVINO compresses weights at save time and picks half-width
+        kernels at compile time, so the core's FP16 ONNX rewrite with its boundary Casts is not wanted).
+        int8 with calibrator=nncf: NNCF's quantized model. Otherwise None: the core's Q/DQ model."""
+        opts = self.validate_options(ctx.options)
+        if ctx.precision == "fp16":
+            from edgec.backends.openvino import convert
+
+            ctx.info["calibration"] = {"fp16": "weights stored as fp16 by openvino.save_model(compress_to_fp16=True); "
+                                               "kernel precision set by inference_precision"}
+            return convert.onnx_to_ov(ctx.source_model)
+        if ctx.precision != "int8" or opts["calibrator"] != "nncf":
+            return None
+        from edgec.backends.openvino import convert, nncf_calibrate
+
+        fp32 = convert.onnx_to_ov(ctx.source_model)
+        # NNCF collects statistics by running the model, so calibrate at the shape the samples have.
+        convert.set_batch(fp32, dynamic=True, batch=1)
+        q, report = nncf_calibrate.quantize(fp32, ctx.calibration, ctx.validation, ctx.max_drop,
+                                            ctx.calib_samples, ctx.progress)
+        ctx.info["calibration"] = report
+        return q
+
+    def lower(self, ctx: LoweringContext) -> list[str]:
+        import openvino as ov
+
+        from edgec.backends.openvino import convert
+
+        opts = self.validate_options(ctx.options)
+        core = ov.Core()
+        runtime = cfg.resolve(core, opts, ctx.precision, ctx.threads)  # fails early on a missing device
+        t0 = time.perf_counter()
+        if isinstance(ctx.model, ov.Model):
+            model = ctx.model
+        else:
+            # fp16 always starts from FP32 weights: compress_to_fp16 below does the narrowing, and an
+            # FP16 ONNX (from a caller that skipped calibrate) would carry Casts the CPU must execute.
+            onnx_model = ctx.source_model if ctx.precision == "fp16" and ctx.source_model is not None else ctx.model
+            model = convert.onnx_to_ov(onnx_model)
+        convert.set_batch(model, opts["dynamic_batch"], opts["batch"])
+        compress = ctx.precision == "fp16"
+        files = convert.save_ir(model, Path(ctx.out_dir), compress_to_fp16=compress)
+        ctx.info.update({
+            "device": runtime.device,
+            "performance_hint": runtime.hint,
+            "inference_precision": runtime.inference_precision or "device default",
+            "weights": "fp16" if compress else ("int8" if ctx.precision == "int8" else "fp32"),
+            "batch": "dynamic" if opts["dynamic_batch"] else opts["batch"],
+            "int8_source": (("nncf" if isinstance(ctx.model, ov.Model) else "core Q/DQ -> FakeQuantize")
+                            if ctx.precision == "int8" else None),
+            "convert_s": round(time.perf_counter() - t0, 3),
+        })
+        return files
+
+    # ---------------------------------------------------------------- run
+    def load(self, artifact_dir: Path, manifest: Mapping, threads: int | None = None, **options) -> Runner:
+        import openvino as ov
+
+        from edgec.backends.openvino.runner import OpenVINORunner
+
+        merged = dict(manifest.get("options") or {})
+        merged.update({k: v for k, v in options.items() if v is not None})
+        opts = self.validate_options({k: v for k, v in merged.items() if k in self.option_defaults})
+        core = ov.Core()
+        runtime = cfg.resolve(core, opts, manifest.get("precision", "fp32"), threads)
+        xml = Path(artifact_dir) / "model.xml"
+        t0 = time.perf_counter()
+        try:
+            compiled = core.compile_model(core.read_model(str(xml)), runtime.device, runtime.properties())
+        except Exception as e:
+            from edgec.core.errors import BackendError
+
+            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            raise BackendError(f"OpenVINO could not compile {xml} for {runtime.device}: {first[:300]}") from e
+        names_in = [d["name"] for d in manifest.get("inputs") or []] or None
+        names_out = [d["name"] for d in manifest.get("outputs") or []] or None
+        return OpenVINORunner(compiled, runtime, names_in, names_out, time.perf_counter() - t0)
+
+    def layer_info(self, runner: Runner) -> dict | None:
+        from edgec.backends.openvino import placement
+
+        info = {"device": runner.config.device,
+                "compiled_properties": _compiled_properties(runner.compiled),
+                "compile_s": round(runner.compile_s, 3)}
+        info.update(placement.summarize(runner.compiled))
+        return info
+
+
+def _compiled_properties(compiled) -> dict:
+    """What the plugin actually chose (the hint may be overridden by the device), not what we asked."""
+    out = {}
+    for key in ("PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS",
+                "EXECUTION_DEVICES"):
+        try:
+            value = compiled.get_property(key)
+            # Element types and enums print as "<Type: 'float32'>" / "PerformanceMode.LATENCY".
+            if hasattr(value, "get_type_name"):
+                value = value.get_type_name()
+            elif hasattr(value, "name") and not isinstance(value, (str, list)):
+                value = value.name
+            out[key.lower()] = str(value)
+        except Exception:  # not every device reports every property
+            pass
+    return out

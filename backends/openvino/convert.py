@@ -1,0 +1,80 @@
+"""ONNX -> openvino.Model -> IR files, with conversion failures turned into one-line edgec errors."""
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+from edgec.core.errors import BackendError, UnsupportedError
+
+# OpenVINO's ONNX frontend summarises what it could not convert in these lines.
+_NO_RULE = re.compile(r"No conversion rule found for operations:\s*(.+)")
+_FAILED_OP = re.compile(r"--\s*([\w.:]+)\s+with a message:")
+_UNSUPPORTED = re.compile(r"(?:Unsupported operator|Op type|operation type):?\s*['\"]?([\w.:]+)", re.I)
+
+
+def onnx_to_ov(model_proto):
+    """Convert an in-memory ONNX model. OpenVINO's convert_model takes a path, not a ModelProto, so the
+    model goes through a temporary file (external data for models past protobuf's 2 GB limit)."""
+    import onnx
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="edgec-ov-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        big = model_proto.ByteSize() > 1_800_000_000
+        onnx.save_model(model_proto, str(path), save_as_external_data=big,
+                        all_tensors_to_one_file=True, location="model.onnx.data")
+        try:
+            # Weights must be read before the directory goes away.
+            return ov.convert_model(str(path), share_weights=False)
+        except Exception as e:  # OpenVINO raises its own OpConversionFailure / ovc Error types
+            raise conversion_error(e) from e
+
+
+def conversion_error(e: Exception) -> BackendError:
+    text = str(e)
+    m = _NO_RULE.search(text)
+    ops = [o.strip() for o in m.group(1).split(",")] if m else _FAILED_OP.findall(text)
+    if not ops:
+        ops = _UNSUPPORTED.findall(text)
+    if ops:
+        op_list = ", ".join(sorted(set(ops)))
+        return UnsupportedError(f"OpenVINO cannot convert ONNX op(s) {op_list}; replace them in the model "
+                                "or use another backend (e.g. --backend onnxruntime)")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
+    return BackendError(f"OpenVINO failed to convert the model: {first[:300]}")
+
+
+def set_batch(ov_model, dynamic: bool, batch: int) -> None:
+    """Make the leading dim of every input dynamic (-1) or a fixed size.
+
+    Static shapes let the CPU plugin pick its kernels once at compile time; dynamic batch pays a
+    small per-shape cost but serves any batch size from one artifact.
+    """
+    import openvino as ov
+
+    shapes = {}
+    for inp in ov_model.inputs:
+        ps = inp.get_partial_shape()
+        if ps.rank.is_dynamic or ps.rank.get_length() == 0:
+            continue
+        dims = list(ps)
+        dims[0] = ov.Dimension(-1) if dynamic else ov.Dimension(batch)
+        shapes[inp] = ov.PartialShape(dims)
+    if not shapes:
+        return
+    try:
+        ov_model.reshape(shapes)
+    except Exception as e:
+        mode = "a dynamic batch" if dynamic else f"batch {batch}"
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise UnsupportedError(f"the model cannot take {mode} in OpenVINO ({first[:200]}); "
+                               "export it with a symbolic batch dim or keep the default static batch") from e
+
+
+def save_ir(ov_model, out_dir: Path, compress_to_fp16: bool) -> list[str]:
+    import openvino as ov
+
+    xml = Path(out_dir) / "model.xml"
+    ov.save_model(ov_model, str(xml), compress_to_fp16=compress_to_fp16)
+    return ["model.xml", "model.bin"]

@@ -1,0 +1,250 @@
+"""OpenVINO backend benchmark: EfficientNet-Lite0 on the CPU, every precision and INT8 path side by side.
+
+    python benchmarks/openvino.py                       # full run (~10 min on 2 shared cores)
+    python benchmarks/openvino.py --calib-samples 100 --eval-samples 200 --runs 50   # quicker
+
+Variants, all built in this one run and timed interleaved (round-robin, one inference each per round,
+so load from other jobs hits them alike):
+  ort-fp32          onnxruntime CPU FP32: the speed baseline
+  ov-fp32           edgec.compile --backend openvino --precision fp32
+  ov-fp16           --precision fp16 (fp16 weights; bf16 kernels where the CPU has them)
+  ov-int8-core      --precision int8, the core's Q/DQ model (edgec.core.quantization.quantize)
+  ov-int8-standin   onnxruntime quantize_static QDQ (per-channel, u8 act / s8 weights) lowered by this
+                    backend: the stand-in for the core's Q/DQ, for comparison
+  nncf-default      plain nncf.quantize(ov model, 300 samples): the anchor every OpenVINO user gets
+  ov-int8-nncf      --precision int8 --option calibrator=nncf (NNCF on all calibration samples)
+Accuracy: top-1 against the labels and top-1 agreement with FP32 (onnxruntime) on imagenet_eval500;
+calibration always on imagenet_calib500.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# This file is named like the package it measures: run as a script, its folder is sys.path[0] and
+# `import openvino` would import this file. Drop that entry so the real package is found.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+MODEL = SHARED / "models" / "efficientnet_lite0.onnx"
+CALIB = SHARED / "data" / "imagenet_calib500_jpeg.npz"
+EVAL = SHARED / "data" / "imagenet_eval500_jpeg.npz"
+PREPROCESS = "efficientnet-lite"
+
+
+def load_pack(path: Path, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """JPEG pack -> NCHW float32 with EfficientNet-Lite preprocessing (MODELS.md)."""
+    from PIL import Image
+
+    z = np.load(path, allow_pickle=False)
+    o = z["offsets"]
+    count = len(o) - 1 if n is None else min(n, len(o) - 1)
+    xs = np.empty((count, 3, 224, 224), np.float32)
+    for i in range(count):
+        img = np.asarray(Image.open(io.BytesIO(z["jpeg"][o[i]:o[i + 1]].tobytes())).convert("RGB"), np.float32)
+        xs[i] = ((img / 255.0 - 0.498) / 0.502).transpose(2, 0, 1)
+    return xs, z["labels"][:count].astype(np.int64)
+
+
+class OrtRunner:
+    def __init__(self, path, threads):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.name = self.sess.get_inputs()[0].name
+
+    def run(self, feeds):
+        return {"logits": self.sess.run(None, dict(feeds))[0]}
+
+    def time_once(self, feeds):
+        t0 = time.perf_counter()
+        self.sess.run(None, dict(feeds))
+        return time.perf_counter() - t0
+
+
+def standin_qdq(model_path: Path, calib: np.ndarray, out: Path) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(calib)
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"input": x[None]}
+
+    pre = out / "pre.onnx"
+    quant_pre_process(str(model_path), str(pre))
+    dst = out / "standin_qdq.onnx"
+    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return dst
+
+
+def lower_onnx(backend, qdq_path: Path, source_path: Path, out: Path) -> Path:
+    """The backend on its own (no core quantization) for a Q/DQ model made elsewhere."""
+    import onnx
+
+    from edgec.core.backend import LoweringContext
+
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = LoweringContext(model=onnx.load(qdq_path), source_model=onnx.load(source_path), precision="int8",
+                          out_dir=out, options=backend.validate_options({}))
+    backend.lower(ctx)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calib-samples", type=int, default=500)
+    ap.add_argument("--eval-samples", type=int, default=500)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--runs", type=int, default=100, help="timed rounds per thread count")
+    ap.add_argument("--skip", nargs="*", default=[], help="variants to leave out")
+    ap.add_argument("--json", type=Path, help="write the results here too")
+    ap.add_argument("--keep", type=Path, help="keep the artifacts in this folder")
+    args = ap.parse_args(argv)
+    if not MODEL.exists():
+        print(f"skip: {MODEL} not found (../shared beside the repo)", file=sys.stderr)
+        return 0
+    os.environ.setdefault("EDGEC_PROGRESS", "0")
+
+    import openvino as ov
+
+    import edgec
+    from edgec.core.registry import get_backend
+
+    backend = get_backend("openvino")
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="edgec-ov-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    xc, _ = load_pack(CALIB, args.calib_samples)
+    xe, ye = load_pack(EVAL, args.eval_samples)
+    calib_npz = work / "calib.npz"
+    np.savez(calib_npz, input=xc)
+    print(f"openvino {ov.get_version()}, CPU capabilities "
+          f"{ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES')}; calib {len(xc)}, eval {len(xe)}", flush=True)
+
+    built: dict[str, dict] = {}  # name -> {"dir"| "ov_xml"| "onnx", "compile_s", ...}
+
+    def compile_variant(name, precision, options=None):
+        if name in args.skip:
+            return
+        out = work / name
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        try:
+            art = edgec.compile(MODEL, backend="openvino", precision=precision, options=options or {},
+                                calibration=calib_npz if precision == "int8" else None, output=out,
+                                calib_samples=args.calib_samples, min_cosine=0.0)
+        except Exception as e:  # a variant that fails is reported, the others still run
+            print(f"{name}: FAILED {type(e).__name__}: {e}", flush=True)
+            return
+        info = art.manifest.get("backend_info", {}).get("layers", {})
+        built[name] = {"dir": out, "compile_s": time.perf_counter() - t0, "manifest": art.manifest,
+                       "compute": info.get("compute_layers_by_precision")}
+        print(f"{name}: compiled in {built[name]['compile_s']:.1f} s, compute layers {built[name]['compute']}", flush=True)
+
+    compile_variant("ov-fp32", "fp32")
+    compile_variant("ov-fp16", "fp16")
+    compile_variant("ov-int8-core", "int8")
+    compile_variant("ov-int8-nncf", "int8", {"calibrator": "nncf"})
+    if "ov-int8-standin" not in args.skip:
+        t0 = time.perf_counter()
+        q = standin_qdq(MODEL, xc, work)
+        d = lower_onnx(backend, q, MODEL, work / "ov-int8-standin")
+        built["ov-int8-standin"] = {"dir": d, "compile_s": time.perf_counter() - t0,
+                                    "manifest": {"precision": "int8", "options": backend.validate_options({}),
+                                                 "inputs": [{"name": "input", "dtype": "float32", "shape": [1, 3, 224, 224]}],
+                                                 "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, 1000]}]}}
+        print(f"ov-int8-standin: built in {built['ov-int8-standin']['compile_s']:.1f} s", flush=True)
+    if "nncf-default" not in args.skip:
+        import nncf
+
+        t0 = time.perf_counter()
+        fp = ov.convert_model(str(MODEL))
+        qm = nncf.quantize(fp, nncf.Dataset(list(xc), lambda x: x[None]))  # NNCF defaults: subset_size=300
+        d = work / "nncf-default"
+        d.mkdir(exist_ok=True)
+        ov.save_model(qm, str(d / "model.xml"), compress_to_fp16=False)
+        built["nncf-default"] = {"dir": d, "compile_s": time.perf_counter() - t0,
+                                 "manifest": built.get("ov-int8-standin", {}).get("manifest") or {
+                                     "precision": "int8", "options": backend.validate_options({}),
+                                     "inputs": [{"name": "input", "dtype": "float32", "shape": [1, 3, 224, 224]}],
+                                     "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, 1000]}]}}
+        print(f"nncf-default: built in {built['nncf-default']['compile_s']:.1f} s", flush=True)
+
+    order = ["ort-fp32", "ov-fp32", "ov-fp16", "ov-int8-core", "ov-int8-standin", "nncf-default", "ov-int8-nncf"]
+    results: dict[str, dict] = {}
+    # Accuracy: one pass over the eval set per variant at the largest thread count.
+    th = max(args.threads)
+    ref = OrtRunner(MODEL, th)
+    ref_pred = np.array([ref.run({"input": x[None]})["logits"].argmax() for x in xe])
+    results["ort-fp32"] = {"top1": float((ref_pred == ye).mean()), "agree": 1.0}
+    for name in order[1:]:
+        if name not in built:
+            continue
+        r = backend.load(built[name]["dir"], built[name]["manifest"], threads=th)
+        pred = np.array([r.run({"input": x[None]})["logits"].argmax() for x in xe])
+        lay = backend.layer_info(r)
+        results[name] = {"top1": float((pred == ye).mean()), "agree": float((pred == ref_pred).mean()),
+                         "compile_s": round(built[name]["compile_s"], 1),
+                         "compute_layers": lay["compute_layers_by_precision"],
+                         "inference_precision": lay["compiled_properties"].get("inference_precision_hint")}
+        r.close()
+    # Latency: interleaved rounds per thread count.
+    feeds = {"input": xe[:1]}
+    for threads in args.threads:
+        runners = {"ort-fp32": OrtRunner(MODEL, threads)}
+        for name in order[1:]:
+            if name in built:
+                runners[name] = backend.load(built[name]["dir"], built[name]["manifest"], threads=threads)
+        for r in runners.values():
+            for _ in range(10):
+                r.time_once(feeds)
+        times = {k: [] for k in runners}
+        for _ in range(args.runs):
+            for k, r in runners.items():
+                times[k].append(r.time_once(feeds) * 1e3)
+        for k, v in times.items():
+            results[k][f"median_ms_{threads}t"] = round(float(np.median(v)), 3)
+            results[k][f"p90_ms_{threads}t"] = round(float(np.percentile(v, 90)), 3)
+
+    print()
+    cols = [f"median_ms_{t}t" for t in args.threads]
+    print(f"{'variant':17s} {'top1':>6s} {'agree':>6s} " + " ".join(f"{c:>14s}" for c in cols)
+          + "  vs-nncf  vs-ort  compile_s  compute layers")
+    for k in order:
+        if k not in results:
+            continue
+        r = results[k]
+        rel = []
+        for c in cols[-1:]:
+            nn = results.get("nncf-default", {}).get(c)
+            rel.append(f"{r[c] / nn:7.2f}x" if nn else "      -")
+            rel.append(f"{results['ort-fp32'][c] / r[c]:6.2f}x")
+        print(f"{k:17s} {r['top1'] * 100:5.1f}% {r['agree'] * 100:5.1f}% " + " ".join(f"{r[c]:14.2f}" for c in cols)
+              + "  " + "  ".join(rel) + f"  {r.get('compile_s', '-'):>9}  {r.get('compute_layers', '')}")
+    print("vs-nncf: latency / nncf-default latency (<1 is faster); vs-ort: speed-up over onnxruntime FP32; "
+          f"both at {args.threads[-1]} thread(s)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""The Python API; the CLI is a thin layer over these functions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgec.core.artifact import Artifact, read_manifest
+from edgec.core.backend import Runner
+from edgec.core.compiler import compile, open_data
+from edgec.core.errors import BackendError, InputError
+from edgec.core.model_io import load_model, sha256_file
+from edgec.core.registry import all_backends, get_backend
+from edgec.core.validate import DEFAULT_MIN_COSINE, ReferenceRunner, validate_runner
+
+__all__ = ["Artifact", "compile", "load", "validate", "list_backends"]
+
+
+def list_backends() -> list[dict]:
+    """Every registered backend with availability, reason and install hint, toolchain, precisions."""
+    rows = []
+    for name, be in all_backends().items():
+        av = be.available()
+        row = {"name": name, "description": be.description, "available": av.ok, "can_run": av.ok and av.can_run,
+               "precisions": list(be.requirements.precisions), "layout": be.requirements.layout,
+               "quantization": be.requirements.quant.__dict__.copy(), "plugin": type(be).__module__}
+        if av.ok:
+            try:
+                row["toolchain"] = be.toolchain()
+            except Exception as e:  # a half-installed toolchain must not hide the other backends
+                row["toolchain"] = {}
+                row["toolchain_error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        else:
+            row["toolchain"] = {}
+        if av.reason:
+            row["reason"] = av.reason
+        if av.hint:
+            row["hint"] = av.hint
+        rows.append(row)
+    from edgec.core.registry import BROKEN
+    for name, reason in sorted(BROKEN.items()):
+        if name not in {r["name"] for r in rows}:
+            rows.append({"name": name, "description": "broken plugin", "available": False, "can_run": False,
+                         "precisions": [], "toolchain": {}, "reason": reason,
+                         "hint": f"reinstall or uninstall the package providing '{name}'"})
+    return rows
+
+
+def load(path, threads: int | None = None, **options) -> Runner:
+    """Load an artifact directory into a Runner on its backend's runtime."""
+    manifest = read_manifest(Path(path))
+    be = get_backend(manifest.get("backend", "?"))
+    av = be.available()
+    if not av.ok:
+        raise BackendError(f"backend '{be.name}' is not available: {av.reason}; fix: {av.hint}")
+    if not av.can_run:
+        raise BackendError(f"backend '{be.name}' can build here but not run: {av.reason}; fix: {av.hint}")
+    return be.load(Path(path), manifest, threads=threads, **options)
+
+
+def validate(artifact, data=None, *, reference=None, preprocess=None, min_cosine: float | None = None,
+             samples: int | None = None, threads: int | None = None) -> dict:
+    """Validate an artifact against its FP32 reference model on `data` (random inputs when None)."""
+    art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
+    manifest = art.manifest
+    ref_path = reference or manifest.get("source")
+    if not ref_path or not Path(ref_path).exists():
+        raise InputError(f"the reference model {ref_path or '(unknown)'} is not available; pass --reference MODEL.onnx")
+    note = None
+    if reference is None and sha256_file(Path(ref_path)) != manifest.get("source_sha256"):
+        raise InputError(f"{ref_path} changed since the artifact was compiled (sha256 differs); pass --reference "
+                         "with the original model")
+    if reference is not None and sha256_file(Path(ref_path)) != manifest.get("source_sha256"):
+        note = "reference model differs from the compiled source (sha256)"
+    ref_model = load_model(ref_path)
+    if preprocess is None and manifest.get("preprocess"):
+        preprocess = manifest["preprocess"].get("spec")
+    ds = open_data(data, ref_model, preprocess, "validation")
+    if ds is not None and samples:
+        ds = ds.take(samples)
+    if min_cosine is None:
+        min_cosine = DEFAULT_MIN_COSINE.get(manifest.get("precision"), 0.99)
+    runner = load(art.path, threads=threads)
+    try:
+        report = validate_runner(runner, ReferenceRunner(ref_model, threads), ds, model=ref_model,
+                                 min_cosine=min_cosine, desc="validate")
+    finally:
+        runner.close()
+    report["artifact"] = str(art.path)
+    report["backend"] = manifest.get("backend")
+    report["precision"] = manifest.get("precision")
+    if note:
+        report["note"] = note
+    return report

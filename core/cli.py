@@ -1,0 +1,335 @@
+"""`edgec` command line: thin argparse layer over edgec.core.api.
+
+Contract: with --json exactly one JSON document goes to stdout; progress and notes go to stderr.
+Errors are one stderr line; exit 2 for usage/input errors, 1 for failed validation, 3 for internal errors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from edgec.core.errors import EdgecError, InputError, ValidationFailed
+from edgec.core.version import __version__
+
+
+def _kv(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--option expects key=value, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), _coerce(v.strip())
+
+
+def _coerce(v: str):
+    low = v.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    return v
+
+
+def _dump(obj) -> None:
+    from edgec.core.artifact import _json_default
+    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _pct(x):
+    return "-" if x is None else f"{100 * x:.2f} %"
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _validation_lines(v: dict) -> list[str]:
+    note = " (the calibration data: no --val given)" if v.get("on_calibration_data") else (
+        " (no --val given)" if v.get("random_inputs") else "")
+    lines = [f"validation   {v['samples']} samples from {v.get('data')}{note}",
+             f"  cosine     {v['cosine']:.6f}   (min {v.get('min_cosine')})",
+             f"  max |err|  {v['max_abs_err']:.4g}",
+             f"  top-1 agreement with FP32  {_pct(v.get('top1_agreement'))}"]
+    if "top1_accuracy" in v:
+        lines.append(f"  top-1 accuracy  {_pct(v['top1_accuracy'])}  (FP32 reference {_pct(v['reference_top1_accuracy'])})")
+    lines.append(f"  result     {'PASSED' if v.get('passed') else 'FAILED'}")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------- commands
+
+def cmd_compile(args) -> int:
+    import edgec
+
+    options = dict(args.option or [])
+    if args.device is not None:
+        options["device"] = args.device
+    if args.target is not None:
+        options["target"] = args.target
+    try:
+        art = edgec.compile(args.model, backend=args.backend, precision=args.precision, calibration=args.calib,
+                            validation=args.val, output=args.output, preprocess=args.preprocess,
+                            calib_samples=args.calib_samples, calib_method=args.calib_method,
+                            val_samples=args.val_samples, options=options, min_cosine=args.min_cosine,
+                            force=args.force, threads=args.threads, optimize=not args.no_optimize,
+                            max_drop=args.max_drop)
+    except ValidationFailed as e:
+        if args.json and getattr(e, "manifest", None):
+            _dump(e.manifest)
+        raise
+    m = art.manifest
+    if args.json:
+        _dump(m)
+        return 0
+    print(f"compiled {args.model} -> {art.path}")
+    print(f"backend      {m['backend']} ({', '.join(f'{k} {v}' for k, v in m['toolchain'].items())})")
+    print(f"precision    {m['precision']}")
+    if m.get("passes"):
+        b, a = m["passes"].get("before", {}), m["passes"].get("after", {})
+        print(f"optimized    nodes {b.get('nodes')} -> {a.get('nodes')}")
+    if m.get("calibration"):
+        c = m["calibration"]
+        print(f"calibration  {c.get('samples')} samples, method {c.get('method')}")
+    q = m.get("quantization") or {}
+    if q.get("placement"):
+        p = q["placement"]
+        print("placement    " + ", ".join(f"{k} {p[k]}" for k in ("int8", "fp16", "fp32") if k in p))
+    for line in _validation_lines(m["validation"]):
+        print(line)
+    print(f"files        " + ", ".join(f"{k} ({v['size'] / 1e6:.2f} MB)" for k, v in m["files"].items()))
+    print(f"compile time {m['compile_seconds']:.1f} s")
+    return 0
+
+
+def cmd_backends(args) -> int:
+    import edgec
+
+    rows = edgec.list_backends()
+    if args.json:
+        _dump(rows)
+        return 0
+    table = []
+    for r in rows:
+        status = "yes" if r["available"] and r["can_run"] else ("build only" if r["available"] else "no")
+        tool = ", ".join(f"{k} {v}" for k, v in r["toolchain"].items()) or "-"
+        table.append([r["name"], status, ",".join(r["precisions"]), tool])
+    print(_table(table, ["backend", "available", "precisions", "toolchain"]))
+    for r in rows:
+        if r.get("reason"):
+            print(f"\n{r['name']}: {r['reason']}" + (f"\n  install: {r['hint']}" if r.get("hint") else ""))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from edgec.core.inspect import format_inspection, inspect_model
+
+    info = inspect_model(args.model)
+    if args.json:
+        _dump(info)
+    else:
+        print(format_inspection(info))
+    return 0
+
+
+def cmd_optimize(args) -> int:
+    from edgec.core.artifact import check_writable_parent
+    from edgec.core.model_io import load_model, save_model
+    from edgec.core.optimizer import format_report, optimize
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise InputError(f"output {out} already exists; pass --force to replace it or choose another -o")
+    check_writable_parent(out)
+    model = load_model(args.model)
+    res = optimize(model, skip=args.skip or ())
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        save_model(res.model, tmp)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    if args.json:
+        _dump(res.report)
+    else:
+        print(format_report(res.report))
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    import edgec
+    from edgec.core.artifact import read_manifest
+    from edgec.core.backend import TensorSpec
+    from edgec.core.data import open_dataset
+
+    manifest = read_manifest(Path(args.artifact))
+    specs = [TensorSpec.from_json(s) for s in manifest["inputs"]]
+    pp = args.preprocess or (manifest.get("preprocess") or {}).get("spec")
+    data = open_dataset(args.input, specs, pp)
+    if args.samples:
+        data = data.take(args.samples)
+    runner = edgec.load(args.artifact, threads=args.threads)
+    outputs: dict[str, list] = {}
+    labels = []
+    try:
+        from edgec.core import progress
+        for s in progress.bar(data, total=len(data), desc="run", unit="sample"):
+            for k, v in runner.run(s.feeds).items():
+                outputs.setdefault(k, []).append(v)
+            labels.append(s.label)
+    finally:
+        runner.close()
+    stacked = {k: np.concatenate(v, axis=0) for k, v in outputs.items()}
+    summary = {"artifact": str(args.artifact), "samples": len(labels),
+               "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in stacked.items()}}
+    first = next(iter(stacked.values()))
+    if first.ndim == 2 and first.shape[1] > 1:
+        summary["top1"] = first.argmax(axis=1).tolist()[:20]
+        if all(lbl is not None for lbl in labels) and labels:
+            summary["top1_accuracy"] = float(np.mean(first.argmax(axis=1) == np.array(labels)))
+    if args.output:
+        out = Path(args.output)
+        if not out.parent.exists() or not os.access(out.parent, os.W_OK):
+            raise InputError(f"cannot write {out}: directory {out.parent} is missing or not writable; choose another -o")
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.npz")
+        np.savez(tmp, **stacked)
+        os.replace(tmp, out)
+        summary["written"] = str(out)
+    if args.json:
+        _dump(summary)
+    else:
+        for k, v in summary["outputs"].items():
+            print(f"{k}: shape {v['shape']} {v['dtype']}")
+        if "top1" in summary:
+            print(f"top-1 (first {min(20, len(summary['top1']))}): {summary['top1']}")
+        if "top1_accuracy" in summary:
+            print(f"top-1 accuracy: {_pct(summary['top1_accuracy'])}")
+        if "written" in summary:
+            print(f"wrote {summary['written']}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    import edgec
+
+    report = edgec.validate(args.artifact, args.data, reference=args.reference, preprocess=args.preprocess,
+                            min_cosine=args.min_cosine, samples=args.samples, threads=args.threads)
+    if args.json:
+        _dump(report)
+    else:
+        print(f"artifact     {report['artifact']} ({report['backend']} {report['precision']})")
+        for line in _validation_lines(report):
+            print(line)
+    if not report["passed"]:
+        print(f"edgec: error: validation failed: cosine {report['cosine']:.6f} < {report['min_cosine']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgec", description="Compile ONNX models into validated edge artifacts.")
+    p.add_argument("--version", action="version", version=f"edgec {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("compile", help="compile, calibrate and validate a model for a backend")
+    c.add_argument("model", help="ONNX model file")
+    c.add_argument("--backend", "-b", default="onnxruntime", help="backend name (see `edgec backends`)")
+    c.add_argument("--precision", "-p", default="fp32", choices=["fp32", "fp16", "int8"])
+    c.add_argument("--calib", help="calibration data: .npz, folder of .npy/.npz, image folder or JPEG pack")
+    c.add_argument("--val", help="validation data (same formats; labels enable accuracy)")
+    c.add_argument("--preprocess", help="image preprocessing: a preset (imagenet, efficientnet-lite, squeezenet-bgr, "
+                                        "unit, fashion-mnist) and/or key=value pairs (order,scale,mean,std,layout,resize,crop)")
+    c.add_argument("--calib-samples", type=int, help="use at most N calibration samples")
+    c.add_argument("--calib-method", help="activation range method: minmax, percentile, entropy, mse")
+    c.add_argument("--val-samples", type=int, help="validate on at most N samples")
+    c.add_argument("--max-drop", type=float, help="int8 accuracy budget in points; sensitive layers stay in higher precision")
+    c.add_argument("--min-cosine", type=float, help="validation threshold (default 0.999 fp32/fp16, 0.99 int8)")
+    c.add_argument("--device", help="backend device (e.g. CPU, GPU, NPU for openvino)")
+    c.add_argument("--target", help="backend target (e.g. a hardware profile)")
+    c.add_argument("--option", "-O", action="append", type=_kv, metavar="KEY=VALUE", help="backend option; repeatable")
+    c.add_argument("--threads", type=int, help="threads for validation runs")
+    c.add_argument("--no-optimize", action="store_true", help="skip the core graph optimizer")
+    c.add_argument("-o", "--output", help="artifact directory (default ./<model>-<backend>-<precision>)")
+    c.add_argument("--force", action="store_true", help="replace an existing output directory")
+    c.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
+    c.set_defaults(func=cmd_compile)
+
+    b = sub.add_parser("backends", help="list registered backends and whether they run here")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_backends)
+
+    i = sub.add_parser("inspect", help="opsets, inputs/outputs, op histogram, parameters, MACs, size")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_inspect)
+
+    o = sub.add_parser("optimize", help="run the core graph optimizer alone")
+    o.add_argument("model")
+    o.add_argument("-o", "--output", required=True, help="output .onnx file")
+    o.add_argument("--skip", action="append", metavar="PASS", help="skip a pass; repeatable")
+    o.add_argument("--force", action="store_true")
+    o.add_argument("--json", action="store_true")
+    o.set_defaults(func=cmd_optimize)
+
+    r = sub.add_parser("run", help="run an artifact on input data")
+    r.add_argument("artifact")
+    r.add_argument("--input", "-i", required=True, help="input data (.npz, folder, images, JPEG pack)")
+    r.add_argument("--preprocess", help="override the artifact's preprocessing spec")
+    r.add_argument("--samples", type=int)
+    r.add_argument("--threads", type=int)
+    r.add_argument("-o", "--output", help="write outputs to this .npz")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="validate an artifact against its FP32 reference")
+    v.add_argument("artifact")
+    v.add_argument("--data", help="validation data (random inputs when omitted)")
+    v.add_argument("--reference", help="FP32 ONNX model (default: the compiled source)")
+    v.add_argument("--preprocess")
+    v.add_argument("--samples", type=int)
+    v.add_argument("--min-cosine", type=float)
+    v.add_argument("--threads", type=int)
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_validate)
+
+    from edgec.core.compare.command import add_parser as add_compare
+    add_compare(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgecError as e:
+        print(f"edgec: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("edgec: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # keep the one-line contract; the traceback is one variable away
+        if os.environ.get("EDGEC_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"edgec: internal error: {type(e).__name__}: {first} (set EDGEC_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

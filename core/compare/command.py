@@ -1,0 +1,69 @@
+"""`edgec compare`: the argparse parser and handler (registered by core/cli.py)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _backend_option(text: str) -> tuple[str, str, object]:
+    from edgec.core.cli import _coerce
+
+    if ":" not in text or "=" not in text.split(":", 1)[1]:
+        raise argparse.ArgumentTypeError(f"--option expects BACKEND:KEY=VALUE, got {text!r}")
+    backend, kv = text.split(":", 1)
+    k, v = kv.split("=", 1)
+    return backend.strip(), k.strip(), _coerce(v.strip())
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    c = sub.add_parser("compare", help="compile every backend x precision, validate, time interleaved, report",
+                       description="Compile MODEL for every backend x precision, validate each on its own runtime "
+                                   "against the FP32 reference, time all cells interleaved, and write report.json, "
+                                   "report.md, pareto.png and index.html into -o. Re-running reuses artifacts whose "
+                                   "inputs are unchanged.")
+    c.add_argument("model", help="ONNX model file")
+    c.add_argument("--backends", "-b", help="comma-separated backends (default: every registered one; unavailable "
+                                            "ones get a row saying why)")
+    c.add_argument("--precisions", "-p", default="fp32,fp16,int8", help="comma-separated (default fp32,fp16,int8)")
+    c.add_argument("--calib", help="calibration data for int8 (.npz, folder, image folder or JPEG pack)")
+    c.add_argument("--val", help="validation data (labels enable top-1 accuracy)")
+    c.add_argument("--preprocess", help="image preprocessing preset and/or key=value pairs (see `edgec compile -h`)")
+    c.add_argument("--calib-samples", type=int, help="use at most N calibration samples")
+    c.add_argument("--calib-method", help="activation range method: minmax, percentile, entropy, mse")
+    c.add_argument("--val-samples", type=int, help="validate on at most N samples")
+    c.add_argument("--min-cosine", type=float, help="validation threshold (default 0.999 fp32/fp16, 0.99 int8)")
+    c.add_argument("--option", "-O", action="append", type=_backend_option, metavar="BACKEND:KEY=VALUE",
+                   help="backend option, e.g. openvino:device=CPU; repeatable")
+    c.add_argument("--threads", type=int, default=1, help="threads for validation and timing, the same for every "
+                                                          "cell (default 1)")
+    c.add_argument("--runs", type=int, default=50, help="timed runs per cell (default 50)")
+    c.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs per cell (default 5)")
+    c.add_argument("--force", action="store_true", help="recompile every cell even when a cached artifact matches")
+    c.add_argument("-o", "--output", required=True, help="report directory (artifacts go under its artifacts/)")
+    c.add_argument("--json", action="store_true", help="print report.json on stdout")
+    c.set_defaults(func=cmd_compare)
+    return c
+
+
+def cmd_compare(args) -> int:
+    from edgec.core.cli import _dump
+    from edgec.core.compare.render import markdown
+    from edgec.core.compare.sweep import compare
+
+    options: dict[str, dict] = {}
+    for backend, k, v in args.option or []:
+        options.setdefault(backend, {})[k] = v
+    report = compare(args.model, backends=args.backends, precisions=args.precisions, output=args.output,
+                     calibration=args.calib, validation=args.val, preprocess=args.preprocess,
+                     calib_samples=args.calib_samples, val_samples=args.val_samples, calib_method=args.calib_method,
+                     options=options, min_cosine=args.min_cosine, threads=args.threads, runs=args.runs,
+                     warmup=args.warmup, force=args.force)
+    if args.json:
+        _dump(report.to_json())
+    else:
+        print(markdown(report), end="")
+        print("\nwrote " + ", ".join(report.files.values()))
+    if not report.ok:
+        print("edgec: error: no cell produced a validated artifact (see the errors above)", file=sys.stderr)
+        return 1
+    return 0

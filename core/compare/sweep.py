@@ -1,0 +1,376 @@
+"""`edgec.compare`: compile every (backend, precision) cell, validate it on its own runtime, time all
+cells interleaved, and write report.json / report.md / pareto.png / index.html.
+
+A failing cell becomes a row with its status and one-line error, never an aborted sweep. Cells whose
+inputs are unchanged since the last run reuse their artifacts (see `cache.py`), so a sweep resumes.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from edgec.core import progress
+from edgec.core.backend import PRECISIONS
+from edgec.core.compare import cache
+from edgec.core.compare.bench import first_line, interleaved
+from edgec.core.errors import InputError, ValidationFailed
+from edgec.core.version import __version__
+
+REFERENCE = ("onnxruntime", "fp32")
+
+# Every row carries every key (None where it does not apply), so scripts and tables never special-case.
+ROW_KEYS = ("backend", "precision", "status", "error", "reference", "reused", "top1_accuracy", "top1_agreement",
+            "cosine", "validation_samples", "validated_on", "latency_ms_median", "latency_ms_p90",
+            "speedup_vs_reference", "size_bytes", "compile_seconds", "artifact", "pareto")
+# ok: compiled, validated, timed. failed_validation: compiled but outside the cosine threshold (metrics, no
+# artifact). error: compile/load/benchmark raised. unavailable: backend missing here. unsupported: precision.
+STATUSES = ("ok", "failed_validation", "error", "unavailable", "unsupported")
+
+
+@dataclass
+class CompareReport:
+    """What `edgec.compare` returns: `rows` (one dict per cell, keys ROW_KEYS) plus run settings."""
+
+    meta: dict
+    rows: list[dict]
+    out_dir: Path
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {**self.meta, "cells": self.rows, "files": self.files}
+
+    def row(self, backend: str, precision: str) -> dict | None:
+        return next((r for r in self.rows if r["backend"] == backend and r["precision"] == precision), None)
+
+    @property
+    def ok(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] == "ok"]
+
+    @property
+    def pareto(self) -> list[dict]:
+        """Cells no other cell beats on both latency and accuracy, fastest first."""
+        return sorted((r for r in self.rows if r["pareto"]), key=lambda r: r["latency_ms_median"])
+
+    def markdown(self) -> str:
+        from edgec.core.compare.render import markdown
+        return markdown(self)
+
+
+@dataclass
+class _Cell:
+    backend: str
+    precision: str
+    reference: bool = False
+    added: bool = False
+    status: str = "pending"
+    error: str | None = None
+    reused: bool = False
+    artifact: Path | None = None
+    manifest: dict | None = None
+    validation: dict | None = None
+    compile_seconds: float | None = None
+    latency: Any = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}-{self.precision}"
+
+
+def _split(items) -> list[str]:
+    if items is None:
+        return []
+    if isinstance(items, str):
+        items = items.split(",")
+    return [s.strip() for s in items if s and s.strip()]
+
+
+def _plan(backends: Sequence[str], precisions: Sequence[str]) -> tuple[list[_Cell], bool]:
+    cells = [_Cell(b, p) for b in backends for p in precisions]
+    ref = next((c for c in cells if (c.backend, c.precision) == REFERENCE), None)
+    added = ref is None
+    if added:
+        ref = _Cell(*REFERENCE, added=True)
+        cells.insert(0, ref)
+    ref.reference = True
+    return cells, added
+
+
+def _screen(cell: _Cell) -> None:
+    """Mark cells that cannot be compiled here (unknown/unavailable backend, unsupported precision)."""
+    from edgec.core.registry import get_backend
+
+    try:
+        be = get_backend(cell.backend)
+    except Exception as e:
+        cell.status, cell.error = "unavailable", first_line(e)
+        return
+    av = be.available()
+    if not av.ok:
+        cell.status = "unavailable"
+        cell.error = f"backend '{be.name}' is not available: {av.reason}" + (f"; fix: {av.hint}" if av.hint else "")
+    elif not av.can_run:
+        cell.status = "unavailable"
+        cell.error = f"backend '{be.name}' can build here but not run: {av.reason}" + (f"; fix: {av.hint}" if av.hint else "")
+    elif cell.precision not in be.requirements.precisions:
+        cell.status = "unsupported"
+        cell.error = (f"backend '{be.name}' does not support precision '{cell.precision}' "
+                      f"(supported: {', '.join(be.requirements.precisions)})")
+
+
+def _toolchain(backend: str) -> dict:
+    from edgec.core.registry import get_backend
+    try:
+        return get_backend(backend).toolchain()
+    except Exception as e:  # a key field, not a failure: the compile will report a broken toolchain itself
+        return {"error": first_line(e)}
+
+
+def _bench_feeds(model_path: Path, validation, calibration, preprocess) -> tuple[dict, str]:
+    """One input for timing: the first validation (else calibration) sample, else seeded random."""
+    import numpy as np
+
+    from edgec.core.compiler import open_data
+    from edgec.core.model_io import input_specs, load_model, random_feeds
+
+    model = load_model(model_path, check=False)
+    for data, what in ((validation, "validation"), (calibration, "calibration")):
+        if data is None:
+            continue
+        try:
+            ds = open_data(data, model, preprocess, what)
+            return next(iter(ds)).feeds, f"first {what} sample"
+        except Exception:  # bad data is each cell's error to report; timing can use any valid input
+            continue
+    return random_feeds(input_specs(model), np.random.default_rng(0)), "seeded random input"
+
+
+def _size(manifest: dict | None) -> int | None:
+    files = (manifest or {}).get("files")
+    return sum(int(f.get("size", 0)) for f in files.values()) if files else None
+
+
+def compare(model, backends: Iterable[str] | str | None = None, precisions: Iterable[str] | str = PRECISIONS, *,
+            output, calibration=None, validation=None, preprocess: str | None = None,
+            calib_samples: int | None = None, val_samples: int | None = None, calib_method: str | None = None,
+            options: Mapping[str, Mapping[str, Any]] | None = None, min_cosine: float | None = None,
+            threads: int | None = 1, runs: int = 50, warmup: int = 5, force: bool = False,
+            write: bool = True) -> CompareReport:
+    """Compile, validate and time `model` on every backend x precision; write the report into `output`.
+
+    backends: names, or None for every registered backend (unavailable ones get a row saying why).
+    options: per-backend options, e.g. {"openvino": {"device": "CPU"}}.
+    threads: the one thread count every cell is validated and timed with (1 = comparable on shared hosts).
+    force: recompile every cell even when a cached artifact matches.
+    Speedups are relative to onnxruntime fp32 timed in the same run; it is added when not requested.
+    """
+    from edgec.core import compiler
+    from edgec.core.model_io import sha256_file
+
+    model_path = Path(model) if not hasattr(model, "graph") else None
+    if model_path is None:
+        raise InputError("edgec.compare needs a model file path (the artifacts' validation refers back to it); "
+                         "save the ModelProto with onnx.save first")
+    if not model_path.is_file():
+        raise InputError(f"model file not found: {model_path} (check the path)")
+    precs = _split(precisions) or list(PRECISIONS)
+    bad = [p for p in precs if p not in PRECISIONS]
+    if bad:
+        raise InputError(f"unknown precision '{bad[0]}' (choose from {', '.join(PRECISIONS)})")
+    if backends is None or backends == "all":
+        import edgec
+        names = [r["name"] for r in edgec.list_backends()]
+    else:
+        names = _split(backends)
+    if not names:
+        raise InputError("no backends to compare; pass --backends a,b (see `edgec backends`)")
+    if runs < 1 or warmup < 0:
+        raise InputError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
+    options = {k: dict(v) for k, v in (options or {}).items()}
+    unknown = sorted(set(options) - set(names) - {REFERENCE[0]})
+    if unknown:
+        raise InputError(f"options given for backend '{unknown[0]}', which is not compared (backends: {', '.join(names)})")
+
+    out_dir = Path(output)
+    art_root = out_dir / "artifacts"
+    art_root.mkdir(parents=True, exist_ok=True)
+    cells, ref_added = _plan(list(dict.fromkeys(names)), list(dict.fromkeys(precs)))
+
+    progress.say(f"compare: fingerprinting model and data for {len(cells)} cells")
+    common = {
+        "edgec_version": __version__,
+        "model_sha256": sha256_file(model_path),
+        "calibration": cache.data_fingerprint(calibration),
+        "validation": cache.data_fingerprint(validation),
+        "preprocess": preprocess,
+        "calib_samples": calib_samples,
+        "calib_method": calib_method,
+        "val_samples": val_samples,
+        "min_cosine": min_cosine,
+    }
+
+    for i, cell in enumerate(cells, 1):
+        tag = f"compare [{i}/{len(cells)}] {cell.backend} {cell.precision}"
+        _screen(cell)
+        if cell.status != "pending":
+            progress.say(f"{tag}: {cell.status}: {cell.error}")
+            continue
+        cell.artifact = art_root / cell.name
+        inputs = {**common, "backend": cell.backend, "precision": cell.precision,
+                  "options": options.get(cell.backend, {}), "toolchain": _toolchain(cell.backend)}
+        key = cache.cell_key(inputs)
+        hit = None if force else cache.lookup(cell.artifact, key)
+        if hit is not None:
+            cell.reused = True
+            cell.status, cell.error = hit["status"], hit.get("error")
+            cell.manifest = hit.get("manifest")
+            cell.validation = (cell.manifest or {}).get("validation") or hit.get("validation")
+            cell.compile_seconds = (cell.manifest or {}).get("compile_seconds", hit.get("compile_seconds"))
+            progress.say(f"{tag}: reusing {'artifact' if cell.status == 'ok' else 'cached result'} ({cell.status})")
+            continue
+        cache.forget(cell.artifact)
+        progress.say(f"{tag}: compiling")
+        try:
+            art = compiler.compile(model_path, backend=cell.backend, precision=cell.precision,
+                                   calibration=calibration, validation=validation, output=cell.artifact,
+                                   preprocess=preprocess, calib_samples=calib_samples, calib_method=calib_method,
+                                   val_samples=val_samples, options=options.get(cell.backend), min_cosine=min_cosine,
+                                   force=True, threads=threads)
+        except ValidationFailed as e:
+            m = getattr(e, "manifest", None) or {}
+            cell.status, cell.error = "failed_validation", first_line(e)
+            cell.validation, cell.compile_seconds = m.get("validation"), m.get("compile_seconds")
+            # Deterministic for the same key, so cached: a resumed sweep does not redo a known failure.
+            cache.store(cell.artifact, key, inputs, cell.status, error=cell.error, validation=cell.validation,
+                        compile_seconds=cell.compile_seconds)
+        except Exception as e:  # any other failure is this cell's row, not the sweep's end; not cached
+            cell.status, cell.error = "error", first_line(e)
+        else:
+            cell.status, cell.manifest = "ok", art.manifest
+            cell.validation, cell.compile_seconds = art.manifest.get("validation"), art.manifest.get("compile_seconds")
+            cache.store(cell.artifact, key, inputs, "ok")
+        progress.say(f"{tag}: {cell.status}" + (f": {cell.error}" if cell.error else ""))
+
+    feeds, feeds_from = _bench_feeds(model_path, validation, calibration, preprocess)
+    _benchmark(cells, feeds, threads=threads, runs=runs, warmup=warmup)
+
+    meta = {
+        "edgec_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": str(model_path.resolve()),
+        "model_sha256": common["model_sha256"],
+        "backends": names,
+        "precisions": precs,
+        "reference": {"backend": REFERENCE[0], "precision": REFERENCE[1], "added": ref_added},
+        "calibration": None if calibration is None else str(calibration),
+        "validation": None if validation is None else str(validation),
+        "preprocess": preprocess,
+        "calib_samples": calib_samples,
+        "val_samples": val_samples,
+        "benchmark": {"threads": threads, "runs": runs, "warmup": warmup, "input": feeds_from,
+                      "order": "interleaved round-robin, rotating start"},
+        "notes": [],
+    }
+    if ref_added:
+        meta["notes"].append("onnxruntime fp32 was not requested; it was added as the speedup reference")
+    rows = _rows(cells)
+    metric = _mark_pareto(rows)
+    meta["accuracy_metric"] = metric
+    ref_acc = next((c.validation.get("reference_top1_accuracy") for c in cells
+                    if c.validation and c.validation.get("reference_top1_accuracy") is not None), None)
+    meta["reference_top1_accuracy"] = ref_acc
+    ref_row = rows[[c.reference for c in cells].index(True)]
+    if ref_row["latency_ms_median"] is None:
+        meta["notes"].append(f"no speedups: the reference cell onnxruntime fp32 has no latency ({ref_row['status']})")
+    report = CompareReport(meta, rows, out_dir)
+    if write:
+        from edgec.core.compare.render import write_all
+        write_all(report)
+    return report
+
+
+def _benchmark(cells: list[_Cell], feeds, *, threads, runs, warmup) -> None:
+    import edgec
+
+    runners = {}
+    try:
+        for c in cells:
+            if c.status != "ok":
+                continue
+            try:
+                runners[c.name] = edgec.load(c.artifact, threads=threads)
+            except Exception as e:
+                c.status, c.error = "error", f"load failed: {first_line(e)}"
+        progress.say(f"compare: timing {len(runners)} cells interleaved, {runs} runs each after {warmup} warm-up, "
+                     f"threads={threads}")
+        stats, errors = interleaved(runners, feeds, runs=runs, warmup=warmup, threads=threads)
+    finally:
+        for r in runners.values():
+            try:
+                r.close()
+            except Exception:
+                pass
+    for c in cells:
+        if c.name in errors:
+            c.status, c.error = "error", errors[c.name]
+        c.latency = stats.get(c.name)
+
+
+def _rows(cells: list[_Cell]) -> list[dict]:
+    ref = next(c for c in cells if c.reference)
+    ref_ms = ref.latency.median_ms if ref.latency else None
+    rows = []
+    for c in cells:
+        v = c.validation or {}
+        lat = c.latency
+        rows.append({
+            "backend": c.backend, "precision": c.precision, "status": c.status, "error": c.error,
+            "reference": c.reference, "reused": c.reused,
+            "top1_accuracy": v.get("top1_accuracy"), "top1_agreement": v.get("top1_agreement"),
+            "cosine": v.get("cosine"), "validation_samples": v.get("samples"),
+            "validated_on": _validated_on(v) if v else None,
+            "latency_ms_median": lat.median_ms if lat else None, "latency_ms_p90": lat.p90_ms if lat else None,
+            "speedup_vs_reference": (ref_ms / lat.median_ms) if (lat and ref_ms) else None,
+            "size_bytes": _size(c.manifest) if c.status == "ok" else None,
+            "compile_seconds": c.compile_seconds,
+            "artifact": str(c.artifact.resolve()) if c.status == "ok" and c.artifact else None,
+            "pareto": False,
+        })
+    return rows
+
+
+def _validated_on(v: dict) -> str:
+    what = v.get("data") or "?"
+    if v.get("on_calibration_data"):
+        what += " (calibration data: no --val)"
+    return what
+
+
+def accuracy_metric(rows: list[dict]) -> str | None:
+    """The y-axis: labelled top-1 when every timed cell has it, else agreement with FP32, else cosine."""
+    timed = [r for r in rows if r["status"] == "ok" and r["latency_ms_median"] is not None]
+    for key in ("top1_accuracy", "top1_agreement", "cosine"):
+        if timed and all(r[key] is not None for r in timed):
+            return key
+    return None
+
+
+def _mark_pareto(rows: list[dict]) -> str | None:
+    metric = accuracy_metric(rows)
+    if metric is None:
+        return None
+    pts = [r for r in rows if r["status"] == "ok" and r["latency_ms_median"] is not None]
+    for r in pts:
+        lat, acc = r["latency_ms_median"], r[metric]
+        r["pareto"] = not any(o is not r and o["latency_ms_median"] <= lat and o[metric] >= acc
+                              and (o["latency_ms_median"] < lat or o[metric] > acc) for o in pts)
+    return metric
+
+
+def write_json(report: CompareReport, path: Path) -> None:
+    from edgec.core.artifact import _json_default
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report.to_json(), indent=2, default=_json_default) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,157 @@
+"""Safety net of the pipeline: onnx.checker plus numerical equivalence in onnxruntime.
+
+Reference outputs come from the original model on seeded random inputs (symbolic dims = 1), run
+with onnxruntime's own graph rewrites disabled so that we test our graph, not ORT's. Models whose
+weights exceed `large_model_bytes` never go through one in-memory protobuf (2 GB limit): they are
+written with external data to a temporary folder and checked / loaded by path.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+# Protobuf cannot serialize a message over 2 GiB; leave headroom for the graph itself.
+LARGE_MODEL_BYTES = 1_800_000_000
+
+
+def weight_bytes(model: ir.Model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values()
+               if v.const_value is not None)
+
+
+def random_inputs(model: ir.Model, seed: int, samples: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(samples):
+        feed = {}
+        for value in model.graph.inputs:
+            if value.is_initializer() or value.dtype is None:
+                continue
+            shape = [d if isinstance(d, int) else 1 for d in (value.shape or [])]
+            dtype = value.dtype.numpy()
+            if np.issubdtype(dtype, np.floating):
+                arr = rng.standard_normal(shape).astype(dtype)
+            elif dtype == np.bool_:
+                arr = rng.random(shape) < 0.5
+            else:  # small non-negative ints: valid as indices, lengths or class ids
+                arr = rng.integers(0, 4, size=shape).astype(dtype)
+            feed[value.name] = arr
+        feeds.append(feed)
+    return feeds
+
+
+class ModelFile:
+    """The model as onnx.checker and onnxruntime take it: bytes, or a path when it is large."""
+
+    def __init__(self, model: ir.Model, large: bool):
+        self._tmp = None
+        if large:
+            self._tmp = tempfile.TemporaryDirectory(prefix="edgec-opt-")
+            self.path = os.path.join(self._tmp.name, "model.onnx")
+            ir.save(model, self.path, external_data="model.onnx.data")
+            self.source = self.path
+        else:
+            self.proto = ir.serde.serialize_model(model)
+            self.source = self.proto.SerializeToString()
+
+    def check(self) -> None:
+        onnx.checker.check_model(self.path if self._tmp else self.proto)
+
+    def session(self):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        return ort.InferenceSession(self.source, so, providers=["CPUExecutionProvider"])
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def run(mf: ModelFile, feeds: list[dict]) -> list[dict[str, np.ndarray]]:
+    sess = mf.session()
+    names = [o.name for o in sess.get_outputs()]
+    wanted = {i.name for i in sess.get_inputs()}
+    return [dict(zip(names, sess.run(None, {k: v for k, v in f.items() if k in wanted})))
+            for f in feeds]
+
+
+@dataclass
+class Comparison:
+    ok: bool
+    max_abs_err: float
+    output_scale: float
+    reason: str = ""
+
+
+def compare(ref: list[dict], got: list[dict], rtol: float) -> Comparison:
+    err, scale = 0.0, 0.0
+    for r, g in zip(ref, got):
+        for name, a in r.items():
+            if name not in g:
+                return Comparison(False, float("inf"), scale, f"output {name!r} disappeared")
+            b = g[name]
+            if a.shape != b.shape:
+                return Comparison(False, float("inf"), scale,
+                                  f"output {name!r} shape {b.shape} != {a.shape}")
+            if np.issubdtype(a.dtype, np.floating):
+                a64, b64 = a.astype(np.float64), b.astype(np.float64)
+                both_nan = np.isnan(a64) & np.isnan(b64)
+                diff = np.where(both_nan, 0.0, np.abs(a64 - b64))
+                finite = np.abs(a64[np.isfinite(a64)])
+                scale = max(scale, float(finite.max()) if finite.size else 0.0)
+                err = max(err, float(np.nan_to_num(diff, nan=np.inf).max()) if diff.size else 0.0)
+            elif not np.array_equal(a, b):
+                return Comparison(False, float("inf"), scale, f"output {name!r} values differ")
+    ok = err <= rtol * scale + 1e-7
+    reason = "" if ok else f"max abs error {err:.3g} > {rtol:g} x output scale {scale:.3g}"
+    return Comparison(ok, err, scale, reason)
+
+
+class Verifier:
+    """Holds the reference outputs; `check(model)` says whether a rewritten model still matches."""
+
+    def __init__(self, original: ir.Model, *, seed: int, rtol: float, large: bool, samples: int):
+        self.large, self.rtol = large, rtol
+        self.feeds = random_inputs(original, seed, samples)
+        self.samples = samples
+        self.reference = None
+        self.unavailable = ""
+        mf = ModelFile(original, large)
+        try:
+            self.reference = run(mf, self.feeds)
+        except Exception as e:  # noqa: BLE001 - e.g. custom ops ORT lacks: checker-only then
+            self.unavailable = f"original model does not run in onnxruntime ({_short(e)})"
+        finally:
+            mf.close()
+
+    def check(self, model: ir.Model, samples: int | None = None) -> Comparison:
+        mf = ModelFile(model, self.large)
+        try:
+            try:
+                mf.check()
+            except Exception as e:  # noqa: BLE001
+                return Comparison(False, float("nan"), 0.0, f"onnx.checker: {_short(e)}")
+            if self.reference is None:
+                return Comparison(True, float("nan"), 0.0, self.unavailable)
+            try:
+                got = run(mf, self.feeds[:samples])
+            except Exception as e:  # noqa: BLE001
+                return Comparison(False, float("nan"), 0.0, f"onnxruntime: {_short(e)}")
+            return compare(self.reference[: len(got)], got, self.rtol)
+        finally:
+            mf.close()
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300] if text else ''}"

@@ -1,0 +1,170 @@
+"""Calibration: run the FP32 model once over the data, histogram every float activation, cache the result.
+
+The cache key is (model sha256, data fingerprint): the same model and data give a hit whatever the
+method, percentile or flavour, because ranges are derived from the stored histograms.
+"""
+from __future__ import annotations
+
+import io
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgec.core.errors import InputError
+
+from .graph import model_sha256
+from .histogram import METHODS, StreamingHistogram
+
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("EDGEC_CACHE_DIR")
+    return Path(env) / "calibration" if env else Path.home() / ".cache" / "edgec" / "calibration"
+
+
+@dataclass
+class Calibration:
+    histograms: dict[str, StreamingHistogram]
+    samples: int
+    data_sha256: str
+    model_sha256: str
+    cache: str  # "hit" | "miss" | "off"
+
+    def ranges(self, method: str, percentile: float = 99.99, levels: int = 256) -> dict[str, tuple[float, float]]:
+        if method not in METHODS:
+            raise InputError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
+        if method == "percentile" and not 0 < percentile <= 100:
+            raise InputError(f"percentile {percentile} is outside (0, 100]; pass e.g. 99.99")
+        fn = METHODS[method]
+        out = {}
+        for name, h in self.histograms.items():
+            if h.counts is None:
+                continue
+            lo, hi = fn(h, percentile=percentile, levels=levels)
+            out[name] = (float(lo), float(hi))
+        return out
+
+
+def float_activations(model: onnx.ModelProto) -> list[str]:
+    """Names of float tensors computed at run time (graph inputs and node outputs)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    inits = {t.name for t in g.initializer}
+    types = {}
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        types[vi.name] = vi.type.tensor_type.elem_type
+    names = [i.name for i in g.input if i.name not in inits]
+    names += [o for n in g.node for o in n.output if o]
+    consts = {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    return [t for t in dict.fromkeys(names) if t not in consts and types.get(t) == onnx.TensorProto.FLOAT]
+
+
+def _augmented(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    present = {o.name for o in m.graph.output}
+    for t in tensors:
+        if t not in present:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    return m
+
+
+def session(model: onnx.ModelProto, threads: int | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _check_feeds(model: onnx.ModelProto, sample, source: str) -> None:
+    inits = {t.name for t in model.graph.initializer}
+    wanted = [i.name for i in model.graph.input if i.name not in inits]
+    missing = [w for w in wanted if w not in sample.feeds]
+    if missing:
+        raise InputError(f"calibration data {source} has no array for model input {missing[0]!r} "
+                         f"(it has {sorted(sample.feeds)}); name the arrays after the model inputs")
+
+
+def collect(model: onnx.ModelProto, data, *, cache_dir: Path | None = None, progress: bool = True,
+            data_sha256: str | None = None) -> Calibration:
+    """Histograms of every float activation over `data` (an edgec Dataset), from cache when possible."""
+    n = len(data)
+    if n == 0:
+        raise InputError(f"calibration data {getattr(data, 'source', '')} is empty; give at least one sample "
+                         "(100-500 representative inputs is typical)")
+    msha = model_sha256(model)
+    dsha = data_sha256 or data.fingerprint()
+    cache_path = None
+    if cache_dir is not False:
+        cache_path = Path(cache_dir or default_cache_dir()) / f"{msha[:16]}-{dsha[:16]}.npz"
+        hit = _load(cache_path, msha, dsha)
+        if hit is not None:
+            return Calibration(hit, n, dsha, msha, "hit")
+
+    tensors = float_activations(model)
+    sess = session(_augmented(model, tensors))
+    out_names = [o.name for o in sess.get_outputs()]
+    hists = {t: StreamingHistogram() for t in tensors}
+    it = iter(data)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, total=n, desc="calibrating", unit="sample", file=sys.stderr, leave=False)
+    count = 0
+    for sample in it:
+        if count == 0:
+            _check_feeds(model, sample, getattr(data, "source", ""))
+        feeds = {i.name: np.asarray(sample.feeds[i.name]) for i in sess.get_inputs()}
+        outs = sess.run(out_names, feeds)
+        for name, arr in zip(out_names, outs):
+            h = hists.get(name)
+            if h is not None and arr.dtype == np.float32:
+                h.update(arr)
+        count += 1
+    cal = Calibration(hists, count, dsha, msha, "miss" if cache_path else "off")
+    if cache_path is not None:
+        _save(cache_path, cal)
+    return cal
+
+
+def _save(path: Path, cal: Calibration) -> None:
+    arrays = {"__meta__": np.array([CACHE_VERSION, cal.samples], np.int64),
+              "__keys__": np.array([cal.model_sha256, cal.data_sha256])}
+    names = [k for k, h in cal.histograms.items() if h.counts is not None]
+    arrays["__names__"] = np.array(names, dtype=np.str_)
+    arrays["__scalars__"] = np.array([[cal.histograms[k].lo, cal.histograms[k].width,
+                                       cal.histograms[k].min, cal.histograms[k].max] for k in names], np.float64)
+    arrays["__counts__"] = np.stack([cal.histograms[k].counts for k in names]) if names else np.zeros((0, 1))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(path)  # atomic: concurrent compiles never read a half-written cache
+    except OSError:
+        pass  # a read-only cache dir only costs a recalibration next time
+
+
+def _load(path: Path, msha: str, dsha: str) -> dict[str, StreamingHistogram] | None:
+    if not path.is_file():
+        return None
+    try:
+        z = np.load(path, allow_pickle=False)
+        if int(z["__meta__"][0]) != CACHE_VERSION or list(z["__keys__"]) != [msha, dsha]:
+            return None
+        out = {}
+        for name, (lo, w, mn, mx), counts in zip(z["__names__"], z["__scalars__"], z["__counts__"]):
+            out[str(name)] = StreamingHistogram.from_dict({"lo": lo, "width": w, "min": mn, "max": mx,
+                                                           "counts": counts})
+        return out
+    except (OSError, ValueError, KeyError):
+        return None  # corrupt or foreign file: recalibrate and overwrite

@@ -1,0 +1,50 @@
+"""INT8 static quantization: calibrate -> constrain ranges -> (bias correction) -> Q/DQ -> (max_drop repair)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from edgec.core.backend import QuantFlavour
+from edgec.core.errors import InputError
+
+from .calibration import collect
+from .qdq import check_flavour, constrain_ranges, insert_qdq, levels
+from .repair import Evaluator, apply_bias, bias_deltas, max_drop_repair
+
+BIAS_CORRECTION_SAMPLES = 64
+
+
+def quantize_int8(model: onnx.ModelProto, report: dict, *, flavour: QuantFlavour, calibration, method: str,
+                  percentile: float, samples: int | None, cache_dir, excluded: list[str], bias_correction: bool,
+                  max_drop: float | None, validation, progress: bool) -> onnx.ModelProto:
+    check_flavour(flavour)
+    if calibration is None:
+        raise InputError("int8 needs calibration data; pass --calib DATA (100-500 representative inputs) "
+                         "or use --precision int8-dynamic, which needs none")
+    if samples is not None and samples < 1:
+        raise InputError(f"--calib-samples {samples} must be at least 1")
+    if max_drop is not None and validation is None:
+        raise InputError("max_drop needs validation data to measure the drop; pass --val DATA "
+                         "(labelled data gives top-1, unlabelled gives agreement with FP32)")
+    data = calibration.take(samples)
+    cal = collect(model, data, cache_dir=cache_dir, progress=progress)
+    ranges = constrain_ranges(model, cal.ranges(method, percentile, levels(flavour.activation_dtype)), flavour)
+    report["calibration"] = {"data_sha256": cal.data_sha256, "method": method, "samples": cal.samples,
+                             "cache": cal.cache, **({"percentile": percentile} if method == "percentile" else {})}
+    report["flavour"] = {k: getattr(flavour, k) for k in flavour.__dataclass_fields__}
+
+    deltas: dict[str, np.ndarray] = {}
+    if bias_correction:
+        n_bc = min(BIAS_CORRECTION_SAMPLES, len(data))
+        deltas = bias_deltas(model, ranges, flavour, excluded, data.take(n_bc), progress=progress)
+        report["bias_correction"] = {"layers": len(deltas), "samples": n_bc}
+    q = insert_qdq(apply_bias(model, deltas, skip=excluded), ranges, flavour, exclude=excluded)
+
+    if max_drop is not None:
+        evaluator = Evaluator(model, validation, progress=progress)
+        q, md, sens = max_drop_repair(model, q, ranges, flavour, deltas, excluded, evaluator, max_drop,
+                                      progress=progress)
+        report["max_drop"] = md
+        report["sensitivity"] = sens
+        report["kept_fp32"] = sorted(set(excluded) | set(md["kept_fp32"]))
+    return q

@@ -1,0 +1,68 @@
+"""`quantize()`: the one entry point the compile flow calls for fp16, int8 and int8-dynamic."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import onnx
+
+from edgec.core.backend import QuantFlavour
+from edgec.core.errors import InputError
+
+from .graph import ensure_node_names, split_keep_list
+from .placement import placement
+
+PRECISIONS = ("fp16", "int8", "int8-dynamic")
+# Chosen on benchmarks/quantization.py (EfficientNet-Lite0, SqueezeNet, Fashion-MNIST): see DEFAULT_METHOD_WHY.
+DEFAULT_METHOD = "percentile"
+
+
+@dataclass
+class QuantResult:
+    model: onnx.ModelProto
+    report: dict = field(default_factory=dict)
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return m
+
+
+def quantize(model: onnx.ModelProto, precision: str, *, flavour: QuantFlavour = QuantFlavour(),
+             calibration=None, method: str = DEFAULT_METHOD, percentile: float = 99.99,
+             samples: int | None = None, cache_dir: Path | None = None, keep_fp32: Sequence[str] = (),
+             fp32_io: bool = True, bias_correction: bool = True, max_drop: float | None = None,
+             validation=None, progress: bool = True) -> QuantResult:
+    """Quantize an FP32 ONNX model; see the package docstring for the report layout."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r} cannot be quantized; use one of {', '.join(PRECISIONS)}")
+    t0 = time.perf_counter()
+    model = ensure_node_names(_copy(model))
+    keep_names, keep_ops = split_keep_list(model, keep_fp32)
+    excluded = sorted(keep_names | {n.name for n in model.graph.node if n.op_type in keep_ops})
+    report: dict = {"precision": precision, "calibration": None, "kept_fp32": excluded}
+
+    if precision == "fp16":
+        from .fp16 import convert_fp16
+
+        out = convert_fp16(model, keep_fp32=keep_fp32, fp32_io=fp32_io)
+        report["fp32_io"] = fp32_io
+    elif precision == "int8-dynamic":
+        from .qdq import check_flavour, weight_only
+
+        check_flavour(flavour)
+        out = weight_only(model, flavour, exclude=excluded)
+        report["mode"] = "weight-only"
+    else:
+        from .int8 import quantize_int8
+
+        out = quantize_int8(model, report, flavour=flavour, calibration=calibration, method=method,
+                            percentile=percentile, samples=samples, cache_dir=cache_dir, excluded=excluded,
+                            bias_correction=bias_correction, max_drop=max_drop, validation=validation,
+                            progress=progress)
+    report["placement"] = placement(model, out)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return QuantResult(out, report)

@@ -1,0 +1,182 @@
+"""Q/DQ insertion for the three placement flavours, and weight-only INT8.
+
+Insertion itself is ONNX Runtime's QDQQuantizer (per-channel axes per op incl. depthwise Conv and
+ConvTranspose, int32 biases at s_in*s_w, Relu/Clip folded into the following Q range): it is what
+ORT's CPU fusions are written against, and it handles opset bumps and 16-bit contrib Q/DQ for QNN.
+We feed it our own activation ranges (calibration.py) and the flavour's constraints.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Mapping
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgec.core.backend import QuantFlavour
+from edgec.core.errors import InputError
+
+from .graph import initializers, topo_sort, weighted_nodes
+from .weights import channel_axis, symmetric_scales
+
+# "weighted" (TensorRT/ORT/OpenVINO style): weighted ops and residual Adds, plus the activations that the
+# quantizer folds into the producer's output range (no extra Q/DQ pair, and ORT fuses them).
+WEIGHTED_PLACEMENT = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Relu", "Clip")
+FIXED_RANGES = {"Softmax": (0.0, 1.0), "Sigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0)}
+# TFLite/QNN integer kernels require the output scale of these to equal the input scale.
+SAME_SCALE_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Reshape", "Flatten",
+                  "Transpose", "Squeeze", "Unsqueeze", "Resize", "Slice", "Gather", "Pad", "DepthToSpace",
+                  "SpaceToDepth", "Split")
+_QTYPES = {"int8": "QInt8", "uint8": "QUInt8", "int16": "QInt16", "uint16": "QUInt16"}
+PLACEMENTS = ("weighted", "every_tensor", "qnn")
+
+
+def levels(dtype: str) -> int:
+    return 65536 if dtype.endswith("16") else 256
+
+
+def check_flavour(flavour: QuantFlavour) -> None:
+    if flavour.placement not in PLACEMENTS:
+        raise InputError(f"quantization placement {flavour.placement!r} is unknown; use one of {', '.join(PLACEMENTS)}")
+    for what, dt in (("activation", flavour.activation_dtype), ("weight", flavour.weight_dtype)):
+        if dt not in _QTYPES:
+            raise InputError(f"{what} dtype {dt!r} is not supported; use int8, uint8 or uint16")
+    if flavour.placement == "qnn" and flavour.activation_dtype not in ("uint8", "uint16"):
+        raise InputError(f"placement 'qnn' needs uint8 or uint16 activations, not {flavour.activation_dtype}")
+
+
+def constrain_ranges(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]],
+                     flavour: QuantFlavour) -> dict[str, tuple[float, float]]:
+    """Apply the flavour's range rules: fixed output ranges and shared scales for integer-only runtimes."""
+    r = {k: (min(lo, 0.0), max(hi, 0.0)) for k, (lo, hi) in ranges.items()}  # zero must be representable
+    for node in model.graph.node:
+        fixed = FIXED_RANGES.get(node.op_type)
+        if fixed and node.output[0] in r:
+            r[node.output[0]] = fixed
+    if flavour.placement == "weighted":
+        return r
+    # Shared scales: walk in topological order so chains (Conv -> MaxPool -> Reshape) inherit one range.
+    for node in model.graph.node:
+        if node.op_type in SAME_SCALE_OPS and node.input and node.input[0] in r:
+            for o in node.output:
+                if o in r:
+                    r[o] = r[node.input[0]]
+    for node in model.graph.node:
+        if node.op_type == "Concat":
+            ts = [t for t in list(node.input) + list(node.output) if t in r]
+            if ts:
+                u = (min(r[t][0] for t in ts), max(r[t][1] for t in ts))
+                for t in ts:
+                    r[t] = u
+    return r
+
+
+def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]], flavour: QuantFlavour,
+               exclude: Iterable[str] = (), only: Iterable[str] | None = None,
+               keep_activations: bool = False) -> onnx.ModelProto:
+    """The Q/DQ model for `ranges`; nodes in `exclude` stay FP32, `only` restricts quantization to those nodes.
+
+    `keep_activations` keeps Relu/Clip as nodes instead of folding them into Q ranges, so every
+    weighted node keeps its output tensor name (bias correction compares those tensors with FP32)."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import (QuantType, save_and_reload_model_with_shape_infer,
+                                                      update_opset_version)
+
+    act_t = getattr(QuantType, _QTYPES[flavour.activation_dtype])
+    w_t = getattr(QuantType, _QTYPES[flavour.weight_dtype])
+    trange = TensorsData(CalibrationMethod.MinMax, {
+        k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in ranges.items()})
+    sixteen = flavour.activation_dtype.endswith("16") or flavour.weight_dtype.endswith("16")
+    extra = {
+        "ActivationSymmetric": flavour.symmetric_activations,
+        "WeightSymmetric": flavour.symmetric_weights,
+        "UseQDQContribOps": sixteen,
+        "QDQKeepRemovableActivations": keep_activations,
+    }
+    if flavour.placement == "qnn":
+        extra["MinimumRealRange"] = 1e-4  # QNN HTP rejects near-zero ranges
+    if flavour.placement == "weighted":
+        op_types = list(WEIGHTED_PLACEMENT)
+    else:
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+        op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+        extra["ForceQuantizeNoInputCheck"] = True  # quantize data-movement ops even off a float producer
+    m = save_and_reload_model_with_shape_infer(model)
+    m = update_opset_version(m, w_t, act_t)
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # ORT's "consider pre-processing" warnings are noise here
+    try:
+        q = QDQQuantizer(m, flavour.per_channel, False, w_t, act_t, trange,
+                         list(only) if only is not None else [], list(exclude), op_types, extra)
+        q.quantize_model()
+    finally:
+        logger.setLevel(level)
+    out = q.model.model
+    # Shape-inference value_info from the reload is stale after rewiring; ORT and the checker re-infer.
+    del out.graph.value_info[:]
+    return topo_sort(out)
+
+
+def weight_only(model: onnx.ModelProto, flavour: QuantFlavour, exclude: Iterable[str] = (),
+                search: bool = True) -> onnx.ModelProto:
+    """Dynamic-range INT8: weights stored as int8 + DequantizeLinear, activations stay float.
+
+    4x smaller weights on every runtime; backends with dynamic-range kernels (TFLite, OpenVINO)
+    run them integer, others dequantize once at load (ORT constant-folds the DQ).
+    """
+    exclude = set(exclude)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    if max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=0) < 13:
+        raise InputError("int8-dynamic needs opset >= 13 (per-channel DequantizeLinear); "
+                         "convert the model with onnx.version_converter first")
+    inits = initializers(m)
+    done: dict[str, str] = {}
+    uses: dict[str, int] = {}
+    for n in m.graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    new_nodes = []
+    for node in weighted_nodes(m):
+        w_name = node.input[1]
+        if node.name in exclude or inits[w_name].data_type != onnx.TensorProto.FLOAT:
+            continue
+        if w_name in done:
+            node.input[1] = done[w_name]
+            continue
+        w = numpy_helper.to_array(inits[w_name]).astype(np.float32)
+        if w.size < 16:
+            continue
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        axis = channel_axis(node.op_type, w.ndim, trans_b) if flavour.per_channel and w.ndim > 1 else None
+        scale = symmetric_scales(w, axis, search=search)
+        shape = [1] * w.ndim
+        if axis is not None:
+            shape[axis] = -1
+        q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        base = w_name + "_wq"
+        m.graph.initializer.extend([numpy_helper.from_array(q, base),
+                                    numpy_helper.from_array(scale.reshape(-1) if axis is not None else scale.reshape(()),
+                                                            base + "_scale"),
+                                    numpy_helper.from_array(np.zeros(scale.size if axis is not None else (),
+                                                                     np.int8), base + "_zp")])
+        attrs = {"axis": axis} if axis is not None else {}
+        new_nodes.append(helper.make_node("DequantizeLinear", [base, base + "_scale", base + "_zp"],
+                                          [w_name + "_dq"], name=w_name + "_DequantizeLinear", **attrs))
+        done[w_name] = w_name + "_dq"
+        node.input[1] = w_name + "_dq"
+    for n in m.graph.node:  # other consumers of a shared weight read the dequantized copy too
+        for j, i in enumerate(n.input):
+            if i in done and n.op_type != "DequantizeLinear":
+                n.input[j] = done[i]
+    keep = [t for t in m.graph.initializer if t.name not in done]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(keep)
+    nodes = list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(new_nodes + nodes)
+    return m

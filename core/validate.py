@@ -1,0 +1,83 @@
+"""Runs an artifact on its own backend's runtime against the FP32 ONNX on onnxruntime."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from edgec.core import progress
+from edgec.core.backend import Runner
+from edgec.core.data import Dataset, Sample
+from edgec.core.metrics import OutputAgreement
+from edgec.core.model_io import input_specs, random_feeds
+
+DEFAULT_MIN_COSINE = {"fp32": 0.999, "fp16": 0.999, "int8": 0.99}
+RANDOM_SAMPLES = 8
+
+
+class ReferenceRunner(Runner):
+    """The numerical reference: the FP32 ONNX model on onnxruntime's CPU provider."""
+
+    def __init__(self, model: onnx.ModelProto | str, threads: int | None = None):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        src = model if isinstance(model, str) else model.SerializeToString()
+        self.session = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.threads = threads
+
+    def run(self, feeds):
+        return dict(zip(self.output_names, self.session.run(None, dict(feeds))))
+
+
+@dataclass
+class RandomData(Dataset):
+    """Seeded random inputs, used when the user gives no validation data (and said so in the manifest)."""
+
+    specs: list
+    n: int = RANDOM_SAMPLES
+    seed: int = 0
+    source: str = "random"
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed)
+        for _ in range(self.n):
+            yield Sample(random_feeds(self.specs, rng))
+
+    def describe(self) -> str:
+        return f"seeded random normal inputs (seed {self.seed}, {self.n} samples)"
+
+
+def validate_runner(runner: Runner, reference: Runner, data: Dataset | None, *, model: onnx.ModelProto | None = None,
+                    min_cosine: float | None = None, desc: str = "validate") -> dict:
+    """Compare `runner` to `reference` on `data` (random inputs when None); returns the manifest's
+    `validation` section with `passed` set against `min_cosine` (when given)."""
+    if data is None:
+        if model is None:
+            raise ValueError("random validation needs the model to know input shapes")
+        data = RandomData(input_specs(model))
+    names = reference.output_names
+    acc = OutputAgreement(names)
+    for sample in progress.bar(data, total=len(data), desc=desc, unit="sample"):
+        ref = reference.run(sample.feeds)
+        out = runner.run(sample.feeds)
+        missing = [n for n in names if n not in out]
+        if missing:
+            raise RuntimeError(f"artifact produced no output '{missing[0]}' (it produced {sorted(out)})")
+        acc.update(out, ref, sample.label)
+    report = acc.summary()
+    report["data"] = data.describe() if isinstance(data, RandomData) else getattr(data, "source", "")
+    report["random_inputs"] = isinstance(data, RandomData)
+    if min_cosine is not None:
+        report["min_cosine"] = min_cosine
+        report["passed"] = bool(report["cosine"] >= min_cosine and not report.get("nonfinite_samples"))
+    return report
