@@ -60,3 +60,37 @@ def test_shared_model_is_equivalent_and_not_larger_than_onnxslim_onnxsim(name):
     if ok:
         assert ours <= len(sim.graph.node)
     assert res.report["fusions"], "every shared model has Conv+activation chains to annotate"
+
+
+# onnx ships small real-world test models (old opsets, IR 3, sequences, ...): a sweep over all
+# of them is the cheapest way to catch a pass that mis-handles something the hand-built graphs
+# did not think of. A rollback here means a pass bug that the safety net hid.
+ONNX_DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"
+
+
+def _sweep(paths):
+    assert paths, f"no bundled onnx test models under {ONNX_DATA}"
+    problems = []
+    for path in paths:
+        res = optimize(onnx.load(path))
+        rolled = [(p["name"], p["reason"]) for p in res.report["passes"] if p["rolled_back"]]
+        if rolled or res.report["equivalence"]["ok"] is False or "fallback" in res.report:
+            problems.append((path.relative_to(ONNX_DATA).as_posix(), rolled,
+                             res.report["equivalence"]))
+        if res.report["after"]["nodes"] > res.report["before"]["nodes"]:
+            problems.append((path.name, "node count grew"))
+    assert not problems, problems
+
+
+def test_onnx_bundled_small_models_optimize_cleanly():
+    _sweep([p for p in sorted(ONNX_DATA.glob("**/*.onnx")) if p.parent.name != "light"])
+
+
+@pytest.mark.slow
+def test_onnx_bundled_light_cnns_match_onnxslim_node_counts():
+    onnxslim = pytest.importorskip("onnxslim")
+    paths = sorted((ONNX_DATA / "light").glob("*.onnx"))
+    _sweep(paths)
+    for path in paths:
+        ours = len(optimize(onnx.load(path), verify=False).model.graph.node)
+        assert ours <= len(_quiet(onnxslim.slim, onnx.load(path)).graph.node), path.name

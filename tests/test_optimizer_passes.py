@@ -424,3 +424,16 @@ def test_hardswish_written_as_mul_is_annotated():
     m = _model(nodes, [_vi("x", [1, 3, 2, 2])], [_vi("y", None)], [_init("W", [3, 3, 1, 1])])
     res = _run(m, ["fusion_annotation"])
     assert [f["pattern"] for f in res.report["fusions"]] == ["Conv+HardSwish"]
+
+
+def test_shape_inference_keeps_sequence_types():
+    """onnx-ir 1.1's own merge turns untyped sequence values into tensors; ours must not."""
+    pos = numpy_helper.from_array(np.array(1, np.int64), "pos")
+    nodes = [helper.make_node("SequenceConstruct", ["x", "x"], ["seq"]),
+             helper.make_node("SequenceAt", ["seq", "pos"], ["at"]),
+             helper.make_node("Identity", ["at"], ["y"])]
+    m = _model(nodes, [_vi("x", [2, 3])], [_vi("y", [2, 3])], [pos])
+    res = _run(m, ["noop_removal"])
+    seq = [v for v in res.model.graph.value_info if v.name == "seq"]
+    assert not seq or seq[0].type.HasField("sequence_type")
+    assert _ops(res.model) == ["SequenceConstruct", "SequenceAt"]
