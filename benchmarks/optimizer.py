@@ -5,6 +5,9 @@ For each model it prints node counts (original, edgec, onnxslim, onnxsim), edgec
 1 thread, interleaved: onnxruntime at ORT_ENABLE_BASIC on the original model divided by
 onnxruntime with all graph optimizations disabled (ORT_DISABLE_ALL) on the edgec-optimized
 model. A ratio >= 1 means edgec's graph alone is at least as fast as ORT's basic rewrites.
+Rows named `<model>+bn` are the same model re-written as an unfolded export (a BatchNormalization
+after every Conv, weights compensated so the function is unchanged), to exercise the folding
+passes on real weights.
 
     python benchmarks/optimizer.py [--models DIR] [--rounds 200] [--json out.json]
 """
@@ -70,29 +73,72 @@ def latency_ratio(original: onnx.ModelProto, optimized: onnx.ModelProto, rounds:
             "ratio": mb / mo, "paired_ratio": paired}
 
 
+def unfold_batchnorm(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
+    """The same function written as an unfolded export: every Conv gets a BatchNormalization
+    with random statistics, and its weights are divided through so the output is unchanged.
+    This is what torch.onnx.export(..., do_constant_folding=False) style models look like."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {i.name: i for i in m.graph.initializer}
+    nodes = []
+    for node in m.graph.node:
+        nodes.append(node)
+        if node.op_type != "Conv" or len(node.input) < 3 or node.input[2] not in inits:
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+        b = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
+        c = w.shape[0]
+        gamma, var = rng.uniform(0.5, 2.0, c), rng.uniform(0.5, 2.0, c)
+        beta, mean = rng.normal(0, 0.1, c), rng.normal(0, 0.1, c)
+        scale = gamma / np.sqrt(var + 1e-5)
+        shift = beta - mean * scale
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(
+            (w / scale.reshape((c,) + (1,) * (w.ndim - 1))).astype(np.float32), node.input[1]))
+        inits[node.input[2]].CopyFrom(numpy_helper.from_array(
+            ((b - shift) / scale).astype(np.float32), node.input[2]))
+        names = [f"{node.name or node.output[0]}_bn_{k}" for k in ("g", "b", "m", "v")]
+        for name, arr in zip(names, (gamma, beta, mean, var)):
+            m.graph.initializer.append(numpy_helper.from_array(arr.astype(np.float32), name))
+        out = node.output[0]
+        node.output[0] = out + "_prebn"
+        nodes.append(helper.make_node("BatchNormalization", [node.output[0], *names], [out],
+                                      name=f"{node.name}_bn", epsilon=1e-5))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    return m
+
+
 def _quiet(fn, *args, **kw):
     with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         return fn(*args, **kw)
 
 
-def bench_model(path: Path, rounds: int) -> dict:
+def _copy(m: onnx.ModelProto) -> onnx.ModelProto:
+    c = onnx.ModelProto()
+    c.CopyFrom(m)  # onnxslim/onnxsim may edit their argument
+    return c
+
+
+def bench_model(name: str, original: onnx.ModelProto, rounds: int) -> dict:
     import onnxsim
     import onnxslim
 
-    original = onnx.load(path)
     t0 = time.perf_counter()
-    res = optimize(onnx.load(path))
+    res = optimize(_copy(original))
     t_edgec = time.perf_counter() - t0
     t0 = time.perf_counter()
-    slim = _quiet(onnxslim.slim, onnx.load(path))
+    slim = _quiet(onnxslim.slim, _copy(original))
     t_slim = time.perf_counter() - t0
     t0 = time.perf_counter()
-    sim, ok = _quiet(onnxsim.simplify, onnx.load(path))
+    sim, ok = _quiet(onnxsim.simplify, _copy(original))
     t_sim = time.perf_counter() - t0
     eq = res.report["equivalence"]
     row = {
-        "model": path.stem,
+        "model": name,
         "nodes_original": len(original.graph.node),
         "nodes_edgec": len(res.model.graph.node),
         "nodes_onnxslim": len(slim.graph.node),
@@ -112,20 +158,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=Path, default=DEFAULT_MODELS)
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--no-unfolded", action="store_true",
+                    help="skip the '+bn' rows (each model re-written with unfolded BatchNorms)")
     args = ap.parse_args(argv)
     paths = sorted(args.models.glob("*.onnx"))
     if not paths:
         print(f"no .onnx files in {args.models}", file=sys.stderr)
         return 2
     rows = []
-    head = (f"{'model':<22} {'nodes':>5} {'edgec':>5} {'slim':>5} {'sim':>5}  {'rel.err':>8} "
+    head = (f"{'model':<25} {'nodes':>5} {'edgec':>5} {'slim':>5} {'sim':>5}  {'rel.err':>8} "
             f"{'eq':>3}  {'basic(orig) ms':>14} {'off(edgec) ms':>13} {'ratio':>6} {'paired':>6}"
             f"  {'t edgec/slim/sim s':>18}")
     print(head)
-    for path in paths:
-        r = bench_model(path, args.rounds)
+    cases = [(p.stem, onnx.load(p)) for p in paths]
+    if not args.no_unfolded:
+        cases += [(f"{name}+bn", unfold_batchnorm(m)) for name, m in list(cases)]
+    for name, model in cases:
+        r = bench_model(name, model, args.rounds)
         rows.append(r)
-        print(f"{r['model']:<22} {r['nodes_original']:>5} {r['nodes_edgec']:>5} "
+        print(f"{r['model']:<25} {r['nodes_original']:>5} {r['nodes_edgec']:>5} "
               f"{r['nodes_onnxslim']:>5} {str(r['nodes_onnxsim']):>5}  {r['rel_err']:>8.1e} "
               f"{'ok' if r['equivalent'] else 'NO':>3}  {r['basic_original_ms']:>14.2f} "
               f"{r['disable_all_edgec_ms']:>13.2f} {r['ratio']:>6.3f} {r['paired_ratio']:>6.3f}"

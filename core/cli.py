@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from edgec.core.errors import EdgecError, InputError, ValidationFailed
@@ -143,22 +145,24 @@ def cmd_inspect(args) -> int:
 
 def cmd_optimize(args) -> int:
     from edgec.core.artifact import check_writable_parent
-    from edgec.core.model_io import load_model, save_model
+    from edgec.core.model_io import load_model
     from edgec.core.optimizer import format_report, optimize
 
     out = Path(args.output)
     if out.exists() and not args.force:
         raise InputError(f"output {out} already exists; pass --force to replace it or choose another -o")
     check_writable_parent(out)
-    model = load_model(args.model)
-    res = optimize(model, skip=args.skip or ())
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    load_model(args.model)  # the one-line errors for missing / corrupt / invalid files
+    # A path, not a proto: the optimizer reads weights lazily, so models over 2 GB work.
+    res = optimize(args.model, skip=args.skip or ())
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        save_model(res.model, tmp)
-        os.replace(tmp, out)
+        res.save(stage / out.name, external_data=(out.name + ".data") if res.large else None)
+        for f in stage.iterdir():
+            os.replace(f, out.parent / f.name)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        shutil.rmtree(stage, ignore_errors=True)
     if args.json:
         _dump(res.report)
     else:

@@ -15,7 +15,7 @@ from edgec.core import progress
 from edgec.core.artifact import Artifact, check_output, file_table, publish, staging_dir, write_manifest
 from edgec.core.backend import PRECISIONS, Backend, LoweringContext
 from edgec.core.data import Dataset, open_dataset
-from edgec.core.errors import EdgecError, InputError, ValidationFailed
+from edgec.core.errors import EdgecError, InputError, UnsupportedError, ValidationFailed
 from edgec.core.model_io import input_specs, load_model, output_specs, sha256_file
 from edgec.core.registry import check_precision, get_backend, require_available
 from edgec.core.validate import DEFAULT_MIN_COSINE, ReferenceRunner, validate_runner
@@ -83,6 +83,7 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
         progress.say("optimizing graph")
         res = run_passes(working, opset_range=reqs.opset_range, progress=progress.say)
         working, passes_report = res.model, res.report
+    _check_opset(be, working)
 
     ctx = LoweringContext(model=working, source_model=working, precision=precision, out_dir=Path("."),
                           options=opts, calibration=calib, validation=val,
@@ -136,7 +137,8 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
         }
         runner = be.load(tmp, manifest, threads=threads)
         try:
-            reference = ReferenceRunner(model_proto, threads=threads)
+            # From the path when there is one: onnxruntime then reads external data (> 2 GB models) itself.
+            reference = ReferenceRunner(source["path"] or model_proto, threads=threads)
             # Without --val, int8 is checked on its calibration samples: random normal inputs are far outside
             # the ranges it was calibrated for and would fail every honest quantization.
             check_data = val if val is not None else calib
@@ -163,6 +165,17 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
         write_manifest(tmp, manifest)
         publish(tmp, out, force)
     return Artifact(out, manifest)
+
+
+def _check_opset(be: Backend, model: onnx.ModelProto) -> None:
+    """The optimizer converts into the backend's opset range when onnx can; say so when it could not."""
+    if not be.requirements.opset_range:
+        return
+    lo, hi = be.requirements.opset_range
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and not lo <= opset <= hi:
+        raise UnsupportedError(f"backend '{be.name}' needs ONNX opset {lo}..{hi} but the model is opset {opset} and "
+                               f"onnx's version converter could not convert it; re-export the model at opset {hi}")
 
 
 def _describe_pp(preprocess):

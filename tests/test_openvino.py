@@ -245,6 +245,25 @@ def test_missing_device_names_the_ones_present(backend, tmp_path):
         build(backend, tiny_cnn(), "fp32", tmp_path, {"device": "AUTO:XPU9"})
 
 
+def test_load_time_options_are_checked(backend, tmp_path):
+    _, _, manifest = build(backend, tiny_cnn(), "fp32", tmp_path)
+    with pytest.raises(BackendError, match="'XPU9' is not present"):
+        backend.load(tmp_path, manifest, device="XPU9")
+    with pytest.raises(InputError, match="has no option 'turbo'"):
+        backend.load(tmp_path, manifest, turbo=True)
+
+
+def test_missing_device_fails_before_nncf_calibration(backend, images, tmp_path, monkeypatch):
+    from edgec.backends.openvino import nncf_calibrate
+
+    monkeypatch.setattr(nncf_calibrate, "quantize", lambda *a, **k: pytest.fail("calibrated for a missing device"))
+    ctx = LoweringContext(model=tiny_cnn(), source_model=tiny_cnn(), precision="int8", out_dir=tmp_path,
+                          options=backend.validate_options({"calibrator": "nncf", "device": "XPU9"}),
+                          calibration=ArrayDataset({"x": images[:4]}))
+    with pytest.raises(BackendError, match="XPU9"):
+        backend.calibrate(ctx)
+
+
 def test_auto_device_and_throughput_hint(backend, images, tmp_path):
     ctx, _, manifest = build(backend, tiny_cnn(), "fp32", tmp_path, {"device": "auto", "hint": "throughput"})
     assert ctx.info["device"] == "AUTO" and ctx.info["performance_hint"] == "THROUGHPUT"

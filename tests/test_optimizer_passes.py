@@ -437,3 +437,48 @@ def test_shape_inference_keeps_sequence_types():
     seq = [v for v in res.model.graph.value_info if v.name == "seq"]
     assert not seq or seq[0].type.HasField("sequence_type")
     assert _ops(res.model) == ["SequenceConstruct", "SequenceAt"]
+
+
+@pytest.mark.parametrize("group,const_shape", [(1, [3, 1, 1]), (1, [1, 3, 1, 1]), (3, [3, 1, 1]),
+                                               (1, [])])
+def test_input_scale_mul_folds_into_following_conv(group, const_shape):
+    cout = 6
+    nodes = [helper.make_node("Mul", ["x", "s"], ["xs"]),
+             helper.make_node("Conv", ["xs", "W", "B"], ["y"], pads=[1, 1, 1, 1], group=group)]
+    inits = [_init("s", const_shape, 0.5, 2.0), _init("W", [cout, 3 // group, 3, 3]), _init("B", [cout])]
+    m = _model(nodes, [_vi("x", [1, 3, 5, 5])], [_vi("y", None)], inits)
+    res = _run(m, ["fold_mul_add"])
+    assert _ops(res.model) == ["Conv"]
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_input_scale_mul_folds_into_following_gemm(trans_b):
+    nodes = [helper.make_node("Mul", ["s", "x"], ["xs"]),
+             helper.make_node("Gemm", ["xs", "W"], ["y"], transB=trans_b)]
+    inits = [_init("s", [8]), _init("W", [5, 8] if trans_b else [8, 5])]
+    m = _model(nodes, [_vi("x", [2, 8])], [_vi("y", [2, 5])], inits)
+    res = _run(m, ["fold_mul_add"])
+    assert _ops(res.model) == ["Gemm"]
+
+
+def test_input_add_before_padded_conv_and_broadcasting_mul_stay():
+    nodes = [helper.make_node("Add", ["x", "s"], ["xs"]),
+             helper.make_node("Conv", ["xs", "W"], ["y"], pads=[1, 1, 1, 1])]
+    inits = [_init("s", [3, 1, 1]), _init("W", [4, 3, 3, 3])]
+    m = _model(nodes, [_vi("x", [1, 3, 5, 5])], [_vi("y", None)], inits)
+    assert _ops(_run(m, ["fold_mul_add"]).model) == ["Add", "Conv"]
+    nodes = [helper.make_node("Mul", ["x", "s"], ["xs"]), helper.make_node("Conv", ["xs", "W"], ["y"])]
+    inits = [_init("s", [2, 3, 1, 1]), _init("W", [4, 3, 1, 1])]  # batch-broadcasting constant
+    m = _model(nodes, [_vi("x", [1, 3, 5, 5])], [_vi("y", None)], inits)
+    assert _ops(_run(m, ["fold_mul_add"]).model) == ["Mul", "Conv"]
+
+
+def test_constant_sequences_are_not_folded_into_initializers():
+    pos = numpy_helper.from_array(np.array(0, np.int64), "pos")
+    nodes = [helper.make_node("SequenceConstruct", ["a", "b"], ["seq"]),
+             helper.make_node("SequenceAt", ["seq", "pos"], ["at"]),
+             helper.make_node("Add", ["x", "at"], ["y"])]
+    m = _model(nodes, [_vi("x", [2])], [_vi("y", [2])], [_init("a", [2]), _init("b", [2]), pos])
+    res = _run(m, ["constant_folding", "dead_code"])
+    # SequenceConstruct stays (a sequence is not an initializer), so SequenceAt stays too.
+    assert _ops(res.model) == ["SequenceConstruct", "SequenceAt", "Add"]

@@ -73,14 +73,17 @@ class OpenVINOBackend(Backend):
         kernels at compile time, so the core's FP16 ONNX rewrite with its boundary Casts is not wanted).
         int8 with calibrator=nncf: NNCF's quantized model. Otherwise None: the core's Q/DQ model."""
         opts = self.validate_options(ctx.options)
+        if ctx.precision not in ("fp16", "int8") or (ctx.precision == "int8" and opts["calibrator"] != "nncf"):
+            return None
+        import openvino as ov
+
+        cfg.resolve(ov.Core(), opts, ctx.precision)  # a missing device fails before minutes of calibration
         if ctx.precision == "fp16":
             from edgec.backends.openvino import convert
 
             ctx.info["calibration"] = {"fp16": "weights stored as fp16 by openvino.save_model(compress_to_fp16=True); "
                                                "kernel precision set by inference_precision"}
             return convert.onnx_to_ov(ctx.source_model)
-        if ctx.precision != "int8" or opts["calibrator"] != "nncf":
-            return None
         from edgec.backends.openvino import convert, nncf_calibrate
 
         fp32 = convert.onnx_to_ov(ctx.source_model)
@@ -116,10 +119,10 @@ class OpenVINOBackend(Backend):
             "inference_precision": runtime.inference_precision or "device default",
             "weights": "fp16" if compress else ("int8" if ctx.precision == "int8" else "fp32"),
             "batch": "dynamic" if opts["dynamic_batch"] else opts["batch"],
-            "int8_source": (("nncf" if isinstance(ctx.model, ov.Model) else "core Q/DQ -> FakeQuantize")
-                            if ctx.precision == "int8" else None),
             "convert_s": round(time.perf_counter() - t0, 3),
         })
+        if ctx.precision == "int8":
+            ctx.info["int8_source"] = "nncf" if isinstance(ctx.model, ov.Model) else "core Q/DQ -> FakeQuantize"
         return files
 
     # ---------------------------------------------------------------- run
@@ -128,9 +131,10 @@ class OpenVINOBackend(Backend):
 
         from edgec.backends.openvino.runner import OpenVINORunner
 
-        merged = dict(manifest.get("options") or {})
-        merged.update({k: v for k, v in options.items() if v is not None})
-        opts = self.validate_options({k: v for k, v in merged.items() if k in self.option_defaults})
+        # Options recorded at compile time, overridden by the caller's (e.g. another device); unknown
+        # recorded keys (an older edgec) are ignored, unknown caller keys are an error.
+        recorded = {k: v for k, v in (manifest.get("options") or {}).items() if k in self.option_defaults}
+        opts = self.validate_options({**recorded, **{k: v for k, v in options.items() if v is not None}})
         core = ov.Core()
         runtime = cfg.resolve(core, opts, manifest.get("precision", "fp32"), threads)
         xml = Path(artifact_dir) / "model.xml"
@@ -144,7 +148,9 @@ class OpenVINOBackend(Backend):
             raise BackendError(f"OpenVINO could not compile {xml} for {runtime.device}: {first[:300]}") from e
         names_in = [d["name"] for d in manifest.get("inputs") or []] or None
         names_out = [d["name"] for d in manifest.get("outputs") or []] or None
-        return OpenVINORunner(compiled, runtime, names_in, names_out, time.perf_counter() - t0)
+        runner = OpenVINORunner(compiled, runtime, names_in, names_out, time.perf_counter() - t0)
+        runner.precision = manifest.get("precision", "fp32")
+        return runner
 
     def layer_info(self, runner: Runner) -> dict | None:
         from edgec.backends.openvino import placement
@@ -153,6 +159,8 @@ class OpenVINOBackend(Backend):
                 "compiled_properties": _compiled_properties(runner.compiled),
                 "compile_s": round(runner.compile_s, 3)}
         info.update(placement.summarize(runner.compiled))
+        if getattr(runner, "precision", "int8") != "int8":
+            info.pop("compute_layers_not_int8")  # expected to be all of them; only noise outside int8
         return info
 
 
@@ -166,7 +174,9 @@ def _compiled_properties(compiled) -> dict:
             # Element types and enums print as "<Type: 'float32'>" / "PerformanceMode.LATENCY".
             if hasattr(value, "get_type_name"):
                 value = value.get_type_name()
-            elif hasattr(value, "name") and not isinstance(value, (str, list)):
+            elif isinstance(value, (list, tuple)):
+                value = ",".join(map(str, value))
+            elif hasattr(value, "name") and not isinstance(value, str):
                 value = value.name
             out[key.lower()] = str(value)
         except Exception:  # not every device reports every property

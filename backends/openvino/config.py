@@ -105,10 +105,12 @@ def default_inference_precision(precision: str, capabilities: list[str]) -> str 
     fp32 and int8 pin f32: OpenVINO's CPU default is bf16 on AMX machines, which would silently turn
     an "fp32" artifact into a bf16 one. fp16 takes the fastest half-width type the device really has
     (bf16 on AVX512-BF16/AMX CPUs, f16 on GPUs/NPUs and AVX512-FP16 CPUs) and otherwise keeps f32
-    kernels over fp16-stored weights.
+    kernels over fp16-stored weights; on AUTO it leaves the choice to the device AUTO picks.
     """
     if precision != "fp16":
         return "f32"
+    if not capabilities:  # AUTO/MULTI: each device it picks applies its own default (f16 on GPU/NPU)
+        return None
     if "FP16" in capabilities and "BF16" not in capabilities:
         return "f16"
     if "BF16" in capabilities:

@@ -62,6 +62,42 @@ def markdown(report) -> str:
     return "\n".join(lines) + "\n"
 
 
+MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
+# Label offsets in points, tried in order until a label overlaps no earlier label and stays inside the axes.
+OFFSETS = [(7, 5), (7, -13), (-7, 5), (-7, -13), (7, 17), (7, -25), (-7, 17), (-7, -25), (7, 29), (7, -37)]
+
+
+def _place_labels(fig, ax, labels) -> None:
+    """Greedy placement: a dozen points need no optimizer (adjustText would add scipy to the plot extra)."""
+    from matplotlib.transforms import Bbox
+
+    renderer = fig.canvas.get_renderer()
+    axes_box = ax.get_window_extent(renderer)
+    # Points are obstacles too, so a label never sits on a neighbour's marker and reads as its name.
+    r_px = 7 * fig.dpi / 72
+    points = [ax.transData.transform((x, y)) for _, x, y in labels]
+    placed = [Bbox.from_extents(px - r_px, py - r_px, px + r_px, py + r_px) for px, py in points]
+    for text, x, y in labels:
+        best = None
+        own = ax.transData.transform((x, y))
+        for dx, dy in OFFSETS:
+            far = abs(dy) > 15
+            ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8.5, zorder=4,
+                              ha="left" if dx > 0 else "right",
+                              arrowprops=dict(arrowstyle="-", color="grey", lw=0.6) if far else None)
+            box = ann.get_window_extent(renderer)
+            inside = axes_box.x0 <= box.x0 and box.x1 <= axes_box.x1 and axes_box.y0 <= box.y0 and box.y1 <= axes_box.y1
+            others = [b for b in placed if not (b.x0 < own[0] < b.x1 and b.y0 < own[1] < b.y1 and b.width < 3 * r_px)]
+            if inside and not any(box.overlaps(b) for b in others):
+                best = (ann, box)
+                break
+            ann.remove()
+        if best is None:  # crowded: keep the first choice rather than drop the label
+            ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=OFFSETS[0], fontsize=8.5, zorder=4)
+            best = (ann, ann.get_window_extent(renderer))
+        placed.append(best[1])
+
+
 def plot(report, path: Path) -> bool:
     """Write pareto.png; False (and a note) when matplotlib is missing or nothing was timed."""
     try:
@@ -78,32 +114,37 @@ def plot(report, path: Path) -> bool:
     if metric and pts:
         backends = sorted({r["backend"] for r in pts})
         colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(backends)}
-        markers = {"fp32": "o", "fp16": "s", "int8": "^"}
-        for r in pts:
-            x, y = r["latency_ms_median"], r[metric] * scale
-            ax.scatter(x, y, s=110 if r["pareto"] else 60, marker=markers.get(r["precision"], "o"),
+        xs = [r["latency_ms_median"] for r in pts]
+        ys = [r[metric] * scale for r in pts]
+        pad = max((max(ys) - min(ys)) * 0.25, 0.5 if scale == 100 else 1e-4)
+        ax.set_ylim(min(ys) - pad, max(ys) + pad)
+        ax.set_xlim(0, max(xs) * 1.4)
+        labels = []
+        for r, x, y in zip(pts, xs, ys):
+            ax.scatter(x, y, s=120 if r["pareto"] else 60, marker=MARKERS.get(r["precision"], "o"),
                        color=colours[r["backend"]], edgecolors="black" if r["pareto"] else "none", linewidths=1.5,
                        zorder=3)
             label = f"{r['backend']} {r['precision']}" + (" (ref)" if r["reference"] else "")
             if r["speedup_vs_reference"] is not None and not r["reference"]:
-                label += f"\n{r['speedup_vs_reference']:.2f}x"
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(7, 5), fontsize=8.5, zorder=4)
+                label += f" {r['speedup_vs_reference']:.2f}x"
+            labels.append((label, x, y))
+        _place_labels(fig, ax, labels)
         front = sorted(report.pareto, key=lambda r: r["latency_ms_median"])
         if front:
-            ax.step([r["latency_ms_median"] for r in front], [r[metric] * scale for r in front], where="post",
-                    color="black", linestyle="--", linewidth=1, label="Pareto front", zorder=2)
+            # The staircase bounds the region the front dominates; it runs on to the right edge.
+            fx = [r["latency_ms_median"] for r in front] + [ax.get_xlim()[1]]
+            fy = [r[metric] * scale for r in front] + [front[-1][metric] * scale]
+            ax.step(fx, fy, where="post", color="black", linestyle="--", linewidth=1, zorder=2,
+                    label="Pareto front (outlined)")
         ref_acc = report.meta.get("reference_top1_accuracy")
         if metric == "top1_accuracy" and ref_acc is not None:
             ax.axhline(ref_acc * 100, color="grey", linewidth=0.8, linestyle=":", label="FP32 reference accuracy")
         for b in backends:
-            ax.scatter([], [], color=colours[b], label=b)
-        ys = [r[metric] * scale for r in pts]
-        pad = max((max(ys) - min(ys)) * 0.25, 0.5 if scale == 100 else 1e-4)
-        ax.set_ylim(min(ys) - pad, max(ys) + pad)
-        xs = [r["latency_ms_median"] for r in pts]
-        ax.set_xlim(0, max(xs) * 1.3)
+            ax.scatter([], [], color=colours[b], marker="o", label=b)
+        for p in sorted({r["precision"] for r in pts}, key=list(MARKERS).index):
+            ax.scatter([], [], color="grey", marker=MARKERS[p], label=p)
         ax.legend(loc="lower right", fontsize=8)
-        ax.set_ylabel(METRIC_LABEL[metric])
+        ax.set_ylabel(METRIC_LABEL[metric] + ", higher is better")
     else:
         ax.text(0.5, 0.5, "no cell produced a timed, validated artifact", ha="center", va="center",
                 transform=ax.transAxes)

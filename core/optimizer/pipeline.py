@@ -59,16 +59,23 @@ class OptimizeResult:
 
     @property
     def model(self) -> onnx.ModelProto:
-        """The optimized model as a ModelProto (for models > 2 GB prefer `save`)."""
+        """The optimized model as a ModelProto, weights in memory (for large models use `save`)."""
         if self._proto is None:
             self._proto = ir.serde.serialize_model(self.ir_model)
         return self._proto
 
     def save(self, path: str | os.PathLike, external_data: str | None = None) -> None:
-        """Write the model; weights go to `<name>.data` beside it when the model is large."""
+        """Write the model; weights go to `<name>.data` beside it when the model is large.
+
+        Do not overwrite the external-data file the input model was loaded from (its tensors are
+        read lazily from there); write to a new path.
+        """
         if external_data is None and self.large:
             external_data = os.path.basename(os.fspath(path)) + ".data"
-        ir.save(self.ir_model, path, external_data=external_data)
+        model = self.ir_model
+        if external_data is None:
+            model = ir.external_data.load_to_model(model)
+        ir.save(model, path, external_data=external_data)
 
 
 def _load(model: ModelInput, base_dir: str | None) -> ir.Model:
@@ -165,6 +172,13 @@ def optimize(
     `rtol` bounds the max abs error relative to the largest |output| of the original. Models whose
     weights exceed `large_model_bytes` are verified and saved through external-data files.
     `base_dir` locates external data of a ModelProto loaded with load_external_data=False.
+
+    The report (JSON-serializable): "before"/"after" stats (nodes, initializers, parameters,
+    macs, bytes); "passes": one entry per pass run, {"name", "applied", "changes",
+    "rolled_back", "reason", "seconds"} plus the stats after it; "equivalence": {"max_abs_err",
+    "output_scale", "ok" (None when it could not be checked), "samples", "reason", "runtime"};
+    "fusions": [{"group", "pattern", "nodes"}]; "opset"; "large_model"; "verification"; and,
+    when they apply, "notes" and "fallback" (the original model was returned).
     """
     names = _pipeline(passes, skip)
     work = _load(model, base_dir)
@@ -175,6 +189,8 @@ def optimize(
         notes.append(f"IR version raised from {work.ir_version} to 4")
         work.ir_version = 4
     large = weight_bytes(work) > large_model_bytes
+    if not large:  # weights of a small model loaded by path or without data: into memory
+        work = ir.external_data.load_to_model(work)
     original = work.clone()
     say = progress or (lambda _msg: None)
     before = model_stats(work)
@@ -225,6 +241,8 @@ def optimize(
         report["notes"] = notes
     if fallback:
         report["fallback"] = fallback
-    if verifier is not None and verifier.unavailable:
-        report["equivalence"]["reason"] = verifier.unavailable
+    if verifier is not None:
+        report["equivalence"]["runtime"] = verifier.runtime  # the one that ran the original
+        if verifier.unavailable:
+            report["equivalence"]["reason"] = verifier.unavailable
     return OptimizeResult(work, report, large)

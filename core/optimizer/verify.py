@@ -1,4 +1,5 @@
-"""Safety net of the pipeline: onnx.checker plus numerical equivalence in onnxruntime.
+"""Safety net of the pipeline: onnx.checker plus numerical equivalence in onnxruntime (or, for
+a model onnxruntime cannot load, e.g. an opset newer than it knows, onnx's reference runtime).
 
 Reference outputs come from the original model on seeded random inputs (symbolic dims = 1), run
 with onnxruntime's own graph rewrites disabled so that we test our graph, not ORT's. Models whose
@@ -69,7 +70,7 @@ class ModelFile:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.intra_op_num_threads = 1
         so.inter_op_num_threads = 1
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # a refused model is reported through the exception instead
         return ort.InferenceSession(self.source, so, providers=["CPUExecutionProvider"])
 
     def close(self) -> None:
@@ -77,7 +78,28 @@ class ModelFile:
             self._tmp.cleanup()
 
 
-def run(mf: ModelFile, feeds: list[dict]) -> list[dict[str, np.ndarray]]:
+def run_any(mf: ModelFile, feeds: list[dict]) -> tuple[list[dict[str, np.ndarray]], str]:
+    """Run in onnxruntime, or, when it cannot load the model (an opset newer than it knows, an
+    old op version it dropped), in onnx's reference runtime. Each model gets the runtime that
+    can run it: the reference runtime has its own bugs (e.g. 3-D BatchNormalization), so it is
+    only the fallback."""
+    try:
+        return run(mf, feeds), "onnxruntime"
+    except Exception as ort_error:  # noqa: BLE001
+        try:
+            return run(mf, feeds, "onnx.reference"), "onnx.reference"
+        except Exception:  # noqa: BLE001
+            raise ort_error from None
+
+
+def run(mf: ModelFile, feeds: list[dict], runtime: str = "onnxruntime") -> list[dict[str, np.ndarray]]:
+    if runtime == "onnx.reference":
+        from onnx.reference import ReferenceEvaluator
+
+        ref = ReferenceEvaluator(mf.path if mf._tmp else mf.proto)
+        names, wanted = ref.output_names, set(ref.input_names)
+        return [dict(zip(names, ref.run(None, {k: v for k, v in f.items() if k in wanted})))
+                for f in feeds]
     sess = mf.session()
     names = [o.name for o in sess.get_outputs()]
     wanted = {i.name for i in sess.get_inputs()}
@@ -126,10 +148,11 @@ class Verifier:
         self.samples = samples
         self.reference = None
         self.unavailable = ""
+        self.runtime = None
         mf = ModelFile(original, large)
         try:
-            self.reference = run(mf, self.feeds)
-        except Exception as e:  # noqa: BLE001 - e.g. custom ops ORT lacks: checker-only then
+            self.reference, self.runtime = run_any(mf, self.feeds)
+        except Exception as e:  # noqa: BLE001 - e.g. custom ops: checker-only verification
             self.unavailable = f"original model does not run in onnxruntime ({_short(e)})"
         finally:
             mf.close()
@@ -144,7 +167,7 @@ class Verifier:
             if self.reference is None:
                 return Comparison(True, float("nan"), 0.0, self.unavailable)
             try:
-                got = run(mf, self.feeds[:samples])
+                got, _ = run_any(mf, self.feeds[:samples])
             except Exception as e:  # noqa: BLE001
                 return Comparison(False, float("nan"), 0.0, f"onnxruntime: {_short(e)}")
             return compare(self.reference[: len(got)], got, self.rtol)

@@ -19,6 +19,14 @@ from edgec.core.errors import InputError
 from .graph import model_sha256
 from .histogram import METHODS, StreamingHistogram
 
+# Ops whose output range is fixed by the op: their observed min/max is the true range (ReLU6 tops out
+# at exactly 6), so clipping it as mse/percentile would only add error.
+BOUNDED_OPS = ("Clip", "Sigmoid", "Tanh", "Softmax", "HardSigmoid")
+
+
+def bounded_outputs(model: onnx.ModelProto) -> set[str]:
+    return {n.output[0] for n in model.graph.node if n.op_type in BOUNDED_OPS and n.output}
+
 CACHE_VERSION = 1
 
 
@@ -35,9 +43,14 @@ class Calibration:
     model_sha256: str
     cache: str  # "hit" | "miss" | "off"
 
-    def ranges(self, method: str, percentile: float = 99.99, levels: int = 256) -> dict[str, tuple[float, float]]:
+    def ranges(self, method: str, percentile: float = 99.99, levels: int = 256,
+               bounded: set[str] = frozenset()) -> dict[str, tuple[float, float]]:
+        """Per-tensor (lo, hi). `bounded` names outputs of range-limited ops (Clip, Sigmoid...) for "auto"."""
+        if method == "auto":
+            mse, mm = self.ranges("mse", levels=levels), self.ranges("minmax")
+            return {k: mm[k] if k in bounded else v for k, v in mse.items()}
         if method not in METHODS:
-            raise InputError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
+            raise InputError(f"unknown calibration method {method!r}; use one of auto, {', '.join(METHODS)}")
         if method == "percentile" and not 0 < percentile <= 100:
             raise InputError(f"percentile {percentile} is outside (0, 100]; pass e.g. 99.99")
         fn = METHODS[method]

@@ -7,7 +7,7 @@ import onnx
 from edgec.core.backend import QuantFlavour
 from edgec.core.errors import InputError
 
-from .calibration import collect
+from .calibration import bounded_outputs, collect
 from .qdq import check_flavour, constrain_ranges, insert_qdq, levels
 from .repair import Evaluator, apply_bias, bias_deltas, max_drop_repair
 
@@ -28,7 +28,8 @@ def quantize_int8(model: onnx.ModelProto, report: dict, *, flavour: QuantFlavour
                          "(labelled data gives top-1, unlabelled gives agreement with FP32)")
     data = calibration.take(samples)
     cal = collect(model, data, cache_dir=cache_dir, progress=progress)
-    ranges = constrain_ranges(model, cal.ranges(method, percentile, levels(flavour.activation_dtype)), flavour)
+    ranges = constrain_ranges(model, cal.ranges(method, percentile, levels(flavour.activation_dtype),
+                                                  bounded_outputs(model)), flavour)
     report["calibration"] = {"data_sha256": cal.data_sha256, "method": method, "samples": cal.samples,
                              "cache": cal.cache, **({"percentile": percentile} if method == "percentile" else {})}
     report["flavour"] = {k: getattr(flavour, k) for k in flavour.__dataclass_fields__}

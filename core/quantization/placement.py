@@ -5,6 +5,8 @@ from collections import Counter
 
 import onnx
 
+from .graph import WEIGHTED_OPS
+
 _QDQ = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 _FLOATS = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.DOUBLE: "fp32",
            onnx.TensorProto.BFLOAT16: "fp16"}
@@ -26,15 +28,26 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
 def placement(original: onnx.ModelProto, converted: onnx.ModelProto) -> dict:
     """Precision of every float-computing node of `original` as it ends up in `converted`.
 
-    A node is int8 when an input comes out of a DequantizeLinear (ONNX Runtime and TensorRT fuse that
-    pattern into an integer kernel), or when the quantizer folded it away (Relu/Clip absorbed into the
-    range of the following QuantizeLinear). Otherwise its output element type decides fp16 vs fp32.
+    A weighted node is int8 when its weight comes out of a DequantizeLinear; any other node when all
+    its inputs come out of DequantizeLinear and its output goes into a QuantizeLinear (the pattern
+    ONNX Runtime and TensorRT fuse into an integer kernel), or when the quantizer folded it away
+    (Relu/Clip absorbed into the range of the following QuantizeLinear). Otherwise its output element
+    type decides fp16 vs fp32.
     Shape arithmetic (no float tensors) is not listed.
     """
     types = _elem_types(converted)
     orig_types = _elem_types(original)
+    orig_inits = {t.name for t in original.graph.initializer}
     producer = {o: n for n in converted.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in converted.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
     by_name = {n.name: n for n in converted.graph.node}
+
+    def from_dq(t: str) -> bool:
+        return t in producer and producer[t].op_type == "DequantizeLinear"
+
     nodes: dict[str, str] = {}
     for onode in original.graph.node:
         float_io = [t for t in list(onode.input) + list(onode.output) if orig_types.get(t) in _FLOATS]
@@ -44,7 +57,14 @@ def placement(original: onnx.ModelProto, converted: onnx.ModelProto) -> dict:
         if node is None:
             nodes[onode.name] = "int8"
             continue
-        if any(i in producer and producer[i].op_type == "DequantizeLinear" for i in node.input):
+        if onode.op_type in WEIGHTED_OPS and len(onode.input) > 1 and onode.input[1] in orig_inits:
+            integer = from_dq(node.input[1])  # int8 weights (with int8 activations unless weight-only)
+        else:
+            # Runs as an integer kernel only when fed by DQ and requantized after (DQ -> op -> Q fusion).
+            data_in = [i for i, oi in zip(node.input, onode.input) if i and oi not in orig_inits]
+            integer = bool(data_in) and all(from_dq(i) for i in data_in) and any(
+                c.op_type == "QuantizeLinear" for c in consumers.get(node.output[0], []))
+        if integer:
             nodes[onode.name] = "int8"
             continue
         out_types = [types.get(o) for o in node.output if types.get(o) in _FLOATS]

@@ -1,14 +1,8 @@
-"""Weight quantization scales chosen by MSE search instead of max-abs.
-
-Max-abs lets one outlier weight set the step for the whole channel; searching the clipping
-threshold per channel (the same idea as the activation `mse` method, applied to the exact weight
-values) lowered weight-only error on SqueezeNet 1.1 and EfficientNet-Lite0 (benchmarks/quantization.py).
-"""
+"""Weight quantization helpers for the weight-only path (the static path uses ORT's quantizer)."""
 from __future__ import annotations
 
 import numpy as np
 
-ALPHAS = np.linspace(0.5, 1.0, 51)
 
 
 def channel_axis(op_type: str, rank: int, trans_b: int = 0) -> int:
@@ -22,20 +16,12 @@ def channel_axis(op_type: str, rank: int, trans_b: int = 0) -> int:
     return 0
 
 
-def symmetric_scales(w: np.ndarray, axis: int | None, qmax: int = 127, search: bool = True) -> np.ndarray:
-    """Per-channel (axis given) or per-tensor symmetric scales minimising the squared rounding+clipping error."""
+def symmetric_scales(w: np.ndarray, axis: int | None, qmax: int = 127) -> np.ndarray:
+    """Max-abs symmetric scales, per channel along `axis` or per tensor.
+
+    (An MSE search over clipping thresholds was tried and lost agreement on SqueezeNet 1.1, 97.2 vs
+    98.4 % weight-only: clipped outlier weights carry signal.)"""
     w = w.astype(np.float32)
     rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1) if axis is not None else w.reshape(1, -1)
     amax = np.abs(rows).max(1)
-    amax = np.where(amax > 0, amax, 1.0).astype(np.float32)
-    if not search:
-        return (amax / qmax).astype(np.float32)
-    best_err = np.full(len(rows), np.inf)
-    best = amax / qmax
-    for a in ALPHAS:
-        s = (amax * a / qmax)[:, None]
-        err = ((np.clip(np.round(rows / s), -qmax, qmax) * s - rows) ** 2).sum(1)
-        better = err < best_err
-        best_err = np.where(better, err, best_err)
-        best = np.where(better, s[:, 0], best)
-    return best.astype(np.float32)
+    return (np.where(amax > 0, amax, 1.0) / qmax).astype(np.float32)

@@ -50,9 +50,19 @@ _WEIGHT_SLOTS = {"Conv": {1, 2}, "ConvTranspose": {1, 2}, "Gemm": {1, 2}, "MatMu
                  "BatchNormalization": {1, 2, 3, 4}, "PRelu": {1}}
 
 
-def _feeds_weight(node: ir.Node) -> bool:
-    return any(use.idx in _WEIGHT_SLOTS.get(use.node.op_type, ()) for o in node.outputs
-               for use in o.uses())
+_LAYOUT_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Cast", "Identity"}
+
+
+def _feeds_weight(node: ir.Node, depth: int = 4) -> bool:
+    """A weight slot reads this node's output, directly or through layout-only ops."""
+    for out in node.outputs:
+        for use in out.uses():
+            if use.idx in _WEIGHT_SLOTS.get(use.node.op_type, ()):
+                return True
+            if depth and use.idx == 0 and use.node.op_type in _LAYOUT_OPS \
+                    and _feeds_weight(use.node, depth - 1):
+                return True
+    return False
 
 
 def _shape_fold(node: ir.Node) -> np.ndarray | None:
@@ -97,24 +107,28 @@ def constant_folding(model: ir.Model, ctx: PassContext) -> int:
             out_bytes = sum(np.asarray(r).nbytes for r in results)
             if out_bytes > MAX_FOLDED_BYTES and out_bytes > in_bytes and not _feeds_weight(node):
                 continue
+        # Sequences, optionals and string tensors are not initializer material.
+        if any(not isinstance(r, np.ndarray) and not np.isscalar(r) for r in results) \
+                or any(o.type is not None and not isinstance(o.type, ir.TensorType)
+                       for o in node.outputs):
+            continue
         results = [np.asarray(r) for r in results]
-        news = []
+        if any(r.dtype == object for r in results):
+            continue
+        names, replacements = [], []
         for old, arr in zip(node.outputs, results):
             if old.dtype is not None and arr.dtype != old.dtype.numpy():
                 arr = arr.astype(old.dtype.numpy())
-            news.append((old, arr))
-        names = [old.name for old, _ in news]
-        replacements = []
-        for old, arr in news:
             # not ascontiguousarray: it turns 0-d arrays into 1-d ones
             tensor = ir.tensor(np.asarray(arr, order="C"))
             new = ir.Value(shape=ir.Shape(arr.shape), type=ir.TensorType(tensor.dtype),
                            const_value=tensor)
             ir.convenience.replace_all_uses_with(old, new)
+            names.append(old.name)
             replacements.append(new)
         graph.remove(node, safe=True)
         for name, new in zip(names, replacements):
-            if new.uses():
+            if new.uses():  # the node is gone, so the folded value can take over its name
                 new.name = name
                 new.const_value.name = name
                 graph.register_initializer(new)

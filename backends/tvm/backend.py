@@ -1,0 +1,256 @@
+"""Apache TVM backend: Relax ONNX frontend -> Relax/TIR pipeline -> `tvm.compile` -> `module.so`.
+
+Targets are hardware profiles (`--target host|rpi4|jetson-orin`, see edgec/core/profiles) or a raw TVM
+target dict. ARM profiles cross-compile with Debian's gcc-aarch64-linux-gnu and are validated over TVM
+RPC: on a board given with `-O rpc=HOST:PORT`, or on the emulated arm64 board of scripts/arm64_board.sh
+when it is running on 127.0.0.1:9190.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from edgec.backends.tvm import build, targets, tuning
+from edgec.backends.tvm.runner import DEFAULT_BOARD, LocalRunner, RpcRunner, listening, parse_hostport
+from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlavour, Requirements, Runner, TensorSpec
+from edgec.core.errors import BackendError, InputError, UnsupportedError
+
+LIB = "module.so"
+META = "tvm_meta.json"
+SCHEDULES = ("sampled", "none")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(name: str, v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in _TRUE | _FALSE:
+        return s in _TRUE
+    raise InputError(f"{name}={v!r}: use true or false")
+
+
+def _number(name: str, v: Any, kind=int, minimum=0):
+    try:
+        n = kind(v)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}={v!r}: expected a number") from None
+    if n < minimum:
+        raise InputError(f"{name}={v!r}: must be >= {minimum}")
+    return n
+
+
+def _elf_machine(path: Path) -> str:
+    """The ELF e_machine of a shared library: what `file` would say, without needing `file`."""
+    head = Path(path).read_bytes()[:20]
+    if head[:4] != b"\x7fELF":
+        return "not ELF"
+    return {62: "x86-64", 183: "aarch64", 40: "arm", 243: "riscv"}.get(int.from_bytes(head[18:20], "little"), "other")
+
+
+class TvmBackend(Backend):
+    name = "tvm"
+    description = "Apache TVM (Relax): compiled CPU code for host, Raspberry Pi, Jetson CPU; tuning with MetaSchedule"
+    requirements = Requirements(
+        precisions=("fp32", "fp16", "int8"),
+        # TVM legalizes Q/DQ into float arithmetic (see README): s8/s8 symmetric keeps that arithmetic simple.
+        quant=QuantFlavour(placement="weighted", activation_dtype="int8", weight_dtype="int8", per_channel=True,
+                           symmetric_activations=True),
+        layout="NCHW",
+    )
+    option_defaults = {
+        "target": ("host", "hardware profile (host, rpi4, jetson-orin) or a TVM target dict as JSON"),
+        "schedule": ("sampled", "untuned schedules: sampled (MetaSchedule design-space sample, unmeasured) | none (naive loops)"),
+        "tune": (False, "run MetaSchedule tuning; records persist in $EDGEC_CACHE_DIR/tvm (~/.cache/edgec/tvm)"),
+        "trials": (1000, "tuning: total measured trials (all tasks together)"),
+        "tune_minutes": (20.0, "tuning: time budget in minutes (stops at trials or minutes, whichever comes first)"),
+        "use_database": (True, "apply records already in the tuning database for this model and target"),
+        "rpc": ("auto", "run validation/latency on a TVM RPC server HOST:PORT; auto = the emulated board on "
+                        "127.0.0.1:9190 for non-host targets; off = this host only"),
+        "batch": (1, "static batch size a symbolic leading input dimension is fixed to"),
+    }
+
+    # ------------------------------------------------------------------ contract
+
+    def available(self) -> Availability:
+        try:
+            import tvm  # noqa: F401
+            from tvm.relax.frontend import onnx as _  # noqa: F401
+        except ImportError:
+            return Availability.missing_module("tvm", "apache-tvm", extra="tvm")
+        except Exception as e:  # a broken install (e.g. an incompatible apache-tvm-ffi) fails at import
+            return Availability(False, f"apache-tvm fails to import: {(str(e).strip().splitlines() or [''])[0][:200]}",
+                                "pip install 'edgec[tvm]' (pins apache-tvm 0.27 and apache-tvm-ffi 0.1.14.post1)")
+        return Availability(True)
+
+    def toolchain(self) -> dict[str, str]:
+        import tvm
+        import tvm_ffi
+        from tvm.target import codegen
+
+        return {"tvm": tvm.__version__, "tvm_ffi": getattr(tvm_ffi, "__version__", "?"),
+                "llvm": str(codegen.llvm_version_major())}
+
+    def validate_options(self, options):
+        opts = super().validate_options(options)
+        opts["tune"] = _bool("tune", opts["tune"])
+        opts["use_database"] = _bool("use_database", opts["use_database"])
+        opts["trials"] = _number("trials", opts["trials"], int, 1)
+        opts["tune_minutes"] = _number("tune_minutes", opts["tune_minutes"], float, 0)
+        opts["batch"] = _number("batch", opts["batch"], int, 1)
+        if opts["schedule"] not in SCHEDULES:
+            raise InputError(f"schedule={opts['schedule']!r}: use one of {', '.join(SCHEDULES)}")
+        rpc = str(opts["rpc"]).strip()
+        if rpc not in ("auto", "off"):
+            parse_hostport(rpc)
+        opts["rpc"] = rpc
+        rt = targets.resolve(opts["target"])  # unknown profile / bad dict: an InputError now, not after import
+        targets.check_cross_compiler(rt)
+        return opts
+
+    # ------------------------------------------------------------------ lowering
+
+    def lower(self, ctx: LoweringContext) -> list[str]:
+        import tvm
+
+        opts = ctx.options
+        rt = targets.resolve(opts["target"])
+        targets.check_cross_compiler(rt)
+        if ctx.precision == "fp16" and not rt.fp16_arithmetic:
+            raise UnsupportedError(
+                f"target '{rt.name}' ({rt.tvm_target.get('mcpu', rt.arch)}) has no native FP16 arithmetic; "
+                "TVM would emulate it through fp32 conversions (slower than fp32): use --precision fp32, or a target "
+                "with FP16 (e.g. --target jetson-orin)")
+        where = self._execution_place(rt, opts["rpc"])  # fail before the slow part if nothing can run it
+
+        target = tvm.target.Target(rt.tvm_target)
+        ctx.progress(f"TVM: importing ONNX into Relax (target {rt.name}: {json.dumps(rt.tvm_target)})")
+        mod = build.import_onnx(ctx.model, opts["batch"])
+        fused = build.lower_to_fused_tir(mod, target)
+
+        model_bytes = ctx.model.SerializeToString()
+        key = tuning.database_key(model_bytes, rt.tvm_target, opts["batch"])
+        db_path = tuning.database_dir(key)
+        info: dict[str, Any] = {"target": rt.describe(), "tuning_database": str(db_path)}
+        if opts["tune"]:
+            info["tuning"] = tuning.tune(fused, target, db_path, opts["trials"], opts["tune_minutes"], ctx.progress)
+        records = tuning.record_count(db_path)
+        sched: dict[str, Any] = {"tuning_records_available": records}
+        if records and opts["use_database"]:
+            fused = build.apply_database(fused, target, tuning.open_database(db_path))
+            sched["tuned_functions"] = _count_scheduled(fused)
+        if opts["schedule"] == "sampled":
+            ctx.progress("TVM: sampling default schedules for the untuned functions")
+            db, stats = build.sampled_schedules(fused, target, progress=ctx.progress)
+            fused = build.apply_database(fused, target, db)
+            sched["sampled"] = stats
+        sched["functions"] = _count_prim_funcs(fused)
+        sched["scheduled_functions"] = _count_scheduled(fused)
+        info["schedules"] = sched
+        if ctx.precision == "int8":
+            info["int8"] = _int8_report(fused)
+
+        ctx.progress(f"TVM: compiling ({'cross: ' + rt.cross_cc if rt.cross_cc else 'host'})")
+        lib = ctx.out_dir / LIB
+        info.update(build.compile_module(fused, target, lib, rt.cross_cc))
+        info["library_machine"] = _elf_machine(lib)
+        if rt.cross_cc:
+            info["cross_compiler"] = _cc_version(rt.cross_cc)
+
+        from edgec.core.model_io import input_specs, output_specs
+
+        shapes = build.static_shapes(ctx.model, opts["batch"])
+        ins = [TensorSpec(s.name, s.dtype, tuple(shapes[s.name])) for s in input_specs(ctx.model)]
+        outs = output_specs(ctx.model)
+        meta = {"inputs": [s.to_json() for s in ins], "outputs": [s.to_json() for s in outs],
+                "target": rt.describe(), "arch": rt.arch, "execution": where}
+        (ctx.out_dir / META).write_text(json.dumps(meta, indent=2))
+        info["validation_ran_on"] = where["where"]
+        ctx.info.update(info)
+        return [LIB, META]
+
+    def _execution_place(self, rt: targets.ResolvedTarget, rpc: str) -> dict:
+        if rpc not in ("auto", "off"):
+            host, port = parse_hostport(rpc)
+            return {"where": "remote board" if not host.startswith("127.") and host != "localhost" else "rpc server on loopback",
+                    "rpc": f"{host}:{port}"}
+        if rt.runs_here:
+            return {"where": "host"}
+        if rpc == "auto" and listening(*DEFAULT_BOARD):
+            return {"where": "emulated board (qemu-user arm64, scripts/arm64_board.sh)",
+                    "rpc": f"{DEFAULT_BOARD[0]}:{DEFAULT_BOARD[1]}"}
+        raise BackendError(
+            f"a {rt.arch} module cannot run on this {targets.host_arch()} host, and edgec validates every artifact: "
+            f"start the emulated board (scripts/arm64_board.sh setup && scripts/arm64_board.sh start) or pass "
+            f"-O rpc=HOST:PORT of a board running python -m tvm.exec.rpc_server")
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, artifact_dir: Path, manifest, threads: int | None = None, **options) -> Runner:
+        d = Path(artifact_dir)
+        meta = json.loads((d / META).read_text())
+        ins = [TensorSpec.from_json(s) for s in meta["inputs"]]
+        outs = [TensorSpec.from_json(s) for s in meta["outputs"]]
+        rpc = str(options.get("rpc", "")).strip()
+        if rpc and rpc not in ("auto", "off"):
+            host, port = parse_hostport(rpc)
+            return RpcRunner(d / LIB, ins, outs, host, port, "remote board", threads)
+        ex = meta.get("execution", {})
+        if "rpc" in ex:
+            host, port = parse_hostport(ex["rpc"])
+            if not listening(host, port):
+                raise BackendError(f"this {meta['arch']} artifact runs over TVM RPC at {host}:{port}, which is not "
+                                   "answering: start the board (scripts/arm64_board.sh start) or load with rpc=HOST:PORT")
+            return RpcRunner(d / LIB, ins, outs, host, port, ex["where"], threads)
+        if meta["arch"] != targets.host_arch():
+            raise BackendError(f"this artifact is {meta['arch']} code; this host is {targets.host_arch()}: "
+                               "load it with rpc=HOST:PORT of a board's TVM RPC server")
+        return LocalRunner(d / LIB, ins, outs, threads)
+
+
+def _prim_funcs(mod):
+    import tvm
+
+    return [(gv, f) for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+
+def _count_prim_funcs(mod) -> int:
+    return len(_prim_funcs(mod))
+
+
+def _count_scheduled(mod) -> int:
+    return sum(1 for _, f in _prim_funcs(mod) if f.attrs is not None and f.attrs.get("tirx.is_scheduled", False))
+
+
+def _int8_report(mod) -> dict:
+    """What TVM makes of the core's Q/DQ model: do the fused conv/matmul kernels take integer operands?
+
+    Measured with TVM 0.27: the Relax frontend turns QuantizeLinear/DequantizeLinear into float
+    round/clip/scale arithmetic and FoldConstant dequantizes the int8 weights at compile time, so every
+    conv/matmul kernel takes float32 operands (fake quantization)."""
+    int_mac, float_mac = [], []
+    for gv, f in _prim_funcs(mod):
+        name = gv.name_hint
+        if not any(k in name for k in ("conv", "matmul", "dense", "gemm")):
+            continue
+        dtypes = {str(getattr(p, "dtype", "")) for p in f.params}
+        (int_mac if dtypes & {"int8", "uint8"} else float_mac).append(name)
+    quant_ops = sum(1 for gv, _ in _prim_funcs(mod) if "quantize" in gv.name_hint)
+    return {"kernels_with_integer_operands": len(int_mac), "kernels_with_float_operands": len(float_mac),
+            "functions_with_quantize_dequantize": quant_ops,
+            "summary": ("conv/matmul kernels take integer operands" if int_mac and not float_mac else
+                        "fake quantization: TVM's Relax frontend lowers QuantizeLinear/DequantizeLinear to float "
+                        "round/clip/scale ops and folds the int8 weights back to float32 at compile time; convs and "
+                        "matmuls run in fp32, so the artifact has int8 numerics but neither int8 speed nor int8 size")}
+
+
+def _cc_version(cc: str) -> str:
+    try:
+        out = subprocess.run([shutil.which(cc) or cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        return (out.splitlines() or [cc])[0]
+    except Exception:
+        return cc

@@ -1,0 +1,107 @@
+"""Running a TVM module: in this process (host targets) or on a board over TVM RPC.
+
+The RPC runner is how TVM users check a cross-compiled module: upload the .so to the board's RPC
+server, load it there, feed inputs, bring outputs back; latency comes from the board's own
+`time_evaluator`, so it excludes network round trips.
+"""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from edgec.core.backend import LatencyStats, Runner, TensorSpec
+from edgec.core.errors import BackendError, InputError
+
+DEFAULT_BOARD = ("127.0.0.1", 9190)  # where scripts/arm64_board.sh serves
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, _, port = str(text).rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"rpc={text!r}: give HOST:PORT of a TVM RPC server (python -m tvm.exec.rpc_server)")
+    return host, int(port)
+
+
+def listening(host: str, port: int, timeout: float = 1.0) -> bool:
+    with socket.socket() as s:
+        s.settimeout(timeout)
+        return s.connect_ex((host, port)) == 0
+
+
+def _flatten(out) -> list:
+    import tvm
+
+    if isinstance(out, (tvm.runtime.Tensor,)):
+        return [out]
+    return [x for o in out for x in _flatten(o)]
+
+
+class _VmRunner(Runner):
+    def __init__(self, lib, dev, inputs: list[TensorSpec], outputs: list[TensorSpec], threads: int | None):
+        from tvm import relax
+
+        self.dev = dev
+        self.vm = relax.VirtualMachine(lib, dev)
+        self.inputs, self.outputs = inputs, outputs
+        self.threads = threads
+
+    def _args(self, feeds: Mapping[str, np.ndarray]):
+        import tvm
+
+        missing = [s.name for s in self.inputs if s.name not in feeds]
+        if missing:
+            raise InputError(f"no feed for input '{missing[0]}' (inputs: {[s.name for s in self.inputs]})")
+        return [tvm.runtime.tensor(np.ascontiguousarray(feeds[s.name], dtype=s.dtype), self.dev) for s in self.inputs]
+
+    def run(self, feeds):
+        outs = _flatten(self.vm["main"](*self._args(feeds)))
+        return {spec.name: o.numpy() for spec, o in zip(self.outputs, outs)}
+
+    def benchmark(self, feeds, runs: int = 50, warmup: int = 5) -> LatencyStats:
+        """Timed on the device by TVM's time_evaluator (one run per repeat), so over RPC the numbers
+        are the board's, not the network's."""
+        args = self._args(feeds)
+        self.vm.set_input("main", *args)
+        for _ in range(warmup):
+            self.vm.invoke_stateful("main")
+        res = self.vm.time_evaluator("invoke_stateful", self.dev, number=1, repeat=runs)("main")
+        times = np.array(res.results) * 1e3
+        return LatencyStats(runs, warmup, self.threads, float(np.median(times)), float(np.percentile(times, 90)),
+                            float(times.mean()), float(times.min()))
+
+
+class LocalRunner(_VmRunner):
+    def __init__(self, lib_path: Path, inputs, outputs, threads: int | None = None):
+        import tvm
+
+        if threads:
+            # TVM's one process-wide pool; (affinity mode 0 = none, n threads).
+            tvm.get_global_func("runtime.config_threadpool")(0, int(threads))
+        super().__init__(tvm.runtime.load_module(str(lib_path)), tvm.cpu(), inputs, outputs, threads)
+        self.where = "host"
+
+
+class RpcRunner(_VmRunner):
+    def __init__(self, lib_path: Path, inputs, outputs, host: str, port: int, where: str,
+                 threads: int | None = None, timeout: float = 600):
+        from tvm import rpc
+
+        try:
+            self.session = rpc.connect(host, port, session_timeout=0)
+        except Exception as e:
+            raise BackendError(f"cannot connect to the TVM RPC server at {host}:{port} "
+                               f"({(str(e).strip().splitlines() or [''])[-1][:120]}); is the board's rpc_server running?") from e
+        self.session.upload(str(lib_path))
+        lib = self.session.load_module(Path(lib_path).name)
+        if threads:
+            self.session.get_function("runtime.config_threadpool")(0, int(threads))
+        super().__init__(lib, self.session.cpu(), inputs, outputs, threads)
+        self.where = where
+        self.address = f"{host}:{port}"
+
+    def close(self):
+        self.vm = None
+        self.session = None

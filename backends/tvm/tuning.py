@@ -1,0 +1,124 @@
+"""MetaSchedule tuning with a database that persists across compiles.
+
+The database lives in `$EDGEC_CACHE_DIR/tvm/<key>/` (default ~/.cache/edgec/tvm), keyed by the hash of
+the core-optimized model and the target dict, so compiling the same model for the same target again
+(another precision of the same graph aside) reuses every record, and `-O tune=true` adds trials on top.
+
+Traps found here and handled: MetaSchedule's builder workers import TVM on start-up, which on a loaded
+2-core machine takes longer than the default 30 s job timeout, so the pool restarted them forever: the
+workers get a long timeout and import TVM in their initializer. apache-tvm-ffi 0.1.15.post2 crashes
+TVM 0.27 in ToJSONGraph at start-up (pinned to 0.1.14.post1 in the `tvm` extra). The cost model needs
+xgboost (xgboost-cpu in the extra).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from edgec.core.errors import BackendError
+
+WORKER_TIMEOUT_S = 300.0
+
+
+def cache_root() -> Path:
+    base = os.environ.get("EDGEC_CACHE_DIR")
+    return (Path(base) if base else Path.home() / ".cache" / "edgec") / "tvm"
+
+
+def database_key(model_bytes: bytes, tvm_target: dict, batch: int) -> str:
+    h = hashlib.sha256(model_bytes)
+    h.update(json.dumps(tvm_target, sort_keys=True).encode())
+    h.update(f"batch={batch}".encode())
+    return h.hexdigest()[:20]
+
+
+def database_dir(key: str) -> Path:
+    return cache_root() / key
+
+
+def open_database(path: Path):
+    from tvm.s_tir import meta_schedule as ms
+
+    path.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(work_dir=str(path), module_equality="structural")
+
+
+def record_count(path: Path) -> int:
+    f = path / "database_tuning_record.json"
+    if not f.exists():
+        return 0
+    with f.open() as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def _worker_init() -> None:
+    """Runs once in each builder/runner worker: pay TVM's import before the first job's clock starts."""
+    import tvm  # noqa: F401
+    from tvm.s_tir import meta_schedule  # noqa: F401
+
+
+def _progress_callback(total_trials: int, deadline: float, say: Callable[[str], None]):
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class Progress(ms.measure_callback.PyMeasureCallback):
+        """Reports trials and, past the time budget, terminates every task so tuning ends cleanly."""
+
+        def __init__(self):
+            self.done = 0
+            self.t0 = time.monotonic()
+            self.stopped = False
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            self.done += len(measure_candidates)
+            elapsed = time.monotonic() - self.t0
+            ok = sum(1 for r in runner_results if r.run_secs and not r.error_msg)
+            say(f"tuning: {self.done}/{total_trials} trials ({ok}/{len(runner_results)} ran in the last batch), "
+                f"{elapsed / 60:.1f} min")
+            if time.monotonic() > deadline and not self.stopped:
+                self.stopped = True
+                say("tuning: time budget reached; finishing with the records so far")
+                for i in range(len(task_scheduler.tasks_)):
+                    task_scheduler.terminate_task(i)
+
+    return Progress()
+
+
+def tune(fused_mod, target, db_path: Path, trials: int, minutes: float, progress: Callable[[str], None]) -> dict:
+    """Run MetaSchedule on every task of `fused_mod` into the JSON database at `db_path`."""
+    try:
+        import xgboost  # noqa: F401
+    except ImportError:
+        raise BackendError("tuning needs xgboost (MetaSchedule's cost model): pip install 'edgec[tvm]'") from None
+    from tvm.s_tir import meta_schedule as ms
+
+    before = record_count(db_path)
+    db = open_database(db_path)
+    tasks = ms.relax_integration.extract_tasks(fused_mod, target)
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        tasks, work_dir=str(db_path / "logs"), num_threads=1, seed=0)
+    deadline = time.monotonic() + minutes * 60
+    per_iter = max(4, min(64, trials // max(1, len(contexts))))
+    progress(f"tuning {len(contexts)} tasks: up to {trials} trials or {minutes:g} minutes "
+             f"(database {db_path}, {before} records already)")
+    t0 = time.monotonic()
+    ms.tune_tasks(
+        tasks=contexts, task_weights=weights, work_dir=str(db_path / "logs"),
+        max_trials_global=trials, num_trials_per_iter=per_iter,
+        builder=ms.builder.LocalBuilder(max_workers=max(1, (os.cpu_count() or 2) - 1),
+                                        timeout_sec=WORKER_TIMEOUT_S, initializer=_worker_init),
+        runner=ms.runner.LocalRunner(timeout_sec=WORKER_TIMEOUT_S, initializer=_worker_init,
+                                     evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1,
+                                                                                enable_cpu_cache_flush=False)),
+        database=db,
+        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                           _progress_callback(trials, deadline, progress)],
+    )
+    return {"tasks": len(contexts), "trials_requested": trials, "minutes_budget": minutes,
+            "tuning_seconds": round(time.monotonic() - t0, 1), "records_before": before,
+            "records_after": record_count(db_path)}

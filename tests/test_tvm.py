@@ -1,0 +1,194 @@
+"""TVM backend: host compile/load/run/validate on tiny models, profiles, cross-compilation, errors.
+
+The first TVM compile in a process pays ~20 s importing MetaSchedule's tensor intrinsics; the module
+fixture compiles once and the other tests reuse what it can.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import build_tiny_cnn, build_two_input
+
+pytest.importorskip("tvm", reason="TVM backend needs: pip install 'edgec[tvm]'")
+
+import edgec  # noqa: E402
+from edgec.core import profiles  # noqa: E402
+from edgec.core.errors import BackendError, InputError, UnsupportedError  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    # Tuning records must not leak between tests (or into ~/.cache) and change what a test measures.
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "edgec-cache"))
+
+
+@pytest.fixture(scope="module")
+def host_artifact(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tvm_host")
+    src = d / "tiny.onnx"
+    onnx.save(build_tiny_cnn(), str(src))
+    return src, edgec.compile(src, backend="tvm", precision="fp32", output=d / "art")
+
+
+def _ort(path, feeds):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def test_profiles_are_package_data_with_tvm_targets():
+    assert {"host", "rpi4", "jetson-orin"} <= set(profiles.names())
+    rpi = profiles.load("rpi4")
+    assert rpi["schema"] == 1 and rpi["version"]
+    assert rpi["tvm_target"]["mcpu"] == "cortex-a72" and rpi["tvm_target"]["mtriple"].startswith("aarch64")
+    assert profiles.load("jetson-orin")["fp16_arithmetic"] is True
+    with pytest.raises(InputError, match="unknown target profile 'pi5'.*known: host, jetson-orin, rpi4"):
+        profiles.load("pi5")
+
+
+def test_host_fp32_compiles_validates_and_matches_onnxruntime(host_artifact):
+    src, art = host_artifact
+    m = art.manifest
+    assert sorted(p.name for p in art.path.iterdir()) == ["manifest.json", "module.so", "tvm_meta.json"]
+    assert m["validation"]["passed"] and m["validation"]["cosine"] > 0.99999
+    assert m["toolchain"]["tvm"].startswith("0.27")
+    info = m["backend_info"]
+    assert info["validation_ran_on"] == "host" and info["library_machine"] == "x86-64" or info["library_machine"] == "aarch64"
+    assert info["target"]["name"] == "host" and info["target"]["tvm_target"]["kind"] == "llvm"
+    # Every fused function got a sampled schedule (none left as naive loops on this tiny graph).
+    s = info["schedules"]
+    assert s["scheduled_functions"] == s["functions"] > 0
+    # An independent run through edgec.load against onnxruntime on fresh inputs, batch of 1.
+    x = np.random.default_rng(7).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    runner = edgec.load(art.path)
+    try:
+        out = runner.run({"input": x})["logits"]
+        stats = runner.benchmark({"input": x}, runs=5, warmup=1)
+    finally:
+        runner.close()
+    np.testing.assert_allclose(out, _ort(src, {"input": x})[0], rtol=1e-4, atol=1e-4)
+    assert stats.median_ms > 0 and stats.runs == 5
+
+
+def test_naive_schedule_and_two_inputs(tmp_path):
+    src = tmp_path / "two.onnx"
+    onnx.save(build_two_input(), str(src))
+    art = edgec.compile(src, backend="tvm", output=tmp_path / "a", options={"schedule": "none", "batch": 3})
+    assert art.manifest["backend_info"]["schedules"]["scheduled_functions"] == 0
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.standard_normal((3, 4)).astype(np.float32), "b": rng.standard_normal((3, 4)).astype(np.float32)}
+    runner = edgec.load(art.path)
+    np.testing.assert_allclose(runner.run(feeds)["y"], _ort(src, feeds)[0], rtol=1e-5, atol=1e-5)
+    runner.close()
+
+
+def test_int8_is_reported_as_fake_quantization(tmp_path, tiny_cnn_path, tiny_data):
+    art = edgec.compile(tiny_cnn_path, backend="tvm", precision="int8", calibration=tiny_data, output=tmp_path / "q")
+    rep = art.manifest["backend_info"]["int8"]
+    assert art.manifest["validation"]["passed"]
+    # Measured, not assumed: if a future TVM keeps integer operands, this test tells us to update the docs.
+    assert rep["kernels_with_integer_operands"] == 0 and rep["kernels_with_float_operands"] >= 2
+    assert "fake quantization" in rep["summary"]
+
+
+def test_fp16_refused_on_targets_without_fp16(tiny_cnn_path, tmp_path):
+    from edgec.backends.tvm import targets
+
+    if targets.resolve("host").fp16_arithmetic:
+        pytest.skip("this host has native FP16 arithmetic")
+    with pytest.raises(UnsupportedError, match="no native FP16 arithmetic.*--target jetson-orin"):
+        edgec.compile(tiny_cnn_path, backend="tvm", precision="fp16", output=tmp_path / "h")
+
+
+@pytest.mark.parametrize("opts, match", [
+    ({"target": "pi5"}, "unknown target profile 'pi5'"),
+    ({"target": "{\"kind\": \"llvm\", \"mcpu\": "}, "not valid JSON"),
+    ({"target": "{\"kind\": \"cuda\"}"}, "CPU targets only"),
+    ({"schedule": "fast"}, "schedule='fast'"),
+    ({"tune": "maybe"}, "tune='maybe': use true or false"),
+    ({"rpc": "board"}, "give HOST:PORT"),
+    ({"bogus": 1}, "has no option 'bogus'"),
+])
+def test_bad_options_are_one_line_input_errors(tiny_cnn_path, tmp_path, opts, match):
+    with pytest.raises(InputError, match=match) as e:
+        edgec.compile(tiny_cnn_path, backend="tvm", output=tmp_path / "x", options=opts)
+    assert "\n" not in str(e.value)
+
+
+def test_raw_target_dict_is_accepted(tiny_cnn_path, tmp_path):
+    from edgec.backends.tvm import targets
+
+    t = {"kind": "llvm", "mcpu": "x86-64"}
+    rt = targets.resolve(json.dumps(t))
+    assert rt.name == "custom" and rt.runs_here and rt.cross_cc is None
+    if targets.host_arch() != "x86_64":
+        pytest.skip("the dict names an x86 CPU")
+    art = edgec.compile(tiny_cnn_path, backend="tvm", output=tmp_path / "c", options={"target": json.dumps(t)})
+    assert art.manifest["backend_info"]["target"]["tvm_target"]["mcpu"] == "x86-64"
+
+
+def test_missing_cross_compiler_says_how_to_install(monkeypatch, tiny_cnn_path, tmp_path):
+    import edgec.backends.tvm.targets as targets
+
+    real = shutil.which
+    monkeypatch.setattr(targets.shutil, "which", lambda n: None if n.startswith("aarch64") else real(n))
+    with pytest.raises(BackendError, match="needs the cross compiler 'aarch64-linux-gnu-gcc'.*apt-get install gcc-aarch64-linux-gnu"):
+        edgec.compile(tiny_cnn_path, backend="tvm", output=tmp_path / "x", options={"target": "rpi4"})
+
+
+def test_arm_target_without_board_is_a_clear_error(monkeypatch, tiny_cnn_path, tmp_path):
+    import edgec.backends.tvm.backend as be
+
+    if shutil.which("aarch64-linux-gnu-gcc") is None:
+        pytest.skip("apt-get install gcc-aarch64-linux-gnu")
+    monkeypatch.setattr(be, "listening", lambda *a, **k: False)
+    with pytest.raises(BackendError, match="cannot run on this .* host.*arm64_board.sh.*-O rpc=HOST:PORT"):
+        edgec.compile(tiny_cnn_path, backend="tvm", output=tmp_path / "x", options={"target": "rpi4", "rpc": "auto"})
+
+
+def test_cross_compiles_a_real_aarch64_library(tmp_path):
+    """Lowering only (no board needed): the .so must be aarch64 code, as `file` reports it."""
+    if shutil.which("aarch64-linux-gnu-gcc") is None:
+        pytest.skip("apt-get install gcc-aarch64-linux-gnu")
+    import tvm
+
+    from edgec.backends.tvm import build, targets
+
+    rt = targets.resolve("rpi4")
+    target = tvm.target.Target(rt.tvm_target)
+    fused = build.lower_to_fused_tir(build.import_onnx(build_tiny_cnn(), 1), target)
+    lib = tmp_path / "module.so"
+    build.compile_module(fused, target, lib, rt.cross_cc)
+    from edgec.backends.tvm.backend import _elf_machine
+
+    assert _elf_machine(lib) == "aarch64"
+    if shutil.which("file"):
+        import subprocess
+
+        assert "ARM aarch64" in subprocess.run(["file", str(lib)], capture_output=True, text=True).stdout
+
+
+def test_dynamic_inner_dimension_is_unsupported(tmp_path):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "L"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "L"])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    with pytest.raises(UnsupportedError, match="dynamic dimension 1 \\(L\\)"):
+        edgec.compile(m, backend="tvm", output=tmp_path / "d")
+
+
+def test_cli_compile_with_target_host(run_cli, tiny_cnn_path, tmp_path):
+    code, out, err = run_cli("compile", tiny_cnn_path, "--backend", "tvm", "--target", "host", "-o", tmp_path / "cli",
+                             "-O", "schedule=none", "--json")
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["backend"] == "tvm" and m["options"]["schedule"] == "none" and m["options"]["target"] == "host"
