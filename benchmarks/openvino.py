@@ -234,10 +234,15 @@ def main(argv=None) -> int:
         for r in runners.values():
             for _ in range(10):
                 r.time_once(feeds)
+        print(f"timing {len(runners)} variants at {threads} thread(s), {args.runs} rounds", flush=True)
         times = {k: [] for k in runners}
+        # A fresh random order every round: runtimes keep worker threads spinning for a moment after
+        # each call, which slows whichever model runs next, so a fixed order would favour some variants.
+        rng = np.random.default_rng(0)
+        names = list(runners)
         for _ in range(args.runs):
-            for k, r in runners.items():
-                times[k].append(r.time_once(feeds) * 1e3)
+            for i in rng.permutation(len(names)):
+                times[names[i]].append(runners[names[i]].time_once(feeds) * 1e3)
         for k, v in times.items():
             results[k][f"median_ms_{threads}t"] = round(float(np.median(v)), 3)
             results[k][f"p90_ms_{threads}t"] = round(float(np.percentile(v, 90)), 3)

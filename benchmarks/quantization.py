@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import sys
 import tempfile
 import time
@@ -23,56 +22,19 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgec.core.data import ArrayDataset, Dataset, Sample
+from edgec.core.data import ArrayDataset, Dataset
 from edgec.core.quantization import DEFAULT_METHOD, format_placement, quantize
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PREPROCESS = {"efficientnet_lite0": "efficientnet-lite", "squeezenet1_1": "squeezenet-bgr"}
 
 
-class JpegPack(Dataset):
-    """Streaming decode of a JPEG pack (fallback while edgec.core.data.open_dataset is not available)."""
-
-    def __init__(self, path: Path, preset: str, start: int = 0, stop: int | None = None):
-        z = np.load(path, allow_pickle=False)
-        self.blob, self.offsets, self.all_labels = z["jpeg"], z["offsets"], z["labels"]
-        self.start, self.stop = start, len(self.offsets) - 1 if stop is None else stop
-        self.preset, self.source = preset, f"{path}[{start}:{self.stop}]"
-
-    def __len__(self):
-        return self.stop - self.start
-
-    @property
-    def has_labels(self):
-        return True
-
-    def _prep(self, img: np.ndarray) -> np.ndarray:
-        x = img.astype(np.float32)
-        if self.preset == "efficientnet-lite":
-            x = (x / 255.0 - 0.498) / 0.502
-        else:
-            x = x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
-        return np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32)
-
-    def __iter__(self):
-        from PIL import Image
-
-        for i in range(self.start, self.stop):
-            img = np.asarray(Image.open(io.BytesIO(self.blob[self.offsets[i]:self.offsets[i + 1]].tobytes()))
-                             .convert("RGB"))
-            yield Sample({"input": self._prep(img)}, int(self.all_labels[i]))
-
-
 def imagenet(split: str, model: str, start: int = 0, stop: int | None = None) -> Dataset:
-    path = SHARED / "data" / f"imagenet_{split}_jpeg.npz"
-    try:
-        from edgec.core.data import open_dataset  # the lead's loader, once it lands
-    except ImportError:
-        return JpegPack(path, PREPROCESS[model], start, stop)
-    import onnx
-
+    """imagenet_<split>[start:stop] decoded and preprocessed for `model` by edgec's own data loader."""
     from edgec.core.backend import TensorSpec
+    from edgec.core.data import open_dataset
 
+    path = SHARED / "data" / f"imagenet_{split}_jpeg.npz"
     m = onnx.load(SHARED / "models" / f"{model}.onnx", load_external_data=False)
     specs = [TensorSpec(i.name, "float32", tuple(d.dim_value for d in i.type.tensor_type.shape.dim))
              for i in m.graph.input]

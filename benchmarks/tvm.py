@@ -7,7 +7,7 @@
 Variants, each built with edgec.compile (validated on --val-samples eval images) and timed interleaved
 (round-robin, one inference each per round, 1 thread everywhere, so load from other jobs hits all alike):
   ort-fp32       --backend onnxruntime: the baseline
-  tvm-naive      --backend tvm -O schedule=none: the loops Relax legalization emits, no schedule at all
+  tvm-naive      --backend tvm -O schedule=naive: the loops Relax legalization emits, no schedule at all
   tvm-sampled    --backend tvm (default): one schedule per task sampled from MetaSchedule's CPU design
                  space, unmeasured (the best untuned path this TVM wheel offers, see backends/tvm/README.md)
   tvm-tuned      --backend tvm -O tune=true -O tune_minutes=M: MetaSchedule into the persistent database
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
 
     variants = {"ort-fp32": ("onnxruntime", {})}
     if not args.skip_naive:
-        variants["tvm-naive"] = ("tvm", {"schedule": "none", "use_database": "false"})
+        variants["tvm-naive"] = ("tvm", {"schedule": "naive", "use_database": "false"})
     variants["tvm-sampled"] = ("tvm", {"use_database": "false"})
     if args.tune_minutes > 0:
         variants["tvm-tuned"] = ("tvm", {"tune": "true", "tune_minutes": args.tune_minutes, "trials": args.trials})

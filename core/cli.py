@@ -108,7 +108,7 @@ def cmd_compile(args) -> int:
         print("placement    " + ", ".join(f"{k} {p[k]}" for k in ("int8", "fp16", "fp32") if k in p))
     for line in _validation_lines(m["validation"]):
         print(line)
-    print(f"files        " + ", ".join(f"{k} ({v['size'] / 1e6:.2f} MB)" for k, v in m["files"].items()))
+    print("files        " + ", ".join(f"{k} ({v['size'] / 1e6:.2f} MB)" for k, v in m["files"].items()))
     print(f"compile time {m['compile_seconds']:.1f} s")
     return 0
 
@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--preprocess", help="image preprocessing: a preset (imagenet, efficientnet-lite, squeezenet-bgr, "
                                         "unit, fashion-mnist) and/or key=value pairs (order,scale,mean,std,layout,resize,crop)")
     c.add_argument("--calib-samples", type=int, help="use at most N calibration samples")
-    c.add_argument("--calib-method", help="activation range method: minmax, percentile, entropy, mse")
+    c.add_argument("--calib-method", choices=["auto", "minmax", "percentile", "entropy", "mse"],
+                   help="activation range method (default auto: minmax for range-limited ops, mse elsewhere)")
     c.add_argument("--val-samples", type=int, help="validate on at most N samples")
     c.add_argument("--max-drop", type=float, help="int8 accuracy budget in points; sensitive layers stay in higher precision")
     c.add_argument("--min-cosine", type=float, help="validation threshold (default 0.999 fp32/fp16, 0.99 int8)")

@@ -118,6 +118,9 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
         except Exception as e:  # a toolchain crash: name the backend and the reason, keep it to one line
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             raise EdgecError(f"backend '{be.name}' failed to lower the model: {first}") from e
+        missing = [f for f in files if not (tmp / f).is_file()]
+        if missing:
+            raise EdgecError(f"backend '{be.name}' reported file '{missing[0]}' but did not write it (a plugin bug)")
         manifest = {
             "edgec_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -181,13 +181,26 @@ def test_activation_dtype_and_symmetry(tmp_path, act, sym, zp_dtype):
         assert int(zp) == (128 if act == "uint8" else 0)
 
 
-def test_every_tensor_fixed_ranges_and_shared_scales(tmp_path):
+def with_pool_and_concat() -> onnx.ModelProto:
+    """tiny_cnn plus MaxPool(relu output) -> Concat -> MaxPool, as side outputs."""
     m = tiny_cnn()
-    # insert a Concat and a MaxPool so shared-scale rules have something to act on
     g = m.graph
     g.node.insert(4, helper.make_node("MaxPool", ["a2"], ["mp"], name="mp", kernel_shape=[1, 1]))
     g.node.insert(5, helper.make_node("Concat", ["mp", "a1"], ["cat"], name="cat", axis=1))
-    g.output.append(helper.make_tensor_value_info("cat", TensorProto.FLOAT, None))
+    g.node.insert(6, helper.make_node("MaxPool", ["cat"], ["mp2"], name="mp2", kernel_shape=[1, 1]))
+    g.output.append(helper.make_tensor_value_info("mp2", TensorProto.FLOAT, None))
+    return m
+
+
+def test_weighted_quantizes_pass_through_ops_only_after_quantized_ones(tmp_path):
+    res = quantize(with_pool_and_concat(), "int8", calibration=data(), cache_dir=tmp_path, progress=False)
+    nodes = res.report["placement"]["nodes"]
+    assert nodes["mp"] == "int8"  # after a quantized Relu: no new rounding, saves a DQ/Q round trip
+    assert nodes["cat"] == "fp32" and nodes["mp2"] == "fp32"  # after a float Concat it would add one
+
+
+def test_every_tensor_fixed_ranges_and_shared_scales(tmp_path):
+    m = with_pool_and_concat()
     res = quantize(m, "int8", calibration=data(), cache_dir=tmp_path, progress=False,
                    flavour=QuantFlavour(placement="every_tensor"))
     q = res.model
@@ -200,6 +213,7 @@ def test_every_tensor_fixed_ranges_and_shared_scales(tmp_path):
     scale = lambda t: float(inits[qs[t].input[1]])  # noqa: E731
     assert scale("mp") == scale("a2")  # pooling keeps its input scale
     assert scale("cat") == scale("mp") == scale("a1")  # Concat inputs and output share one scale
+    assert scale("gap") < scale("up")  # a global mean is rescaled (TFLite MEAN), not forced to share
     assert res.report["placement"]["nodes"]["softmax"] == "int8"
     assert cosine(run(m, data(8, seed=3)), run(q, data(8, seed=3))) > 0.99
 

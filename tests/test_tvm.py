@@ -79,7 +79,7 @@ def test_host_fp32_compiles_validates_and_matches_onnxruntime(host_artifact):
 def test_naive_schedule_and_two_inputs(tmp_path):
     src = tmp_path / "two.onnx"
     onnx.save(build_two_input(), str(src))
-    art = edgec.compile(src, backend="tvm", output=tmp_path / "a", options={"schedule": "none", "batch": 3})
+    art = edgec.compile(src, backend="tvm", output=tmp_path / "a", options={"schedule": "naive", "batch": 3})
     assert art.manifest["backend_info"]["schedules"]["scheduled_functions"] == 0
     rng = np.random.default_rng(0)
     feeds = {"a": rng.standard_normal((3, 4)).astype(np.float32), "b": rng.standard_normal((3, 4)).astype(np.float32)}
@@ -188,7 +188,55 @@ def test_dynamic_inner_dimension_is_unsupported(tmp_path):
 
 def test_cli_compile_with_target_host(run_cli, tiny_cnn_path, tmp_path):
     code, out, err = run_cli("compile", tiny_cnn_path, "--backend", "tvm", "--target", "host", "-o", tmp_path / "cli",
-                             "-O", "schedule=none", "--json")
+                             "-O", "schedule=none", "-O", "batch=2", "--json")
     assert code == 0, err
     m = json.loads(out)
-    assert m["backend"] == "tvm" and m["options"]["schedule"] == "none" and m["options"]["target"] == "host"
+    assert m["backend"] == "tvm" and m["options"]["schedule"] == "naive" and m["options"]["batch"] == 2 and m["options"]["target"] == "host"
+
+
+def test_rpc_runner_on_a_loopback_server(tmp_path, tiny_cnn_path):
+    """The board path without a board: a host-arch TVM RPC server on loopback runs validation and latency."""
+    from tvm import rpc
+
+    server = rpc.Server(host="127.0.0.1", port=9391, port_end=9490)
+    try:
+        art = edgec.compile(tiny_cnn_path, backend="tvm", output=tmp_path / "r",
+                            options={"rpc": f"127.0.0.1:{server.port}", "schedule": "naive"})
+        info = art.manifest["backend_info"]
+        assert info["validation_ran_on"] == "rpc server on loopback" and art.manifest["validation"]["passed"]
+        runner = edgec.load(art.path, rpc=f"127.0.0.1:{server.port}")
+        x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+        try:
+            np.testing.assert_allclose(runner.run({"input": x})["logits"], _ort(tiny_cnn_path, {"input": x})[0],
+                                       rtol=1e-4, atol=1e-4)
+            stats = runner.benchmark({"input": x}, runs=3, warmup=1)  # timed by the server's time_evaluator
+            assert stats.runs == 3 and stats.median_ms > 0
+        finally:
+            runner.close()
+    finally:
+        server.terminate()
+
+
+def test_tuning_database_persists_and_is_reused(tmp_path):
+    """A tiny MetaSchedule run (two tasks, a few trials) lands in $EDGEC_CACHE_DIR/tvm/<model+target key>;
+    the next compile of the same model and target applies those records without tuning again."""
+    from edgec.backends.tvm import tuning
+
+    src = tmp_path / "two.onnx"
+    onnx.save(build_two_input(), str(src))
+    a = edgec.compile(src, backend="tvm", output=tmp_path / "t1",
+                      options={"tune": True, "trials": 4, "tune_minutes": 3})
+    info = a.manifest["backend_info"]
+    db = Path(info["tuning_database"])
+    assert db.parent == tuning.cache_root() and db.is_relative_to(Path(tuning.os.environ["EDGEC_CACHE_DIR"]))
+    assert info["tuning"]["records_after"] > info["tuning"]["records_before"] == 0
+    b = edgec.compile(src, backend="tvm", output=tmp_path / "t2")
+    s = b.manifest["backend_info"]["schedules"]
+    assert b.manifest["backend_info"]["tuning_database"] == str(db) and "tuning" not in b.manifest["backend_info"]
+    assert s["tuning_records_available"] == info["tuning"]["records_after"] and s["tuned_functions"] >= 1
+    # Another target is another key: nothing to reuse.
+    c = edgec.compile(src, backend="tvm", output=tmp_path / "t3",
+                      options={"target": json.dumps({"kind": "llvm", "mcpu": "x86-64", "num-cores": 1})}) \
+        if tuning.os.uname().machine == "x86_64" else None
+    if c is not None:
+        assert c.manifest["backend_info"]["schedules"]["tuning_records_available"] == 0

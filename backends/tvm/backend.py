@@ -20,7 +20,7 @@ from edgec.core.errors import BackendError, InputError, UnsupportedError
 
 LIB = "module.so"
 META = "tvm_meta.json"
-SCHEDULES = ("sampled", "none")
+SCHEDULES = ("sampled", "naive")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -64,7 +64,7 @@ class TvmBackend(Backend):
     )
     option_defaults = {
         "target": ("host", "hardware profile (host, rpi4, jetson-orin) or a TVM target dict as JSON"),
-        "schedule": ("sampled", "untuned schedules: sampled (MetaSchedule design-space sample, unmeasured) | none (naive loops)"),
+        "schedule": ("sampled", "untuned schedules: sampled (MetaSchedule design-space sample, unmeasured) | naive (legalized loops)"),
         "tune": (False, "run MetaSchedule tuning; records persist in $EDGEC_CACHE_DIR/tvm (~/.cache/edgec/tvm)"),
         "trials": (1000, "tuning: total measured trials (all tasks together)"),
         "tune_minutes": (20.0, "tuning: time budget in minutes (stops at trials or minutes, whichever comes first)"),
@@ -102,6 +102,10 @@ class TvmBackend(Backend):
         opts["trials"] = _number("trials", opts["trials"], int, 1)
         opts["tune_minutes"] = _number("tune_minutes", opts["tune_minutes"], float, 0)
         opts["batch"] = _number("batch", opts["batch"], int, 1)
+        if opts["schedule"] is None:  # the CLI reads `-O schedule=none` as None
+            opts["schedule"] = "naive"
+        if opts["rpc"] is None:
+            opts["rpc"] = "off"
         if opts["schedule"] not in SCHEDULES:
             raise InputError(f"schedule={opts['schedule']!r}: use one of {', '.join(SCHEDULES)}")
         rpc = str(opts["rpc"]).strip()

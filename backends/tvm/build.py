@@ -4,7 +4,7 @@ Schedules, fastest first, for each fused TIR function:
   1. a record in the persistent MetaSchedule database (tuning.py) for this model and target;
   2. `schedule=sampled` (default): one schedule sampled from MetaSchedule's own CPU design space
      (multi-level tiling, vectorization, parallel loops, unrolling) without measuring anything;
-  3. none: the naive loop nests legalization produces (`schedule=none`), single-threaded and scalar.
+  3. the naive loop nests legalization produces (`schedule=naive`), single-threaded and scalar.
 The wheel on PyPI is built without DNNL/BLAS, so no library offload exists to choose (see README).
 """
 from __future__ import annotations
@@ -74,6 +74,8 @@ def sampled_schedules(mod, target, seed: int = 0, progress: Callable[[str], None
     db = ms.database.MemoryDatabase()
     scheduled = 0
     for i, task in enumerate(tasks):
+        if _is_scheduled(task.mod):
+            continue  # already has a tuned schedule from the database
         ctx = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator="post-order-apply",
                              search_strategy="evolutionary", task_name=task.task_name, rand_state=seed + i,
                              num_threads=1)
@@ -91,6 +93,15 @@ def sampled_schedules(mod, target, seed: int = 0, progress: Callable[[str], None
         if (i + 1) % 10 == 0:
             progress(f"sampled schedules for {i + 1}/{len(tasks)} tasks")
     return db, {"tasks": len(tasks), "scheduled": scheduled}
+
+
+def _is_scheduled(mod) -> bool:
+    import tvm
+
+    if mod.attrs is not None and mod.attrs.get("tirx.is_scheduled", False):
+        return True
+    return any(isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)
+               for f in mod.functions.values())
 
 
 def apply_database(mod, target, db):

@@ -57,8 +57,36 @@ class _VmRunner(Runner):
         return [tvm.runtime.tensor(np.ascontiguousarray(feeds[s.name], dtype=s.dtype), self.dev) for s in self.inputs]
 
     def run(self, feeds):
-        outs = _flatten(self.vm["main"](*self._args(feeds)))
-        return {spec.name: o.numpy() for spec, o in zip(self.outputs, outs)}
+        n = self._feed_batch(feeds)
+        if n is None:
+            outs = _flatten(self.vm["main"](*self._args(feeds)))
+            return {spec.name: o.numpy() for spec, o in zip(self.outputs, outs)}
+        return self._run_chunked(feeds, n)
+
+    def _feed_batch(self, feeds) -> int | None:
+        """The common leading size of the feeds when it differs from the compiled static batch, else None."""
+        b = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else None
+        sizes = {np.shape(feeds[s.name])[0] for s in self.inputs if s.name in feeds and np.ndim(feeds[s.name])}
+        if b is None or len(sizes) != 1 or sizes == {b}:
+            return None
+        return sizes.pop()
+
+    def _run_chunked(self, feeds, n: int) -> dict[str, np.ndarray]:
+        """A static-batch module fed another batch size: run it in chunks of its batch, zero-padding the last
+        (batch items are independent in the models edgec compiles), and cut the outputs back to n."""
+        b = int(self.inputs[0].shape[0])
+        parts: dict[str, list] = {o.name: [] for o in self.outputs}
+        for start in range(0, n, b):
+            chunk = {}
+            for s in self.inputs:
+                x = np.asarray(feeds[s.name])[start:start + b]
+                if len(x) < b:
+                    x = np.concatenate([x, np.zeros((b - len(x),) + x.shape[1:], x.dtype)])
+                chunk[s.name] = x
+            outs = _flatten(self.vm["main"](*self._args(chunk)))
+            for spec, o in zip(self.outputs, outs):
+                parts[spec.name].append(o.numpy())
+        return {k: np.concatenate(v)[:n] for k, v in parts.items()}
 
     def benchmark(self, feeds, runs: int = 50, warmup: int = 5) -> LatencyStats:
         """Timed on the device by TVM's time_evaluator (one run per repeat), so over RPC the numbers

@@ -40,6 +40,8 @@ class ResolvedTarget:
             d["cpu"] = self.tvm_target.get("mcpu") if self.profile.get("cpu") == "detect" else self.profile.get("cpu")
         if self.cross_cc:
             d["cross_compiler"] = self.cross_cc
+        if self.notes:
+            d["notes"] = self.notes
         return d
 
 
@@ -118,13 +120,17 @@ def _from_dict(t: dict) -> ResolvedTarget:
         first = (str(e).strip().splitlines() or [""])[-1][:200]
         raise InputError(f"--target {json.dumps(t)} is not a valid TVM target: {first}") from None
     arch = _arch_of(t)
+    notes = []
+    if "num-cores" not in t:  # MetaSchedule refuses CPU targets without it (it sizes parallel loops)
+        t["num-cores"] = _host_cores() if arch == host_arch() else 4
+        notes.append(f"num-cores not given; assumed {t['num-cores']}")
     cc = None
     if arch != host_arch():
         cc = f"{t['mtriple']}-gcc" if t.get("mtriple") else None
     mattr = " ".join(t.get("mattr") or [])
     fp16 = "+fullfp16" in mattr or "+avx512fp16" in mattr or (arch == host_arch() and "mcpu" not in t and host_has_fp16())
     return ResolvedTarget("custom", t, arch, None, cross_cc=cc,
-                          cross_apt=f"gcc-{t['mtriple']}" if cc else None, fp16_arithmetic=fp16)
+                          cross_apt=f"gcc-{t['mtriple']}" if cc else None, fp16_arithmetic=fp16, notes=notes)
 
 
 def check_cross_compiler(rt: ResolvedTarget) -> None:

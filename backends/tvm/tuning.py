@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -56,9 +57,50 @@ def record_count(path: Path) -> int:
 
 
 def _worker_init() -> None:
-    """Runs once in each builder/runner worker: pay TVM's import before the first job's clock starts."""
+    """Runs once in each builder/runner worker: pay TVM's imports before the first job's clock starts.
+    tensor_intrin alone takes ~20 s here (it parses hundreds of TVMScript intrinsics)."""
     import tvm  # noqa: F401
+    import tvm.s_tir.tensor_intrin  # noqa: F401
     from tvm.s_tir import meta_schedule  # noqa: F401
+
+
+def _pooled_builder(max_workers: int, timeout_sec: float, recycle_every: int = 25):
+    """LocalBuilder, but with one worker pool kept across batches.
+
+    TVM's LocalBuilder starts a fresh process pool for every batch (to dodge a slow memory leak in
+    long-lived workers), so every batch re-imports TVM: ~20 s per batch here, most of the ~7 trials a
+    minute measured before. This keeps the pool and recycles it every `recycle_every` batches instead."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    @derived_object
+    class PooledBuilder(PyBuilder):
+        def __init__(self):
+            super().__init__()
+            self.pool = None
+            self.batches = 0
+
+        def build(self, build_inputs):
+            if self.pool is None or self.batches >= recycle_every:
+                if self.pool is not None:
+                    self.pool.shutdown()
+                self.pool = PopenPoolExecutor(max_workers=max_workers, timeout=timeout_sec, initializer=_worker_init)
+                self.batches = 0
+            self.batches += 1
+            results = []
+            jobs = [(None, None, b.mod, b.target, _serialize_params(b.params)) for b in build_inputs]
+            for r in self.pool.map_with_error_catching(lambda x: _worker_func(*x), jobs):
+                if r.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(r.value, None))
+                elif r.status == StatusKind.TIMEOUT:
+                    results.append(BuilderResult(None, f"PooledBuilder: timeout after {timeout_sec} s"))
+                else:
+                    results.append(BuilderResult(None, f"PooledBuilder: {r.value}"))
+            return results
+
+    return PooledBuilder()
 
 
 def _progress_callback(total_trials: int, deadline: float, say: Callable[[str], None]):
@@ -97,6 +139,17 @@ def tune(fused_mod, target, db_path: Path, trials: int, minutes: float, progress
         raise BackendError("tuning needs xgboost (MetaSchedule's cost model): pip install 'edgec[tvm]'") from None
     from tvm.s_tir import meta_schedule as ms
 
+    # MetaSchedule prints INFO tables to stdout; the Progress callback below is the display instead.
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    level = ms_logger.level
+    ms_logger.setLevel(logging.WARNING)
+    try:
+        return _tune(ms, fused_mod, target, db_path, trials, minutes, progress)
+    finally:
+        ms_logger.setLevel(level)
+
+
+def _tune(ms, fused_mod, target, db_path, trials, minutes, progress) -> dict:
     before = record_count(db_path)
     db = open_database(db_path)
     tasks = ms.relax_integration.extract_tasks(fused_mod, target)
@@ -107,11 +160,17 @@ def tune(fused_mod, target, db_path: Path, trials: int, minutes: float, progress
     progress(f"tuning {len(contexts)} tasks: up to {trials} trials or {minutes:g} minutes "
              f"(database {db_path}, {before} records already)")
     t0 = time.monotonic()
+    _tune_tasks(ms, contexts, weights, db_path, trials, per_iter, db, deadline, progress)
+    return {"tasks": len(contexts), "trials_requested": trials, "minutes_budget": minutes,
+            "tuning_seconds": round(time.monotonic() - t0, 1), "records_before": before,
+            "records_after": record_count(db_path)}
+
+
+def _tune_tasks(ms, contexts, weights, db_path, trials, per_iter, db, deadline, progress):
     ms.tune_tasks(
         tasks=contexts, task_weights=weights, work_dir=str(db_path / "logs"),
         max_trials_global=trials, num_trials_per_iter=per_iter,
-        builder=ms.builder.LocalBuilder(max_workers=max(1, (os.cpu_count() or 2) - 1),
-                                        timeout_sec=WORKER_TIMEOUT_S, initializer=_worker_init),
+        builder=_pooled_builder(max(1, (os.cpu_count() or 2) - 1), WORKER_TIMEOUT_S),
         runner=ms.runner.LocalRunner(timeout_sec=WORKER_TIMEOUT_S, initializer=_worker_init,
                                      evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1,
                                                                                 enable_cpu_cache_flush=False)),
@@ -119,6 +178,3 @@ def tune(fused_mod, target, db_path: Path, trials: int, minutes: float, progress
         measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                            _progress_callback(trials, deadline, progress)],
     )
-    return {"tasks": len(contexts), "trials_requested": trials, "minutes_budget": minutes,
-            "tuning_seconds": round(time.monotonic() - t0, 1), "records_before": before,
-            "records_after": record_count(db_path)}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,9 +127,9 @@ def collect(model: onnx.ModelProto, data, *, cache_dir: Path | None = None, prog
     hists = {t: StreamingHistogram() for t in tensors}
     it = iter(data)
     if progress:
-        from tqdm import tqdm
+        from edgec.core.progress import bar
 
-        it = tqdm(it, total=n, desc="calibrating", unit="sample", file=sys.stderr, leave=False)
+        it = bar(it, total=n, desc="calibrating", unit="sample")
     count = 0
     for sample in it:
         if count == 0:

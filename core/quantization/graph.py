@@ -5,7 +5,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from edgec.core.errors import InputError
 
@@ -67,10 +66,6 @@ def model_sha256(model: onnx.ModelProto) -> str:
     import hashlib
 
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
-
-
-def to_array(t: onnx.TensorProto) -> np.ndarray:
-    return numpy_helper.to_array(t)
 
 
 def topo_sort(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,7 +1,6 @@
 """Accuracy repair: empirical bias correction, per-layer sensitivity, and the max_drop greedy fallback."""
 from __future__ import annotations
 
-import sys
 import time
 from typing import Iterable, Mapping
 
@@ -31,9 +30,9 @@ def _with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelPro
 def _bar(it, total, desc, progress):
     if not progress:
         return it
-    from tqdm import tqdm
+    from edgec.core.progress import bar
 
-    return tqdm(it, total=total, desc=desc, file=sys.stderr, leave=False)
+    return bar(it, total=total, desc=desc)
 
 
 def bias_deltas(model: onnx.ModelProto, ranges, flavour: QuantFlavour, excluded: Iterable[str], data,
@@ -45,7 +44,9 @@ def bias_deltas(model: onnx.ModelProto, ranges, flavour: QuantFlavour, excluded:
     Q/DQ and quantized weights that ONNX Runtime's quantizer produced, and is compared with the FP32
     layer in the same run. Measuring end to end instead (quantized model vs FP32) folds every upstream
     layer's error into each delta, so correcting all layers at once over-corrects (top-1 -7 points on
-    EfficientNet-Lite0)."""
+    EfficientNet-Lite0). The twin's input goes through the layer's real input Q/DQ, so the mean
+    effect of activation rounding/clipping is corrected too: without it EfficientNet-Lite0 reached
+    98.2 % agreement instead of 99.0 % (SqueezeNet 1.1: 95.8 instead of 95.2, within noise)."""
     excluded = set(excluded)
     targets = [n for n in weighted_nodes(model) if n.op_type in _BIAS_OPS and n.name not in excluded]
     if not targets:
