@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-samples", type=int, default=500)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--runs", type=int, default=100, help="timed rounds per thread count")
-    ap.add_argument("--max-drop", type=float, default=0.2,
+    ap.add_argument("--max-drop", type=float, default=1.0,
                     help="agreement budget (points) for the ov-int8-core-maxdrop variant")
     ap.add_argument("--skip", nargs="*", default=[], help="variants to leave out")
     ap.add_argument("--json", type=Path, help="write the results here too")

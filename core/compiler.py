@@ -100,7 +100,7 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
 
             progress.say(f"quantizing to {precision} ({reqs.quant.placement} flavour)")
             kwargs = dict(flavour=reqs.quant, calibration=calib, samples=calib_samples, max_drop=max_drop,
-                          validation=val)
+                          validation=val, progress=progress.enabled())
             if calib_method and calib_method != "auto":
                 kwargs["method"] = calib_method
             q = quantize(working, precision, **kwargs)

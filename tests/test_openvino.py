@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -402,3 +403,19 @@ def test_cli_missing_device_exits_2_naming_devices(tiny_files, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "XPU9" in proc.stderr and "CPU" in proc.stderr
     assert not (tmp_path / "art").exists()
+
+
+def test_cli_json_stdout_stays_clean_with_nncf(tiny_files, tmp_path):
+    """NNCF draws progress bars on stdout; `--json` must still print only the manifest there."""
+    import subprocess
+    import sys
+
+    model_path, calib, _ = tiny_files
+    proc = subprocess.run([sys.executable, "-m", "edgec.core.cli", "compile", str(model_path), "--backend", "openvino",
+                           "--precision", "int8", "--calib", str(calib), "-O", "calibrator=nncf", "--json",
+                           "-o", str(tmp_path / "art")], capture_output=True, text=True,
+                          env={**os.environ, "EDGEC_PROGRESS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads(proc.stdout)
+    assert manifest["backend_info"]["int8_source"] == "nncf"
+    assert manifest["backend_info"]["layers"]["compute_layers_by_precision"].get("I8", 0) >= 2

@@ -7,6 +7,8 @@ FP32 one by one (`quantize_with_accuracy_control`) until the labelled validation
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 
 import numpy as np
@@ -33,6 +35,15 @@ def quantize(fp32_ov_model, calibration, validation=None, max_drop: float | None
     calib = nncf.Dataset(calibration, lambda s: s.feeds)
     report = {"calibrator": f"nncf {nncf.__version__}", "subset_size": n}
     t0 = time.perf_counter()
+    # NNCF draws its progress bars on stdout; `edgec compile --json` owns stdout.
+    with contextlib.redirect_stdout(sys.stderr):
+        q = _run(nncf, fp32_ov_model, calib, validation, max_drop, n, progress, report)
+    report["fake_quantize_nodes"] = _count_fq(q)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return q, report
+
+
+def _run(nncf, fp32_ov_model, calib, validation, max_drop, n, progress, report):
     if max_drop is None:
         progress(f"NNCF post-training quantization on {n} samples")
         q = nncf.quantize(fp32_ov_model, calib, subset_size=n)
@@ -46,9 +57,7 @@ def quantize(fp32_ov_model, calibration, validation=None, max_drop: float | None
             max_drop=float(max_drop) / 100.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=n)
         report["max_drop_top1_points"] = float(max_drop)
         report["validation_samples"] = len(validation)
-    report["fake_quantize_nodes"] = _count_fq(q)
-    report["seconds"] = round(time.perf_counter() - t0, 2)
-    return q, report
+    return q
 
 
 def _top1(compiled_model, samples):

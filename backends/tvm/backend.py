@@ -130,6 +130,9 @@ class TvmBackend(Backend):
                 "TVM would emulate it through fp32 conversions (slower than fp32): use --precision fp32, or a target "
                 "with FP16 (e.g. --target jetson-orin)")
         where = self._execution_place(rt, opts["rpc"])  # fail before the slow part if nothing can run it
+        if ctx.threads and rt.name == "host":
+            # --threads N: the artifact will run on N threads, so schedule (and tune) parallel loops for N.
+            rt.tvm_target["num-cores"] = int(ctx.threads)
 
         target = tvm.target.Target(rt.tvm_target)
         ctx.progress(f"TVM: importing ONNX into Relax (target {rt.name}: {json.dumps(rt.tvm_target)})")
@@ -141,7 +144,8 @@ class TvmBackend(Backend):
         db_path = tuning.database_dir(key)
         info: dict[str, Any] = {"target": rt.describe(), "tuning_database": str(db_path)}
         if opts["tune"]:
-            info["tuning"] = tuning.tune(fused, target, db_path, opts["trials"], opts["tune_minutes"], ctx.progress)
+            info["tuning"] = tuning.tune(fused, target, db_path, opts["trials"], opts["tune_minutes"], ctx.progress,
+                                         threads=int(rt.tvm_target.get("num-cores") or 0) or None)
         records = tuning.record_count(db_path)
         sched: dict[str, Any] = {"tuning_records_available": records}
         if records and opts["use_database"]:

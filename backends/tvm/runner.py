@@ -6,7 +6,9 @@ server, load it there, feed inputs, bring outputs back; latency comes from the b
 """
 from __future__ import annotations
 
+import gc
 import socket
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -114,14 +116,22 @@ class LocalRunner(_VmRunner):
 
 class RpcRunner(_VmRunner):
     def __init__(self, lib_path: Path, inputs, outputs, host: str, port: int, where: str,
-                 threads: int | None = None, timeout: float = 600):
+                 threads: int | None = None, connect_timeout: float = 120):
         from tvm import rpc
 
-        try:
-            self.session = rpc.connect(host, port, session_timeout=0)
-        except Exception as e:
-            raise BackendError(f"cannot connect to the TVM RPC server at {host}:{port} "
-                               f"({(str(e).strip().splitlines() or [''])[-1][:120]}); is the board's rpc_server running?") from e
+        # A TVM RPC server serves one session at a time; while the previous one winds down (or a port
+        # probe is being turned away) connecting fails, so retry for a while before giving up.
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            try:
+                self.session = rpc.connect(host, port, session_timeout=0)
+                break
+            except Exception as e:
+                if time.monotonic() > deadline:
+                    raise BackendError(f"cannot connect to the TVM RPC server at {host}:{port} "
+                                       f"({(str(e).strip().splitlines() or [''])[-1][:120]}); is the board's "
+                                       "rpc_server running?") from e
+                time.sleep(2)
         self.session.upload(str(lib_path))
         lib = self.session.load_module(Path(lib_path).name)
         if threads:
@@ -131,5 +141,7 @@ class RpcRunner(_VmRunner):
         self.address = f"{host}:{port}"
 
     def close(self):
+        # Drop every handle on remote objects, then the session: the server frees its slot at once.
         self.vm = None
         self.session = None
+        gc.collect()

@@ -64,7 +64,13 @@ def _worker_init() -> None:
     from tvm.s_tir import meta_schedule  # noqa: F401
 
 
-def _pooled_builder(max_workers: int, timeout_sec: float, recycle_every: int = 25):
+def _runner_init() -> None:
+    """The runner only loads and times built modules: TVM's runtime is all it needs."""
+    import tvm  # noqa: F401
+
+
+def _pooled_builder(max_workers: int, timeout_sec: float, deadline: float, say: Callable[[str], None],
+                    n_tasks: int, recycle_every: int = 25):
     """LocalBuilder, but with one worker pool kept across batches.
 
     TVM's LocalBuilder starts a fresh process pool for every batch (to dodge a slow memory leak in
@@ -81,14 +87,27 @@ def _pooled_builder(max_workers: int, timeout_sec: float, recycle_every: int = 2
             super().__init__()
             self.pool = None
             self.batches = 0
+            self.total_batches = 0
+            self.built = 0
+            self.t0 = time.monotonic()
 
         def build(self, build_inputs):
+            if time.monotonic() > deadline:
+                # MetaSchedule's gradient scheduler joins no task (so calls no measure callback) until its
+                # first round over all tasks ends; past the budget, candidates are refused unbuilt so that
+                # round, and the tuning, end promptly.
+                return [BuilderResult(None, "edgec: tuning time budget reached") for _ in build_inputs]
             if self.pool is None or self.batches >= recycle_every:
                 if self.pool is not None:
                     self.pool.shutdown()
                 self.pool = PopenPoolExecutor(max_workers=max_workers, timeout=timeout_sec, initializer=_worker_init)
                 self.batches = 0
             self.batches += 1
+            self.total_batches += 1
+            self.built += len(build_inputs)
+            if self.total_batches <= n_tasks:  # the measure callback is silent during the first round
+                say(f"tuning: first pass, task {self.total_batches}/{n_tasks} ({self.built} candidates built, "
+                    f"{(time.monotonic() - self.t0) / 60:.1f} min)")
             results = []
             jobs = [(None, None, b.mod, b.target, _serialize_params(b.params)) for b in build_inputs]
             for r in self.pool.map_with_error_catching(lambda x: _worker_func(*x), jobs):
@@ -131,8 +150,10 @@ def _progress_callback(total_trials: int, deadline: float, say: Callable[[str], 
     return Progress()
 
 
-def tune(fused_mod, target, db_path: Path, trials: int, minutes: float, progress: Callable[[str], None]) -> dict:
-    """Run MetaSchedule on every task of `fused_mod` into the JSON database at `db_path`."""
+def tune(fused_mod, target, db_path: Path, trials: int, minutes: float, progress: Callable[[str], None],
+         threads: int | None = None) -> dict:
+    """Run MetaSchedule on every task of `fused_mod` into the JSON database at `db_path`; candidates are
+    measured with `threads` TVM threads (the target's num-cores), as the artifact will run."""
     try:
         import xgboost  # noqa: F401
     except ImportError:
@@ -143,24 +164,36 @@ def tune(fused_mod, target, db_path: Path, trials: int, minutes: float, progress
     ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
     level = ms_logger.level
     ms_logger.setLevel(logging.WARNING)
+    env_threads = os.environ.get("TVM_NUM_THREADS")
+    if threads:
+        os.environ["TVM_NUM_THREADS"] = str(threads)  # read by the runner workers this starts
     try:
         return _tune(ms, fused_mod, target, db_path, trials, minutes, progress)
     finally:
         ms_logger.setLevel(level)
+        if env_threads is None:
+            os.environ.pop("TVM_NUM_THREADS", None)
+        else:
+            os.environ["TVM_NUM_THREADS"] = env_threads
 
 
 def _tune(ms, fused_mod, target, db_path, trials, minutes, progress) -> dict:
     before = record_count(db_path)
     db = open_database(db_path)
     tasks = ms.relax_integration.extract_tasks(fused_mod, target)
+    # A smaller search than MetaSchedule's defaults (population 512, 4 genetic rounds, 64 per batch): each
+    # task's first batch comes before any feedback, and on 2 cores the default search alone took 12-35 s
+    # per task; a 35-task model spent 20+ minutes in its first round.
+    strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3, init_min_unmeasured=32)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        tasks, work_dir=str(db_path / "logs"), num_threads=1, seed=0)
+        tasks, work_dir=str(db_path / "logs"), strategy=strategy, num_threads=1, seed=0)
     deadline = time.monotonic() + minutes * 60
-    per_iter = max(4, min(64, trials // max(1, len(contexts))))
+    per_iter = max(4, min(16, trials // max(1, 2 * len(contexts))))
     progress(f"tuning {len(contexts)} tasks: up to {trials} trials or {minutes:g} minutes "
              f"(database {db_path}, {before} records already)")
     t0 = time.monotonic()
     _tune_tasks(ms, contexts, weights, db_path, trials, per_iter, db, deadline, progress)
+    db = None  # the JSON database writes through; drop the handle before reading the file
     return {"tasks": len(contexts), "trials_requested": trials, "minutes_budget": minutes,
             "tuning_seconds": round(time.monotonic() - t0, 1), "records_before": before,
             "records_after": record_count(db_path)}
@@ -170,8 +203,8 @@ def _tune_tasks(ms, contexts, weights, db_path, trials, per_iter, db, deadline, 
     ms.tune_tasks(
         tasks=contexts, task_weights=weights, work_dir=str(db_path / "logs"),
         max_trials_global=trials, num_trials_per_iter=per_iter,
-        builder=_pooled_builder(max(1, (os.cpu_count() or 2) - 1), WORKER_TIMEOUT_S),
-        runner=ms.runner.LocalRunner(timeout_sec=WORKER_TIMEOUT_S, initializer=_worker_init,
+        builder=_pooled_builder(max(1, (os.cpu_count() or 2) - 1), WORKER_TIMEOUT_S, deadline, progress, len(contexts)),
+        runner=ms.runner.LocalRunner(timeout_sec=WORKER_TIMEOUT_S, initializer=_runner_init,
                                      evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1,
                                                                                 enable_cpu_cache_flush=False)),
         database=db,
