@@ -106,3 +106,21 @@ def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
 
 def opset(model: ir.Model) -> int:
     return model.opset_imports.get("", model.graph.opset_imports.get("", 1))
+
+
+def rewrite_to_fixpoint(graph: ir.Graph, try_rewrite) -> int:
+    """Apply `try_rewrite(node) -> bool` over the graph until nothing changes; returns the rewrite count.
+
+    One rewrite can expose the next (a removed Identity makes a Transpose pair adjacent), so a single
+    sweep is not enough. Nodes removed earlier in a sweep have `graph is None` and are skipped.
+    """
+    changes = 0
+    progress = True
+    while progress:
+        progress = False
+        for node in list(graph):
+            if node.graph is not None and try_rewrite(node):
+                changes += 1
+                progress = True
+    return changes
+

@@ -6,6 +6,7 @@ the quantized model and a JSON-serialisable report:
   placement    {int8, fp16, fp32: counts, nodes: {node name: precision}}
   kept_fp32    node names the user or max_drop kept in FP32
   sensitivity  [{node, error, ...}] most sensitive first (when computed)
+  weight_rounding {method: gptq, layers, samples} when weights were rounded for output error
   max_drop     {budget, metric, initial_drop, final_drop, kept_fp32, kept_weight_share, steps, met}
 """
 from .pipeline import DEFAULT_METHOD, PRECISIONS, QuantResult, quantize

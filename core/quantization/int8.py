@@ -10,13 +10,16 @@ from edgec.core.errors import InputError
 from .calibration import bounded_outputs, collect
 from .qdq import check_flavour, constrain_ranges, insert_qdq, levels
 from .repair import Evaluator, apply_bias, bias_deltas, max_drop_repair
+from .rounding import apply_rounding, optimise_rounding
 
 BIAS_CORRECTION_SAMPLES = 64
+ROUNDING_SAMPLES = 32  # H = E[x x^T] of a 1x1/3x3 conv input is well estimated from 32 images x HxW positions
 
 
 def quantize_int8(model: onnx.ModelProto, report: dict, *, flavour: QuantFlavour, calibration, method: str,
                   percentile: float, samples: int | None, cache_dir, excluded: list[str], bias_correction: bool,
-                  max_drop: float | None, validation, progress: bool) -> onnx.ModelProto:
+                  max_drop: float | None, validation, progress: bool,
+                  weight_rounding: bool | None = None) -> onnx.ModelProto:
     check_flavour(flavour)
     if calibration is None:
         raise InputError("int8 needs calibration data; pass --calib DATA (100-500 representative inputs) "
@@ -34,17 +37,27 @@ def quantize_int8(model: onnx.ModelProto, report: dict, *, flavour: QuantFlavour
                              "cache": cal.cache, **({"percentile": percentile} if method == "percentile" else {})}
     report["flavour"] = {k: getattr(flavour, k) for k in flavour.__dataclass_fields__}
 
+    rounding: dict[str, np.ndarray] = {}
+    if weight_rounding or (weight_rounding is None and max_drop is not None):
+        # The grid (scales) comes from ORT's quantizer; only the integers change, so every later
+        # insert_qdq of the same weights (bias correction, max_drop candidates) can take the table.
+        n_r = min(ROUNDING_SAMPLES, len(data))
+        grid = insert_qdq(model, ranges, flavour, exclude=excluded)
+        rounding = optimise_rounding(model, grid, data.take(n_r))
+        report["weight_rounding"] = {"method": "gptq", "layers": len(rounding), "samples": n_r}
     deltas: dict[str, np.ndarray] = {}
     if bias_correction:
         n_bc = min(BIAS_CORRECTION_SAMPLES, len(data))
-        deltas = bias_deltas(model, ranges, flavour, excluded, data.take(n_bc), progress=progress)
+        deltas = bias_deltas(model, ranges, flavour, excluded, data.take(n_bc), progress=progress,
+                             rounding=rounding)
         report["bias_correction"] = {"layers": len(deltas), "samples": n_bc}
-    q = insert_qdq(apply_bias(model, deltas, skip=excluded), ranges, flavour, exclude=excluded)
+    q = apply_rounding(insert_qdq(apply_bias(model, deltas, skip=excluded), ranges, flavour, exclude=excluded),
+                       rounding)
 
     if max_drop is not None:
         evaluator = Evaluator(model, validation, progress=progress)
         q, md, sens = max_drop_repair(model, q, ranges, flavour, deltas, excluded, evaluator, max_drop,
-                                      progress=progress)
+                                      progress=progress, rounding=rounding)
         report["max_drop"] = md
         report["sensitivity"] = sens
         report["kept_fp32"] = sorted(set(excluded) | set(md["kept_fp32"]))

@@ -40,8 +40,14 @@ def quantize(model: onnx.ModelProto, precision: str, *, flavour: QuantFlavour = 
              calibration=None, method: str = DEFAULT_METHOD, percentile: float = 99.99,
              samples: int | None = None, cache_dir: Path | None = None, keep_fp32: Sequence[str] = (),
              fp32_io: bool = True, bias_correction: bool = True, max_drop: float | None = None,
-             validation=None, progress: bool = True) -> QuantResult:
-    """Quantize an FP32 ONNX model; see the package docstring for the report layout."""
+             validation=None, progress: bool = True, weight_rounding: bool | None = None) -> QuantResult:
+    """Quantize an FP32 ONNX model; see the package docstring for the report layout.
+
+    `weight_rounding` (int8 only) rounds weights to minimise each layer's output error on the
+    calibration data (GPTQ, rounding.py) instead of round-to-nearest; the scales are unchanged.
+    None = only with `max_drop`: it lowers the logit error (SqueezeNet 1.1 NMSE 8.0e-4 -> 7.0e-4,
+    EfficientNet-Lite0 5.0e-3 -> 3.9e-3) but did not move top-1 agreement beyond one image either way
+    on imagenet_eval500 and roughly doubles calibration time (EfficientNet-Lite0 29 -> 54 s)."""
     if method not in METHODS:
         raise InputError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
     if precision not in PRECISIONS:
@@ -69,7 +75,7 @@ def quantize(model: onnx.ModelProto, precision: str, *, flavour: QuantFlavour = 
         out = quantize_int8(model, report, flavour=flavour, calibration=calibration, method=method,
                             percentile=percentile, samples=samples, cache_dir=cache_dir, excluded=excluded,
                             bias_correction=bias_correction, max_drop=max_drop, validation=validation,
-                            progress=progress)
+                            progress=progress, weight_rounding=weight_rounding)
     report["placement"] = placement(model, out)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     return QuantResult(out, report)

@@ -13,6 +13,7 @@ from edgec.core.backend import QuantFlavour
 from .calibration import session
 from .graph import initializers, weight_param_count, weighted_nodes
 from .qdq import insert_qdq
+from .rounding import apply_rounding
 
 _BIAS_OPS = ("Conv", "ConvTranspose", "Gemm")
 
@@ -36,7 +37,7 @@ def _bar(it, total, desc, progress):
 
 
 def bias_deltas(model: onnx.ModelProto, ranges, flavour: QuantFlavour, excluded: Iterable[str], data,
-                progress: bool = True) -> dict[str, np.ndarray]:
+                progress: bool = True, rounding=None) -> dict[str, np.ndarray]:
     """Per-channel mean output shift that each layer's own quantization adds (Nagel et al. 2019,
     empirical form), to be subtracted from its FP32 bias before Q/DQ insertion.
 
@@ -51,7 +52,7 @@ def bias_deltas(model: onnx.ModelProto, ranges, flavour: QuantFlavour, excluded:
     targets = [n for n in weighted_nodes(model) if n.op_type in _BIAS_OPS and n.name not in excluded]
     if not targets:
         return {}
-    qm = insert_qdq(model, ranges, flavour, exclude=excluded, keep_activations=True)
+    qm = apply_rounding(insert_qdq(model, ranges, flavour, exclude=excluded, keep_activations=True), rounding or {})
     twin_model, pairs = _twin_layers(model, qm, targets)
     if not pairs:
         return {}
@@ -206,7 +207,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def sensitivity(model: onnx.ModelProto, ranges, flavour: QuantFlavour, deltas, excluded: Iterable[str],
-                evaluator: Evaluator, n_samples: int = 32, progress: bool = True) -> list[dict]:
+                evaluator: Evaluator, n_samples: int = 32, progress: bool = True, rounding=None) -> list[dict]:
     """Output error when only one layer is quantized, for every weighted layer, most sensitive first.
 
     Error is the normalised MSE of the model output against FP32 (a continuous score ranks layers
@@ -217,8 +218,9 @@ def sensitivity(model: onnx.ModelProto, ranges, flavour: QuantFlavour, deltas, e
     denom = float(np.mean(ref ** 2)) or 1.0
     rows = []
     for node in _bar(layers, len(layers), "sensitivity", progress):
-        single = insert_qdq(apply_bias(model, {node.name: deltas[node.name]} if node.name in deltas else {}),
-                            ranges, flavour, only=[node.name] + _folded_activation(model, node))
+        single = apply_rounding(insert_qdq(apply_bias(model, {node.name: deltas[node.name]} if node.name in deltas else {}),
+                                           ranges, flavour, only=[node.name] + _folded_activation(model, node)),
+                                rounding or {})
         out = evaluator.outputs(single, n_samples)
         rows.append({"node": node.name, "op": node.op_type,
                      "nmse": float(np.mean((out - ref) ** 2) / denom),
@@ -248,7 +250,7 @@ def _latency_ratio(a: onnx.ModelProto, b: onnx.ModelProto, feeds, runs: int = 15
 
 def max_drop_repair(model: onnx.ModelProto, q: onnx.ModelProto, ranges, flavour: QuantFlavour, deltas,
                     excluded: list[str], evaluator: Evaluator, budget: float, max_fraction: float = 0.3,
-                    progress: bool = True):
+                    progress: bool = True, rounding=None):
     """Return the most sensitive layers to FP32, one at a time, until the drop is within `budget` points.
 
     Layers are tried in sensitivity order; one is kept in FP32 only if that lowers the measured drop.
@@ -260,11 +262,12 @@ def max_drop_repair(model: onnx.ModelProto, q: onnx.ModelProto, ranges, flavour:
     sens: list[dict] = []
     best, drop = q, initial
     if initial > budget:
-        sens = sensitivity(model, ranges, flavour, deltas, excluded, evaluator, progress=progress)
+        sens = sensitivity(model, ranges, flavour, deltas, excluded, evaluator, progress=progress, rounding=rounding)
         limit = max(1, int(max_fraction * len(sens)))
         for row in sens[:limit]:
             excl = list(excluded) + kept + [row["node"]]
-            cand = insert_qdq(apply_bias(model, deltas, skip=excl), ranges, flavour, exclude=excl)
+            cand = apply_rounding(insert_qdq(apply_bias(model, deltas, skip=excl), ranges, flavour, exclude=excl),
+                                  rounding or {})
             cand_drop, agree = evaluator.drop(cand)
             # A layer whose FP32 copy does not lower the drop costs speed for nothing: try the next one.
             accepted = cand_drop < drop

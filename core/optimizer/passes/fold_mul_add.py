@@ -17,6 +17,7 @@ from edgec.core.optimizer.rewrite import (
     add_initializer,
     bypass,
     const_array,
+    rewrite_to_fixpoint,
     single_consumer,
     used_only_by,
 )
@@ -115,15 +116,9 @@ def _try_input_scale(mul: ir.Node) -> bool:
 @register_pass("fold_mul_add")
 def fold_mul_add(model: ir.Model, ctx: PassContext) -> int:
     """Fold per-channel constant Mul/Div/Add/Sub into Conv/ConvTranspose/Gemm weights and bias."""
-    changes = 0
-    progress = True
-    while progress:
-        progress = False
-        for n in list(model.graph):
-            if n.graph is None or n.domain not in ("", "ai.onnx"):
-                continue
-            if n.op_type in ("Mul", "Add", "Sub", "Div") and _try(n) \
-                    or n.op_type == "Mul" and _try_input_scale(n):
-                changes += 1
-                progress = True
-    return changes
+    def fold(n: ir.Node) -> bool:
+        if n.domain not in ("", "ai.onnx"):
+            return False
+        return n.op_type in ("Mul", "Add", "Sub", "Div") and _try(n) or n.op_type == "Mul" and _try_input_scale(n)
+
+    return rewrite_to_fixpoint(model.graph, fold)

@@ -11,7 +11,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.core.optimizer.registry import PassContext, register_pass
-from edgec.core.optimizer.rewrite import bypass, const_array, single_consumer, static_shape
+from edgec.core.optimizer.rewrite import bypass, const_array, rewrite_to_fixpoint, single_consumer, static_shape
 
 _SHAPE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand"}
 _VARIADIC = {"Concat", "Sum", "Max", "Min", "Mean"}
@@ -87,12 +87,4 @@ def _try(node: ir.Node) -> bool:
 @register_pass("noop_removal")
 def noop_removal(model: ir.Model, ctx: PassContext) -> int:
     """Drop Identity, inference Dropout, same-shape reshapes, cancelling Transposes, etc."""
-    changes = 0
-    progress = True
-    while progress:
-        progress = False
-        for node in list(model.graph):
-            if node.graph is not None and _try(node):
-                changes += 1
-                progress = True
-    return changes
+    return rewrite_to_fixpoint(model.graph, _try)
