@@ -10,6 +10,7 @@ Variants, each built with edgec.compile (validated on --val-samples eval images)
   tvm-naive      --backend tvm -O schedule=naive: the loops Relax legalization emits, no schedule at all
   tvm-sampled    --backend tvm (default): one schedule per task sampled from MetaSchedule's CPU design
                  space, unmeasured (the best untuned path this TVM wheel offers, see backends/tvm/README.md)
+  tvm-int8       (--int8) --precision int8: the core's Q/DQ model as TVM compiles it (sampled schedules)
   tvm-tuned      --backend tvm -O tune=true -O tune_minutes=M: MetaSchedule into the persistent database
                  ($EDGEC_CACHE_DIR/tvm or ~/.cache/edgec/tvm); a second run reuses it and adds trials
 Ratios are TVM median / onnxruntime median from the same run.
@@ -32,6 +33,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MODEL = SHARED / "models" / "efficientnet_lite0.onnx"
 EVAL = SHARED / "data" / "imagenet_eval500_jpeg.npz"
+CALIB = SHARED / "data" / "imagenet_calib500_jpeg.npz"
 
 
 def main(argv=None) -> int:
@@ -43,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--trials", type=int, default=5000, help="tuning trial cap (the time budget usually ends first)")
     ap.add_argument("--tuned-only-if-cached", action="store_true",
                     help="add tvm-tuned without tuning, applying an existing database")
+    ap.add_argument("--int8", action="store_true", help="add tvm-int8: the core's Q/DQ model (64 calibration images)")
     ap.add_argument("--skip-naive", action="store_true", help="skip tvm-naive (slow to time: ~0.7 s per run)")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
@@ -52,27 +55,32 @@ def main(argv=None) -> int:
 
     import edgec
 
-    variants = {"ort-fp32": ("onnxruntime", {})}
+    variants = {"ort-fp32": ("onnxruntime", "fp32", {})}
     if not args.skip_naive:
-        variants["tvm-naive"] = ("tvm", {"schedule": "naive", "use_database": "false"})
-    variants["tvm-sampled"] = ("tvm", {"use_database": "false"})
+        variants["tvm-naive"] = ("tvm", "fp32", {"schedule": "naive", "use_database": "false"})
+    variants["tvm-sampled"] = ("tvm", "fp32", {"use_database": "false"})
+    if args.int8:
+        variants["tvm-int8"] = ("tvm", "int8", {"use_database": "false"})
     if args.tune_minutes > 0:
-        variants["tvm-tuned"] = ("tvm", {"tune": "true", "tune_minutes": args.tune_minutes, "trials": args.trials})
+        variants["tvm-tuned"] = ("tvm", "fp32", {"tune": "true", "tune_minutes": args.tune_minutes, "trials": args.trials})
     elif args.tuned_only_if_cached:
-        variants["tvm-tuned"] = ("tvm", {})
+        variants["tvm-tuned"] = ("tvm", "fp32", {})
 
     val = str(EVAL) if EVAL.exists() else None
     results: dict[str, dict] = {}
     runners = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (backend, opts) in variants.items():
+        for name, (backend, precision, opts) in variants.items():
             t0 = time.perf_counter()
-            art = edgec.compile(args.model, backend=backend, precision="fp32", validation=val,
+            calib = dict(calibration=str(CALIB), calib_samples=64) if precision == "int8" else {}
+            art = edgec.compile(args.model, backend=backend, precision=precision, validation=val, **calib,
                                 preprocess="efficientnet-lite" if val else None, val_samples=args.val_samples,
                                 output=Path(tmp) / name, options=opts, threads=1)
             m = art.manifest
             bi = m.get("backend_info", {})
             results[name] = {"compile_s": round(time.perf_counter() - t0, 1), "cosine": m["validation"]["cosine"],
+                             "top1_agreement": m["validation"].get("top1_agreement"), "int8": bi.get("int8"),
+                             "artifact_mb": round(sum(f["size"] for f in m["files"].values()) / 2**20, 2),
                              "schedules": bi.get("schedules"), "tuning": bi.get("tuning")}
             print(f"built {name:12s} in {results[name]['compile_s']:7.1f} s  cosine {m['validation']['cosine']:.6f}  "
                   f"{json.dumps(bi.get('schedules')) if bi.get('schedules') else ''}", file=sys.stderr)
@@ -95,11 +103,12 @@ def main(argv=None) -> int:
             r.close()
 
     base = float(np.median(times["ort-fp32"]))
-    print(f"\n{'variant':14s} {'median ms':>10s} {'x ort':>7s} {'runs':>5s}  compile s")
+    print(f"\n{'variant':14s} {'median ms':>10s} {'x ort':>7s} {'runs':>5s}  compile s  artifact MB  cosine")
     for n, ts in times.items():
         med = float(np.median(ts))
         results[n].update(median_ms=round(med, 3), ratio_vs_ort=round(med / base, 2), runs=len(ts))
-        print(f"{n:14s} {med:10.2f} {med / base:7.2f} {len(ts):5d}  {results[n]['compile_s']:8.1f}")
+        print(f"{n:14s} {med:10.2f} {med / base:7.2f} {len(ts):5d}  {results[n]['compile_s']:8.1f}  "
+              f"{results[n]['artifact_mb']:11.2f}  {results[n]['cosine']:.6f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -501,3 +501,36 @@ def test_weight_rounding_defaults_to_max_drop_only(tmp_path):
     assert "weight_rounding" not in quantize(tiny_cnn(), "int8", **kw).report
     res = quantize(tiny_cnn(), "int8", max_drop=100.0, validation=data(16, seed=2), **kw)
     assert res.report["weight_rounding"]["layers"] > 0
+
+
+@pytest.mark.slow
+def test_squeezenet_weight_rounding_lowers_logit_error(tmp_path):
+    """Regression guard for issue 4. SqueezeNet 1.1 cannot reach 99 % agreement at INT8 (many near-tied
+    top-2 logits; see benchmarks/quantization.py), so this checks the error that agreement samples."""
+    from edgec.core.backend import TensorSpec
+    from edgec.core.data import open_dataset
+
+    path = SHARED / "models" / "squeezenet1_1.onnx"
+    if not path.exists():
+        pytest.skip(f"real model not found at {path}")
+    spec = [TensorSpec("input", "float32", (1, 3, 224, 224))]
+
+    def load(split, n):
+        ds = open_dataset(SHARED / "data" / f"imagenet_{split}_jpeg.npz", spec, preprocess="squeezenet-bgr")
+        return np.concatenate([s.feeds["input"] for s, _ in zip(ds, range(n))])
+
+    m = onnx.load(path)
+    calib = ArrayDataset({"input": load("calib500", 100)})
+    x = load("eval500", 150)
+    kw = dict(calibration=calib, cache_dir=tmp_path, progress=False)
+    outs = [np.concatenate([s.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
+            for s in (ort.InferenceSession(mm.SerializeToString(), providers=["CPUExecutionProvider"])
+                      for mm in (m, quantize(m, "int8", **kw).model,
+                                 quantize(m, "int8", weight_rounding=True, **kw).model))]
+    ref, rtn, gptq = outs
+
+    def nmse(o):
+        return float(((o - ref) ** 2).mean() / (ref ** 2).mean())
+
+    assert nmse(gptq) < nmse(rtn) < 2e-3  # measured on eval500: 7.0e-4 < 8.0e-4
+    assert (gptq.argmax(1) == ref.argmax(1)).mean() >= 0.93

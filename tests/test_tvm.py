@@ -142,6 +142,13 @@ def test_missing_cross_compiler_says_how_to_install(monkeypatch, tiny_cnn_path, 
         edgec.compile(tiny_cnn_path, backend="tvm", output=tmp_path / "x", options={"target": "rpi4"})
 
 
+def test_tuning_a_cross_target_is_refused(tiny_cnn_path, tmp_path):
+    if shutil.which("aarch64-linux-gnu-gcc") is None:
+        pytest.skip("apt-get install gcc-aarch64-linux-gnu")
+    with pytest.raises(UnsupportedError, match="tune=true for target 'rpi4'.*RPC tracker"):
+        edgec.compile(tiny_cnn_path, backend="tvm", output=tmp_path / "x", options={"target": "rpi4", "tune": True})
+
+
 def test_arm_target_without_board_is_a_clear_error(monkeypatch, tiny_cnn_path, tmp_path):
     import edgec.backends.tvm.backend as be
 

@@ -114,6 +114,11 @@ class TvmBackend(Backend):
         opts["rpc"] = rpc
         rt = targets.resolve(opts["target"])  # unknown profile / bad dict: an InputError now, not after import
         targets.check_cross_compiler(rt)
+        if opts["tune"] and not rt.runs_here:
+            raise UnsupportedError(
+                f"tune=true for target '{rt.name}' ({rt.arch}) would need MetaSchedule measuring on the board through "
+                "an RPC tracker, which edgec does not drive yet (and the emulated board's timings are qemu's, not the "
+                "CPU's): tune on the board itself with --target host, or compile untuned")
         return opts
 
     # ------------------------------------------------------------------ lowering

@@ -7,6 +7,7 @@ server, load it there, feed inputs, bring outputs back; latency comes from the b
 from __future__ import annotations
 
 import gc
+import os
 import socket
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ import numpy as np
 from edgec.core.backend import LatencyStats, Runner, TensorSpec
 from edgec.core.errors import BackendError, InputError
 
-DEFAULT_BOARD = ("127.0.0.1", 9190)  # where scripts/arm64_board.sh serves
+# Where scripts/arm64_board.sh serves (it reads the same variable).
+DEFAULT_BOARD = ("127.0.0.1", int(os.environ.get("EDGEC_BOARD_PORT", "9190")))
 
 
 def parse_hostport(text: str) -> tuple[str, int]:

@@ -23,6 +23,7 @@ from typing import Callable
 from edgec.core.errors import BackendError
 
 WORKER_TIMEOUT_S = 300.0
+KNOWN_BAD_FFI = {"0.1.15.post2"}
 
 
 def cache_root() -> Path:
@@ -49,11 +50,19 @@ def open_database(path: Path):
 
 
 def record_count(path: Path) -> int:
+    """Measured records in the database (the JSON file also keeps failed candidates, with 1e10 s)."""
     f = path / "database_tuning_record.json"
     if not f.exists():
         return 0
+    n = 0
     with f.open() as fh:
-        return sum(1 for line in fh if line.strip())
+        for line in fh:
+            try:
+                secs = json.loads(line)[1][1]
+            except (ValueError, IndexError, TypeError):
+                continue
+            n += bool(secs) and all(float(x) < 1e9 for x in secs)
+    return n
 
 
 def _worker_init() -> None:
@@ -62,6 +71,15 @@ def _worker_init() -> None:
     import tvm  # noqa: F401
     import tvm.s_tir.tensor_intrin  # noqa: F401
     from tvm.s_tir import meta_schedule  # noqa: F401
+
+
+def _flops(mod) -> float:
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    try:
+        return float(estimate_tir_flops(mod))
+    except Exception:
+        return 0.0
 
 
 def _runner_init() -> None:
@@ -158,6 +176,11 @@ def tune(fused_mod, target, db_path: Path, trials: int, minutes: float, progress
         import xgboost  # noqa: F401
     except ImportError:
         raise BackendError("tuning needs xgboost (MetaSchedule's cost model): pip install 'edgec[tvm]'") from None
+    import tvm_ffi
+
+    if getattr(tvm_ffi, "__version__", "") in KNOWN_BAD_FFI:
+        raise BackendError(f"apache-tvm-ffi {tvm_ffi.__version__} crashes TVM 0.27 when MetaSchedule starts "
+                           "(tvm::ffi::ToJSONGraph): pip install 'apache-tvm-ffi==0.1.14.post1' (or 'edgec[tvm]')")
     from tvm.s_tir import meta_schedule as ms
 
     # MetaSchedule prints INFO tables to stdout; the Progress callback below is the display instead.
@@ -185,6 +208,9 @@ def _tune(ms, fused_mod, target, db_path, trials, minutes, progress) -> dict:
     # task's first batch comes before any feedback, and on 2 cores the default search alone took 12-35 s
     # per task; a 35-task model spent 20+ minutes in its first round.
     strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3, init_min_unmeasured=32)
+    # Heaviest first (FLOPs x occurrences): the first pass visits tasks in list order, and when the budget
+    # ends inside it the tasks left over keep their sampled schedules, so the costly ones must come first.
+    tasks = sorted(tasks, key=lambda t: -_flops(t.dispatched[0]) * t.weight)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, work_dir=str(db_path / "logs"), strategy=strategy, num_threads=1, seed=0)
     deadline = time.monotonic() + minutes * 60

@@ -76,7 +76,8 @@ def float_activations(model: onnx.ModelProto) -> list[str]:
     return [t for t in dict.fromkeys(names) if t not in consts and types.get(t) == onnx.TensorProto.FLOAT]
 
 
-def _augmented(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+def with_outputs(model: onnx.ModelProto, tensors) -> onnx.ModelProto:
+    """A copy of `model` that also returns the given intermediate float tensors."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     present = {o.name for o in m.graph.output}
@@ -122,7 +123,7 @@ def collect(model: onnx.ModelProto, data, *, cache_dir: Path | None = None, prog
             return Calibration(hit, n, dsha, msha, "hit")
 
     tensors = float_activations(model)
-    sess = session(_augmented(model, tensors))
+    sess = session(with_outputs(model, tensors))
     out_names = [o.name for o in sess.get_outputs()]
     hists = {t: StreamingHistogram() for t in tensors}
     it = iter(data)

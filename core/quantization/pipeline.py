@@ -47,7 +47,8 @@ def quantize(model: onnx.ModelProto, precision: str, *, flavour: QuantFlavour = 
     calibration data (GPTQ, rounding.py) instead of round-to-nearest; the scales are unchanged.
     None = only with `max_drop`: it lowers the logit error (SqueezeNet 1.1 NMSE 8.0e-4 -> 7.0e-4,
     EfficientNet-Lite0 5.0e-3 -> 3.9e-3) but did not move top-1 agreement beyond one image either way
-    on imagenet_eval500 and roughly doubles calibration time (EfficientNet-Lite0 29 -> 54 s)."""
+    on imagenet_eval500, and adds 50-90 % to calibration time (EfficientNet-Lite0 15 -> 23 s idle machine,
+    29 -> 54 s with the 2 cores shared)."""
     if method not in METHODS:
         raise InputError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
     if precision not in PRECISIONS:

@@ -6,26 +6,16 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from edgec.core.backend import QuantFlavour
 
-from .calibration import session
+from .calibration import session, with_outputs
 from .graph import initializers, weight_param_count, weighted_nodes
 from .qdq import insert_qdq
 from .rounding import apply_rounding
 
 _BIAS_OPS = ("Conv", "ConvTranspose", "Gemm")
-
-
-def _with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in have:
-            m.graph.output.append(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
-    return m
 
 
 def _bar(it, total, desc, progress):
@@ -57,7 +47,7 @@ def bias_deltas(model: onnx.ModelProto, ranges, flavour: QuantFlavour, excluded:
     if not pairs:
         return {}
     names = [t for _, ref, twin in pairs for t in (ref, twin)]
-    sess = session(_with_outputs(twin_model, names))
+    sess = session(with_outputs(twin_model, names))
     sums: dict[str, np.ndarray] = {}
     count = 0
     for s in _bar(iter(data), len(data), "bias correction", progress):
