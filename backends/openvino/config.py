@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from edgec.core.errors import BackendError, InputError
+from edgec.core.errors import BackendError
+from edgec.core.options import as_bool, as_choice, as_number
 
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
 # OpenVINO element-type names, with the spellings users type for them.
@@ -19,31 +20,15 @@ VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 
 
 def parse_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise InputError(f"openvino option {name}={value!r} is not a boolean; use true or false")
+    return as_bool("openvino", name, value)
 
 
 def parse_int(name: str, value: Any, minimum: int = 1) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"openvino option {name}={value!r} is not an integer") from None
-    if n < minimum:
-        raise InputError(f"openvino option {name}={n} must be >= {minimum}")
-    return n
+    return as_number("openvino", name, value, int, minimum)
 
 
 def parse_choice(name: str, value: Any, choices) -> str:
-    text = str(value).strip().lower()
-    if text not in choices:
-        raise InputError(f"openvino option {name}={value!r} is not one of {', '.join(choices)}")
-    return text
+    return as_choice("openvino", name, value, choices)
 
 
 def check_device(core, device: str) -> str:
