@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
 
 from conftest import shared_path

@@ -17,33 +17,11 @@ from edgec.backends.tvm import build, targets, tuning
 from edgec.backends.tvm.runner import DEFAULT_BOARD, LocalRunner, RpcRunner, listening, parse_hostport
 from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlavour, Requirements, Runner, TensorSpec
 from edgec.core.errors import BackendError, InputError, UnsupportedError
+from edgec.core.options import as_bool, as_number
 
 LIB = "module.so"
 META = "tvm_meta.json"
 SCHEDULES = ("sampled", "naive")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _bool(name: str, v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in _TRUE | _FALSE:
-        return s in _TRUE
-    raise InputError(f"{name}={v!r}: use true or false")
-
-
-def _number(name: str, v: Any, kind=int, minimum=0):
-    try:
-        n = kind(v)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={v!r}: expected a number") from None
-    if n < minimum:
-        raise InputError(f"{name}={v!r}: must be >= {minimum}")
-    return n
-
-
 def _elf_machine(path: Path) -> str:
     """The ELF e_machine of a shared library: what `file` would say, without needing `file`."""
     head = Path(path).read_bytes()[:20]
@@ -97,11 +75,11 @@ class TvmBackend(Backend):
 
     def validate_options(self, options):
         opts = super().validate_options(options)
-        opts["tune"] = _bool("tune", opts["tune"])
-        opts["use_database"] = _bool("use_database", opts["use_database"])
-        opts["trials"] = _number("trials", opts["trials"], int, 1)
-        opts["tune_minutes"] = _number("tune_minutes", opts["tune_minutes"], float, 0)
-        opts["batch"] = _number("batch", opts["batch"], int, 1)
+        opts["tune"] = as_bool("tvm", "tune", opts["tune"])
+        opts["use_database"] = as_bool("tvm", "use_database", opts["use_database"])
+        opts["trials"] = as_number("tvm", "trials", opts["trials"], int, 1)
+        opts["tune_minutes"] = as_number("tvm", "tune_minutes", opts["tune_minutes"], float, 0)
+        opts["batch"] = as_number("tvm", "batch", opts["batch"], int, 1)
         if opts["schedule"] is None:  # the CLI reads `-O schedule=none` as None
             opts["schedule"] = "naive"
         if opts["rpc"] is None:
