@@ -111,7 +111,7 @@ def test_fp16_refused_on_targets_without_fp16(tiny_cnn_path, tmp_path):
     ({"target": "{\"kind\": \"llvm\", \"mcpu\": "}, "not valid JSON"),
     ({"target": "{\"kind\": \"cuda\"}"}, "CPU targets only"),
     ({"schedule": "fast"}, "schedule='fast'"),
-    ({"tune": "maybe"}, "tune='maybe': use true or false"),
+    ({"tune": "maybe"}, "tvm option tune='maybe' is not a boolean; use true or false"),
     ({"rpc": "board"}, "give HOST:PORT"),
     ({"bogus": 1}, "has no option 'bogus'"),
 ])
