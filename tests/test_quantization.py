@@ -506,7 +506,7 @@ def test_weight_rounding_defaults_to_max_drop_only(tmp_path):
 @pytest.mark.slow
 def test_squeezenet_weight_rounding_lowers_logit_error(tmp_path):
     """Regression guard for issue 4. SqueezeNet 1.1 cannot reach 99 % agreement at INT8 (many near-tied
-    top-2 logits; see benchmarks/quantization.py), so this checks the error that agreement samples."""
+    top-2 logits; see benchmarks/bench_quantization.py), so this checks the error that agreement samples."""
     from edgec.core.backend import TensorSpec
     from edgec.core.data import open_dataset
 

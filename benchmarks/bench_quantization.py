@@ -6,8 +6,8 @@ top-1, drop, agreement with FP32, calibration+quantization time, and INT8 speedu
 (1 thread, interleaved, median). Fashion-MNIST: calibrates on 200 training images, measures on the
 10,000 test images.
 
-    python benchmarks/quantization.py                 # everything (~10 min on 2 cores)
-    python benchmarks/quantization.py --models squeezenet1_1 --no-ort
+    python benchmarks/bench_quantization.py                 # everything (~10 min on 2 cores)
+    python benchmarks/bench_quantization.py --models squeezenet1_1 --no-ort
 """
 from __future__ import annotations
 

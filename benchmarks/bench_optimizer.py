@@ -9,7 +9,7 @@ Rows named `<model>+bn` are the same model re-written as an unfolded export (a B
 after every Conv, weights compensated so the function is unchanged), to exercise the folding
 passes on real weights.
 
-    python benchmarks/optimizer.py [--models DIR] [--rounds 200] [--json out.json]
+    python benchmarks/bench_optimizer.py [--models DIR] [--rounds 200] [--json out.json]
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """OpenVINO backend benchmark: EfficientNet-Lite0 on the CPU, every precision and INT8 path side by side.
 
-    python benchmarks/openvino.py                       # full run (~10 min on 2 shared cores)
-    python benchmarks/openvino.py --calib-samples 100 --eval-samples 200 --runs 50   # quicker
+    python benchmarks/bench_openvino.py                       # full run (~10 min on 2 shared cores)
+    python benchmarks/bench_openvino.py --calib-samples 100 --eval-samples 200 --runs 50   # quicker
 
 Variants, all built in this one run and timed interleaved (round-robin, one inference each per round,
 so load from other jobs hits them alike):
@@ -31,11 +31,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-# This file is named like the package it measures: run as a script, its folder is sys.path[0] and
-# `import openvino` would import this file. Drop that entry so the real package is found.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MODEL = SHARED / "models" / "efficientnet_lite0.onnx"

@@ -1,8 +1,8 @@
 """TVM backend benchmark: EfficientNet-Lite0 FP32 on this host, untuned and tuned, against onnxruntime.
 
-    python benchmarks/tvm.py                          # untuned variants (~3 min on 2 shared cores)
-    python benchmarks/tvm.py --tune-minutes 20        # + a MetaSchedule run (database persists, see below)
-    python benchmarks/tvm.py --tuned-only-if-cached   # + the tuned variant only if a database already exists
+    python benchmarks/bench_tvm.py                          # untuned variants (~3 min on 2 shared cores)
+    python benchmarks/bench_tvm.py --tune-minutes 20        # + a MetaSchedule run (database persists, see below)
+    python benchmarks/bench_tvm.py --tuned-only-if-cached   # + the tuned variant only if a database already exists
 
 Variants, each built with edgec.compile (validated on --val-samples eval images) and timed interleaved
 (round-robin, one inference each per round, 1 thread everywhere, so load from other jobs hits all alike):
@@ -25,10 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-# Run as a script, this file's folder is sys.path[0] and `import tvm` would import this file.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MODEL = SHARED / "models" / "efficientnet_lite0.onnx"
