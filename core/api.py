@@ -65,10 +65,10 @@ def validate(artifact, data=None, *, reference=None, preprocess=None, min_cosine
     if not ref_path or not Path(ref_path).exists():
         raise InputError(f"the reference model {ref_path or '(unknown)'} is not available; pass --reference MODEL.onnx")
     note = None
-    if reference is None and sha256_file(Path(ref_path)) != manifest.get("source_sha256"):
-        raise InputError(f"{ref_path} changed since the artifact was compiled (sha256 differs); pass --reference "
-                         "with the original model")
-    if reference is not None and sha256_file(Path(ref_path)) != manifest.get("source_sha256"):
+    if sha256_file(Path(ref_path)) != manifest.get("source_sha256"):
+        if reference is None:
+            raise InputError(f"{ref_path} changed since the artifact was compiled (sha256 differs); pass --reference "
+                             "with the original model")
         note = "reference model differs from the compiled source (sha256)"
     ref_model = load_model(ref_path)
     if preprocess is None and manifest.get("preprocess"):
