@@ -323,6 +323,31 @@ def test_range_methods_clip_outliers():
     assert abs(hi - np.percentile(x, 99.9)) < 2 * h.width
 
 
+
+def test_entropy_keeps_spikes_the_grid_represents_exactly():
+    """A ReLU6 output: half exact zeros, a spike at 6.0, the rest spread between. Both spikes are exact
+    grid points of [0, 6]; KL that smears them over a bucket shrank such ranges to a quarter (the
+    EfficientNet-Lite0 bug). The chosen range must keep most of the data unclipped and lose less
+    (fake-quantization MSE) than the old quarter range."""
+    rng = np.random.default_rng(5)
+    body = np.clip(rng.gamma(1.5, 1.0, 150_000), 0, 6)
+    x = np.concatenate([np.zeros(150_000), body, np.full(3_000, 6.0)]).astype(np.float32)
+    h = StreamingHistogram()
+    h.update(x)
+    lo, hi = range_entropy(h, levels=256)
+    assert lo == 0.0 and hi > 4.5, hi
+
+    def fq_mse(hi_):
+        step = hi_ / 255
+        return float(np.mean((np.clip(np.round(x / step), 0, 255) * step - x) ** 2))
+
+    assert fq_mse(hi) < fq_mse(1.5)
+    # a post-ReLU tensor without a ceiling: the zero spike alone must not force a tight clip either
+    y = np.maximum(rng.normal(0, 1, 300_000), 0).astype(np.float32)
+    hy = StreamingHistogram()
+    hy.update(y)
+    assert range_entropy(hy, levels=256)[1] > 2.5
+
 # ------------------------------------------------------------------------------- weight-only INT8
 
 def test_int8_dynamic_weight_only():

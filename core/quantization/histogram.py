@@ -122,11 +122,19 @@ def range_entropy(h: StreamingHistogram, levels: int = 256, **_) -> tuple[float,
     For each candidate range, P is the histogram inside it with the clipped tails folded into the edge
     bins, Q is P collapsed onto `levels` quantisation buckets and spread back over the non-empty bins
     of each bucket; the candidate with the smallest KL(P||Q) wins.
+
+    Bins holding a value the grid represents exactly (0, and the range's two ends) are buckets of their
+    own in Q. TensorRT's reference smears them like any other bin, which is harmless for its |x|
+    histograms but not for the spikes real activations have: the zeros of a ReLU and the 6.0 of a
+    ReLU6 spread over a bucket look like a large quantisation loss, so the search shrank every such
+    range until a bucket was one bin wide (ReLU6 outputs of EfficientNet-Lite0 clipped to [0, 1.5]:
+    57 % top-1 agreement with FP32; SqueezeNet 1.1: 18 %).
     """
     cands = _candidates(h, n=96, smallest=0.05)
     edges_lo = h.lo + np.arange(BINS) * h.width
     best, best_kl = (h.min, h.max), np.inf
     counts = h.counts.astype(np.float64)
+    zero_bin = int(np.floor(-h.lo / h.width)) if h.lo <= 0.0 < h.hi else -1
     for lo, hi in cands:
         i0 = int(np.clip(np.floor((lo - h.lo) / h.width), 0, BINS - 1))
         i1 = int(np.clip(np.ceil((hi - h.lo) / h.width), i0 + 1, BINS))
@@ -142,9 +150,11 @@ def range_entropy(h: StreamingHistogram, levels: int = 256, **_) -> tuple[float,
         # Q is built from the unclipped slice (TensorRT's reference): clipped mass is what it lacks.
         k = min(levels, n)
         buckets = np.minimum((np.arange(n) * k) // n, k - 1)
+        exact = [0, n - 1] + ([zero_bin - i0] if i0 <= zero_bin < i1 else [])
+        buckets[exact] = k + np.arange(len(exact))  # exactly representable: never smeared
         nz = inner > 0
-        bucket_sum = np.bincount(buckets, weights=inner, minlength=k)
-        bucket_nz = np.bincount(buckets, weights=nz.astype(np.float64), minlength=k)
+        bucket_sum = np.bincount(buckets, weights=inner, minlength=k + 3)
+        bucket_nz = np.bincount(buckets, weights=nz.astype(np.float64), minlength=k + 3)
         q = np.where(nz, bucket_sum[buckets] / np.maximum(bucket_nz[buckets], 1), 0.0)
         pn, qn = p / p.sum(), q / max(q.sum(), 1e-12)
         m = pn > 0
