@@ -1,13 +1,16 @@
 """Quantization benchmark: edgec's INT8 against FP32 and ONNX Runtime's own quantize_static.
 
-Calibrates on imagenet_calib500[:200], uses calib500[200:500] as the validation split for max_drop,
-and measures on imagenet_eval500 (never the images it calibrated or tuned on). Prints, per model:
-top-1, drop, agreement with FP32, calibration+quantization time, and INT8 speedup over FP32
-(1 thread, interleaved, median). Fashion-MNIST: calibrates on 200 training images, measures on the
+Calibrates on imagenet_calib500[:200], uses calib500[200:500] (labelled) as the validation split of
+the repair rows (max_drop 0.5 top-1 points, min_agreement 99 %, both), and measures on
+imagenet_eval500 (never the images it calibrated or repaired on). Prints, per model: top-1, drop,
+agreement with FP32, logit NMSE, calibration+quantization time, INT8 speedup over FP32 (1 thread,
+interleaved, median of 3 rounds), and for the repair rows the tensors/layers returned to float and
+the validation estimates they were chosen on. `--curve` adds eval500 agreement vs speedup for the
+top-k ranked tensors in float. Fashion-MNIST: calibrates on 200 training images, measures on the
 10,000 test images.
 
-    python benchmarks/bench_quantization.py                 # everything (~10 min on 2 cores)
-    python benchmarks/bench_quantization.py --models squeezenet1_1 --no-ort
+    python benchmarks/bench_quantization.py                 # everything (~25 min on 2 shared cores)
+    python benchmarks/bench_quantization.py --models squeezenet1_1 --no-ort --curve prefix,ranked
 """
 from __future__ import annotations
 
@@ -85,20 +88,6 @@ def fashion_mnist_test(input_name: str = "input") -> tuple[np.ndarray, np.ndarra
     return z["images"][:, None].astype(np.float32) / 255.0, z["labels"].astype(np.int64)
 
 
-
-
-class NoLabels(Dataset):
-    """The same samples without labels: makes max_drop's metric agreement with FP32 instead of top-1."""
-
-    def __init__(self, base):
-        self.base, self.source = base, base.source
-
-    def __len__(self):
-        return len(self.base)
-
-    def __iter__(self):
-        for s in self.base:
-            yield type(s)(s.feeds, None)
 
 
 def session(model, threads=None):
@@ -190,26 +179,69 @@ def imagenet_model(name, args):
         t0 = time.perf_counter()
         res = quantize(model, "int8", calibration=calib, method=args.method, cache_dir=Path(cache), progress=False)
         dt = time.perf_counter() - t0
-    plain = row(f"edgec int8 ({args.method})", predict(res.model, X), ref, Y, dt, speedup(model, res.model, X[:1]),
+    row(f"edgec int8 ({args.method})", predict(res.model, X), ref, Y, dt, speedup(model, res.model, X[:1]),
                 ref_logits)
     print("    " + format_placement(res.report).replace("\n", "\n    "))
     t0 = time.perf_counter()
-    r = quantize(model, "int8", calibration=calib, method=args.method, cache_dir=Path(args.cache),
-                 weight_rounding=True, progress=False)
+    wr = quantize(model, "int8", calibration=calib, method=args.method, cache_dir=Path(args.cache),
+                  weight_rounding=True, progress=False)
     dt = time.perf_counter() - t0
-    row("edgec int8 + weight_rounding", predict(r.model, X), ref, Y, dt, speedup(model, r.model, X[:1]), ref_logits)
-    if plain["agreement"] >= 99.0 and plain["drop"] <= 0.5 and not args.always_max_drop:
+    row("edgec int8 + weight_rounding", predict(wr.model, X), ref, Y, dt, speedup(model, wr.model, X[:1]), ref_logits)
+    if args.no_repair:
         return
-    for tag, v, budget in (("max_drop=0.5 (top-1)", val, 0.5), ("max_drop=1.0 (agreement)", NoLabels(val), 1.0)):
+    ranked = None
+    for tag, demand in (("max_drop=0.5 (top-1)", dict(max_drop=0.5)),
+                        (f"min_agreement={args.min_agreement:g}", dict(min_agreement=args.min_agreement)),
+                        (f"max_drop=0.5 + min_agreement={args.min_agreement:g}",
+                         dict(max_drop=0.5, min_agreement=args.min_agreement))):
         t0 = time.perf_counter()
         r = quantize(model, "int8", calibration=calib, method=args.method, cache_dir=Path(args.cache),
-                     max_drop=budget, validation=v, progress=False)
+                     validation=val, progress=False, **demand)
         dt = time.perf_counter() - t0
         row(f"edgec int8 {tag}", predict(r.model, X), ref, Y, dt, speedup(model, r.model, X[:1]), ref_logits)
         md = r.report["max_drop"]
-        print(f"    kept FP32: {md['kept_fp32'] or 'none'} ({md['kept_weight_share'] * 100:.1f}% of weights); "
-              f"validation {md['metric']} drop {md['initial_drop']:.2f} -> {md['final_drop']:.2f}"
-              + (f"; latency x{md['latency_vs_all_int8']:.2f} vs all-INT8" if "latency_vs_all_int8" in md else ""))
+        est = md["final_estimate"]
+        print(f"    {len(md['float_tensors'])} activation tensor(s) float, {len(md['kept_fp32'])} layer(s) FP32 "
+              f"({md['kept_weight_share'] * 100:.1f}% of weights); {'met' if md['met'] else 'NOT met'} on the "
+              f"validation split: top-1 drop {md['final_drop']:.2f} (<= {est['drop_bound']:.2f}), agreement "
+              f"{md['final_agreement']:.1f}% (estimate {est['est_agreement']:.1f}, >= {est['agreement_bound']:.1f}); "
+              f"{len(md['steps'])} evaluations", flush=True)
+        if "min_agreement" in tag and ranked is None:
+            ranked = r.report.get("sensitivity") or []
+    if args.curve:
+        for order in args.curve.split(","):
+            curve(model, wr.model, order, ranked, X, Y, ref, ref_logits, val)
+
+
+def curve(model, q, order_name, ranked, X, Y, ref, ref_logits, val):
+    """Agreement on eval500 against speed as the first k tensors of one order go float: `prefix` (graph
+    order from the input), `suffix` (from the output) or `ranked` (leave-one-out gain on the validation
+    split, as the min_agreement row ranked them)."""
+    from edgec.core.quantization.float_tensors import float_tensors, quantized_activations
+    from edgec.core.quantization.graph import ensure_node_names
+    from edgec.core.quantization.repair import Evaluator, assess
+
+    named = ensure_node_names(_copy(model))
+    graph_order = list(dict.fromkeys(quantized_activations(q)))
+    order = {"prefix": graph_order, "suffix": graph_order[::-1],
+             "ranked": [r["tensor"] for r in ranked or []]}[order_name]
+    order += [t for t in graph_order if t not in order]
+    ev = Evaluator(named, val, progress=False)
+    print(f"  curve ({order_name}): first k of {len(order)} activation tensors in float "
+          "(validation agreement estimate, then eval500)")
+    ks = sorted({k for k in (0, 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, len(order)) if k <= len(order)})
+    for k in ks:
+        m, nodes = float_tensors(q, named, order[:k])
+        est = assess(ev, ev.outputs(m))
+        out = predict(m, X)
+        row(f"k={k:3d} ({len(nodes):2d} FP32 layers) est {est['est_agreement']:5.1f}", out, ref, Y,
+            spd=speedup(model, m, X[:1]), ref_logits=ref_logits)
+
+
+def _copy(model):
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return m
 
 
 def fashion(args):
@@ -235,7 +267,11 @@ def main():
     ap.add_argument("--method", default=DEFAULT_METHOD)
     ap.add_argument("--calib-samples", type=int, default=200)
     ap.add_argument("--no-ort", action="store_true", help="skip onnxruntime's quantize_static reference")
-    ap.add_argument("--always-max-drop", action="store_true", help="run max_drop even when plain meets the targets")
+    ap.add_argument("--no-repair", action="store_true", help="skip the max_drop / min_agreement rows")
+    ap.add_argument("--min-agreement", type=float, default=99.0, help="agreement demand of the repair rows")
+    ap.add_argument("--curve", default="", metavar="ORDERS",
+                    help="also print eval500 agreement and speedup with the first k tensors of these orders in "
+                         "float: prefix,suffix,ranked (comma-separated)")
     ap.add_argument("--cache", default=tempfile.mkdtemp(prefix="edgec-calib-"),
                     help="calibration cache for the max_drop runs (the timed plain run always starts cold)")
     args = ap.parse_args()

@@ -145,6 +145,7 @@ class LoweringContext:
     calib_method: str = "minmax"
     calib_samples: int | None = None
     max_drop: float | None = None  # accuracy budget in top-1 points (or agreement points) for int8
+    min_agreement: float | None = None  # int8: % top-1 agreement with FP32 the repair must reach on `validation`
     threads: int | None = None
     progress: Callable[[str], None] = lambda msg: None
     # A backend may fill this; it lands in the manifest under "backend_info".

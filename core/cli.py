@@ -84,7 +84,7 @@ def cmd_compile(args) -> int:
                             calib_samples=args.calib_samples, calib_method=args.calib_method,
                             val_samples=args.val_samples, options=options, min_cosine=args.min_cosine,
                             force=args.force, threads=args.threads, optimize=not args.no_optimize,
-                            max_drop=args.max_drop)
+                            max_drop=args.max_drop, min_agreement=args.min_agreement)
     except ValidationFailed as e:
         if args.json and getattr(e, "manifest", None):
             _dump(e.manifest)
@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="activation range method (default auto: minmax for range-limited ops, mse elsewhere)")
     c.add_argument("--val-samples", type=int, help="validate on at most N samples")
     c.add_argument("--max-drop", type=float, help="int8 accuracy budget in points; sensitive layers stay in higher precision")
+    c.add_argument("--min-agreement", type=float, metavar="PCT",
+                   help="int8: top-1 agreement with FP32 (%%) to reach on --val; activation tensors return to "
+                        "float until a conservative estimate meets it")
     c.add_argument("--min-cosine", type=float, help="validation threshold (default 0.999 fp32/fp16, 0.99 int8)")
     c.add_argument("--device", help="backend device (e.g. CPU, GPU, NPU for openvino)")
     c.add_argument("--target", help="backend target (e.g. a hardware profile)")

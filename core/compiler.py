@@ -47,7 +47,8 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
             output=None, preprocess: str | None = None, calib_samples: int | None = None,
             calib_method: str | None = None, val_samples: int | None = None, options: Mapping[str, Any] | None = None,
             min_cosine: float | None = None, force: bool = False, threads: int | None = None,
-            optimize: bool = True, max_drop: float | None = None) -> Artifact:
+            optimize: bool = True, max_drop: float | None = None,
+            min_agreement: float | None = None) -> Artifact:
     """Compile `model` (path or ModelProto) for `backend` at `precision`; returns the validated Artifact.
 
     Raises EdgecError subclasses with one-line messages; ValidationFailed (exit 1) carries the manifest.
@@ -88,7 +89,7 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
     ctx = LoweringContext(model=working, source_model=working, precision=precision, out_dir=Path("."),
                           options=opts, calibration=calib, validation=val,
                           calib_method=calib_method or "auto", calib_samples=calib_samples, max_drop=max_drop,
-                          threads=threads, progress=progress.say)
+                          min_agreement=min_agreement, threads=threads, progress=progress.say)
     quant_report = None
     if precision != "fp32":
         own = be.calibrate(ctx)
@@ -100,7 +101,7 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
 
             progress.say(f"quantizing to {precision} ({reqs.quant.placement} flavour)")
             kwargs = dict(flavour=reqs.quant, calibration=calib, samples=calib_samples, max_drop=max_drop,
-                          validation=val, progress=progress.enabled())
+                          min_agreement=min_agreement, validation=val, progress=progress.enabled())
             if calib_method and calib_method != "auto":
                 kwargs["method"] = calib_method
             q = quantize(working, precision, **kwargs)

@@ -128,3 +128,19 @@ def test_cli_optimize(run_cli, tmp_path, tiny_cnn_path):
     assert code == 0 and out.exists()
     assert report["after"]["nodes"] < report["before"]["nodes"]  # BN folded into the Conv
     onnx.checker.check_model(str(out))
+
+
+def test_cli_min_agreement_reaches_the_repair(run_cli, tmp_path, tiny_cnn_path, tiny_data):
+    """--min-agreement travels CLI -> compile -> core quantization: the manifest carries the demand and
+    what the repair did about it (tensors returned to float, or met at the start)."""
+    code, stdout, _ = run_cli("compile", tiny_cnn_path, "--precision", "int8", "--calib", tiny_data,
+                              "--val", tiny_data, "--min-agreement", "100", "-o", tmp_path / "a", "--json")
+    assert code == 0
+    md = json.loads(stdout)["quantization"]["max_drop"]
+    assert md["min_agreement"] == 100 and md["budget"] is None
+    assert md["met"] == (md["final_estimate"]["agreement_bound"] >= 100)
+    assert md["met"] or md["float_tensors"], "an unmet demand must at least have tried floating tensors"
+
+    code, _, err = run_cli("compile", tiny_cnn_path, "--precision", "int8", "--calib", tiny_data,
+                           "--min-agreement", "99", "-o", tmp_path / "b")
+    assert code == 2 and "--val" in err and not (tmp_path / "b").exists()

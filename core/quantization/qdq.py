@@ -67,6 +67,10 @@ def constrain_ranges(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, f
         if fixed and node.output[0] in r:
             r[node.output[0]] = fixed
     if flavour.placement == "weighted":
+        # Concat stays float here, but its output is re-quantized for the next layer: with the inputs'
+        # own scales that is a second rounding of every value. One scale for inputs and output makes the
+        # re-quantization exact (SqueezeNet 1.1 logit NMSE on calib500[200:500] 4.4e-4 -> 3.8e-4).
+        _share_concat_ranges(model, r)
         return r
     # Shared scales: walk in topological order so chains (Conv -> MaxPool -> Reshape) inherit one range.
     for node in model.graph.node:
@@ -74,6 +78,11 @@ def constrain_ranges(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, f
             for o in node.output:
                 if o in r:
                     r[o] = r[node.input[0]]
+    _share_concat_ranges(model, r)
+    return r
+
+
+def _share_concat_ranges(model: onnx.ModelProto, r: dict[str, tuple[float, float]]) -> None:
     for node in model.graph.node:
         if node.op_type == "Concat":
             ts = [t for t in list(node.input) + list(node.output) if t in r]
@@ -81,7 +90,6 @@ def constrain_ranges(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, f
                 u = (min(r[t][0] for t in ts), max(r[t][1] for t in ts))
                 for t in ts:
                     r[t] = u
-    return r
 
 
 def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]], flavour: QuantFlavour,

@@ -1,6 +1,7 @@
 """Accuracy repair: empirical bias correction, per-layer sensitivity, and the max_drop greedy fallback."""
 from __future__ import annotations
 
+import math
 import time
 from typing import Iterable, Mapping
 
@@ -238,41 +239,210 @@ def _latency_ratio(a: onnx.ModelProto, b: onnx.ModelProto, feeds, runs: int = 15
     return float(np.median(tb) / np.median(ta))
 
 
-def max_drop_repair(model: onnx.ModelProto, q: onnx.ModelProto, ranges, flavour: QuantFlavour, deltas,
-                    excluded: list[str], evaluator: Evaluator, budget: float, max_fraction: float = 0.3,
-                    progress: bool = True, rounding=None):
-    """Return the most sensitive layers to FP32, one at a time, until the drop is within `budget` points.
+# One-sided confidence factor on the smooth estimates: max_drop stops when estimate + Z * standard error
+# meets the demand, so that a different sample of images (the user's test set) meets it too.
+CONFIDENCE_Z = 1.0
+RANK_SAMPLES = 32
+TOP_CLASSES = 10
 
-    Layers are tried in sensitivity order; one is kept in FP32 only if that lowers the measured drop.
-    Stops after trying `max_fraction` of the layers: beyond that an INT8 model is mostly FP32 and the
-    user is better served by the FP32/FP16 artifact, which the report's `met: false` tells them."""
-    initial, agree0 = evaluator.drop(q)
-    steps = [{"layer": None, "accepted": True, "drop": round(initial, 3), "agreement": round(agree0, 2)}]
-    kept: list[str] = []
-    sens: list[dict] = []
-    best, drop = q, initial
-    if initial > budget:
-        sens = sensitivity(model, ranges, flavour, deltas, excluded, evaluator, progress=progress, rounding=rounding)
-        limit = max(1, int(max_fraction * len(sens)))
-        for row in sens[:limit]:
-            excl = list(excluded) + kept + [row["node"]]
-            cand = apply_rounding(insert_qdq(apply_bias(model, deltas, skip=excl), ranges, flavour, exclude=excl),
-                                  rounding or {})
-            cand_drop, agree = evaluator.drop(cand)
-            # A layer whose FP32 copy does not lower the drop costs speed for nothing: try the next one.
-            accepted = cand_drop < drop
-            steps.append({"layer": row["node"], "accepted": accepted, "drop": round(cand_drop, 3),
-                          "agreement": round(agree, 2)})
-            if accepted:
-                kept.append(row["node"])
-                best, drop = cand, cand_drop
-            if drop <= budget:
-                break
+
+def flip_probabilities(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None = None):
+    """Per sample: probability that the top-1 class changes, and (with labels) that it changes to the label.
+
+    Agreement counted on ~300 validation images moves in steps of 0.33 points and mostly measures
+    which few near-tied images happen to flip: greedy selection on it overfits (SqueezeNet 1.1: 98.3 %
+    on calib500[200:500], 96 % on eval500). Instead every image contributes how close it is to flipping:
+    with the output error modelled as independent Gaussian noise of the spread measured on that
+    image's top classes, the probability that one of them overtakes the FP32 winner follows from the
+    logit gaps. Averaged over images, this predicts agreement on unseen images
+    (SqueezeNet 1.1 over 12 repair levels: the estimate on calib500[200:500] was within 0.3 points
+    of the estimate on eval500, and within 1 point of the agreement measured there)."""
+    k = min(TOP_CLASSES, ref.shape[1])
+    order = np.argsort(-ref, axis=1)[:, :k]
+    err = np.take_along_axis(out - ref, order, 1).astype(np.float64)
+    sigma = np.maximum(err.std(1), 1e-12)[:, None]
+    top = ref.max(1, keepdims=True).astype(np.float64)
+    gaps = (top - np.take_along_axis(ref, order[:, 1:], 1)) / sigma  # [N, k-1], in error standard deviations
+    # P(winner stays) = E_z[prod_c Phi(gap_c + z)], z the winner's own error: Gauss-Hermite over z.
+    # (Summing the pairwise flip probabilities instead over-counts when several classes are close.)
+    z, w = np.polynomial.hermite_e.hermegauss(24)
+    w = w / w.sum()
+    stay = (ndtr(gaps[:, :, None] + z[None, None, :]).prod(1) * w).sum(1)
+    p_flip = np.clip(1.0 - stay, 0.0, 1.0)
+    if labels is None:
+        return p_flip, None
+    lab = np.asarray(labels[:len(ref)]).astype(np.int64)
+    p_to_label = ndtr(-(top[:, 0] - ref[np.arange(len(ref)), lab]) / (np.sqrt(2.0) * sigma[:, 0]))
+    return p_flip, np.minimum(p_to_label, p_flip)
+
+
+_ERFC = np.frompyfunc(math.erfc, 1, 1)
+
+
+def ndtr(x: np.ndarray) -> np.ndarray:
+    """Standard normal CDF (math.erfc: numpy has no erf, and scipy is not a dependency)."""
+    return (0.5 * _ERFC(-np.asarray(x, np.float64) / math.sqrt(2.0))).astype(np.float64)
+
+
+def _mean_se(x: np.ndarray) -> tuple[float, float]:
+    return float(np.mean(x)), float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+
+
+def assess(evaluator: Evaluator, out: np.ndarray) -> dict:
+    """Observed and smooth (estimate, conservative bound) drop and agreement of one candidate's outputs.
+
+    drop is in the evaluator's metric (top-1 points with labels, else 100 - agreement, or
+    100 x (1 - cosine) for non-classifiers); agreement is top-1 agreement with FP32 (cosine x 100
+    for non-classifiers). The bounds are estimate -/+ CONFIDENCE_Z standard errors."""
+    ref = evaluator.ref[:len(out)]
+    drop = evaluator.ref_score - evaluator.score(out)
+    row = {"drop": drop, "nmse": float(np.mean((out - ref) ** 2) / (float(np.mean(ref ** 2)) or 1.0))}
+    if evaluator.metric == "cosine":
+        per = 100.0 * (1.0 - _cosine(out, ref))
+        d, se = _mean_se(per)
+        row.update(agreement=100.0 - d, est_agreement=100.0 - d, agreement_bound=100.0 - d - CONFIDENCE_Z * se,
+                   est_drop=d, drop_bound=d + CONFIDENCE_Z * se)
+        return row
+    labels = evaluator.labels if evaluator.metric == "top1" else None
+    p_flip, p_label = flip_probabilities(out, ref, labels)
+    a, a_se = _mean_se(100.0 * (1.0 - p_flip))
+    row.update(agreement=100.0 * float((out.argmax(1) == ref.argmax(1)).mean()), est_agreement=a,
+               agreement_bound=a - CONFIDENCE_Z * a_se)
+    if labels is not None:
+        correct = ref.argmax(1) == labels[:len(ref)]
+        d, d_se = _mean_se(100.0 * np.where(correct, p_flip, -p_label))
+    else:
+        d, d_se = 100.0 - a, a_se
+    row.update(est_drop=d, drop_bound=d + CONFIDENCE_Z * d_se)
+    return row
+
+
+def _meets(row: dict, budget: float | None, min_agreement: float | None) -> bool:
+    return (budget is None or row["drop_bound"] <= budget) and \
+        (min_agreement is None or row["agreement_bound"] >= min_agreement)
+
+
+def _step(k: int, row: dict, met: bool) -> dict:
+    return {"float_tensors": k, "met": met, **{key: round(v, 6 if key == "nmse" else 3) for key, v in row.items()}}
+
+
+def rank_tensors(model: onnx.ModelProto, q: onnx.ModelProto, evaluator: Evaluator, n_samples: int = RANK_SAMPLES,
+                 progress: bool = True) -> list[dict]:
+    """Quantized activation tensors by how much returning each one alone to float lowers the output NMSE.
+
+    Measured on the whole quantized model (leave one out), so a tensor is credited with what the
+    repair would really gain, the FP32 weights of the layers around it included."""
+    from .float_tensors import float_tensors, quantized_activations
+
+    ref = evaluator.ref[:n_samples]
+    denom = float(np.mean(ref ** 2)) or 1.0
+    base = float(np.mean((evaluator.outputs(q, n_samples) - ref) ** 2)) / denom
+    rows = []
+    tensors = quantized_activations(q)
+    for t in _bar(tensors, len(tensors), "ranking tensors", progress):
+        cand, nodes = float_tensors(q, model, [t])
+        nmse = float(np.mean((evaluator.outputs(cand, n_samples) - ref) ** 2)) / denom
+        rows.append({"tensor": t, "fp32_nodes": nodes, "nmse": nmse, "gain": base - nmse})
+    rows.sort(key=lambda r: -r["gain"])
+    return rows
+
+
+def _search(order: list[str], limit: int, probe) -> int | None:
+    """Smallest k <= limit for which probe(k) meets the demand: doubling, then bisection (assumes that
+    floating more tensors of one order does not make things worse); None when even `limit` fails."""
+    lo, k = 0, 1
+    hi = None
+    while limit and k <= limit:
+        if probe(k):
+            hi = k
+            break
+        lo = k
+        k = limit if k < limit < 2 * k else 2 * k
+    while hi is not None and hi - lo > 1:
+        mid = (lo + hi) // 2
+        if probe(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def max_drop_repair(model: onnx.ModelProto, q: onnx.ModelProto, ranges, flavour: QuantFlavour, deltas,
+                    excluded: list[str], evaluator: Evaluator, budget: float | None, max_fraction: float = 0.5,
+                    progress: bool = True, rounding=None, min_agreement: float | None = None):
+    """Return activation tensors to float until the demand is met; the fastest such model wins.
+
+    Demand: drop <= `budget` (evaluator metric) and/or top-1 agreement with FP32 >= `min_agreement`,
+    both judged on the conservative smooth bounds of `assess`, never on raw counts. Three orders of
+    the quantized tensors are tried: graph order from the input ("prefix"), from the output
+    ("suffix"), and leave-one-out gain ("ranked", RANK_SAMPLES images). For each, the count k of
+    leading tensors in float is searched by doubling and bisection, one evaluation on the whole
+    validation set per probe (~2 log2(#tensors) instead of one per tensor). Of the orders that meet
+    the demand, the one with the lowest measured latency is kept: every int8/float boundary costs
+    a Q/DQ pass over the activation, and on SqueezeNet 1.1 (1x1 convs on large maps) scattered float
+    tensors ran slower than FP32 (ranked k=4: 0.74x) while a contiguous prefix kept 2x (k=4: 1.98x)
+    with a lower error (validation NMSE 2.1e-4 vs 2.4e-4). Stops at `max_fraction` of the tensors:
+    beyond that the model is mostly FP32 and the FP32/FP16 artifact serves better, which `met: false`
+    tells the user. `ranges`, `flavour`, `deltas`, `excluded` and `rounding` describe how `q` was
+    built; they are kept for callers of the earlier layer-by-layer repair."""
+    from .float_tensors import float_tensors, quantized_activations
+
+    out0 = evaluator.outputs(q)
+    first = assess(evaluator, out0)
+    met0 = _meets(first, budget, min_agreement)
+    steps = [_step(0, first, met0)]
+    rows: list[dict] = []
+    searches: dict[str, dict] = {}
+    best, best_row, best_k, kept, tensors, chosen = q, first, 0, [], [], None
+    if not met0:
+        graph_order = list(dict.fromkeys(quantized_activations(q)))
+        rows = rank_tensors(model, q, evaluator, progress=progress)
+        limit = max(1, int(np.ceil(max_fraction * len(graph_order))))
+        orders = {"prefix": graph_order, "suffix": graph_order[::-1],
+                  "ranked": [r["tensor"] for r in rows if r["gain"] > 0]}
+        results: dict[str, tuple] = {}
+        for name, order in orders.items():
+            tried: dict[int, tuple] = {}
+
+            def probe(k: int, order=order, tried=tried, name=name) -> bool:
+                if k not in tried:
+                    cand, nodes = float_tensors(q, model, order[:k])
+                    row = assess(evaluator, evaluator.outputs(cand))
+                    ok = _meets(row, budget, min_agreement)
+                    tried[k] = (cand, nodes, row, ok)
+                    steps.append({"order": name, **_step(k, row, ok)})
+                return tried[k][3]
+
+            lim = min(limit, len(order))
+            k = _search(order, lim, probe)
+            if k is None and lim:
+                k = lim
+            if k:
+                results[name] = (k, *tried[k])
+        met_names = [n for n, r in results.items() if r[4]]
+        pool = met_names or list(results)
+        if pool:
+            lat = {n: _latency_ratio(q, results[n][1], evaluator.feeds[0]) for n in pool}
+            for n, r in results.items():
+                searches[n] = {"float_tensors": r[0], "met": bool(r[4]),
+                               **({"latency_vs_all_int8": round(lat[n], 3)} if n in lat else {})}
+            if met_names:
+                chosen = min(met_names, key=lambda n: lat[n])
+            else:  # nothing met within the cap: the closest to the demand
+                chosen = min(pool, key=lambda n: (max(results[n][3]["drop_bound"] - (budget if budget is not None else np.inf), 0.0),
+                                                  -results[n][3]["agreement_bound"]))
+            best_k, best, kept, best_row, _ = results[chosen]
+            tensors = orders[chosen][:best_k]
     total = weight_param_count(model, [n.name for n in weighted_nodes(model)]) or 1
-    md = {"budget": budget, "metric": evaluator.metric, "validation_samples": len(evaluator.feeds),
-          "fp32_score": round(evaluator.ref_score, 3), "initial_drop": round(initial, 3),
-          "final_drop": round(drop, 3), "met": bool(drop <= budget), "kept_fp32": kept,
+    met = _meets(best_row, budget, min_agreement)
+    md = {"budget": budget, "min_agreement": min_agreement, "metric": evaluator.metric,
+          "validation_samples": len(evaluator.feeds), "confidence_z": CONFIDENCE_Z,
+          "fp32_score": round(evaluator.ref_score, 3),
+          "initial_drop": round(first["drop"], 3), "final_drop": round(best_row["drop"], 3),
+          "initial_agreement": round(first["agreement"], 3), "final_agreement": round(best_row["agreement"], 3),
+          "final_estimate": {k: round(v, 6 if k == "nmse" else 3) for k, v in best_row.items()},
+          "met": bool(met), "order": chosen, "searches": searches, "float_tensors": tensors, "kept_fp32": kept,
           "kept_weight_share": round(weight_param_count(model, kept) / total, 4), "steps": steps}
-    if kept:
-        md["latency_vs_all_int8"] = round(_latency_ratio(q, best, evaluator.feeds[0]), 3)
-    return best, md, sens
+    if best_k:
+        md["latency_vs_all_int8"] = searches[chosen]["latency_vs_all_int8"]
+    return best, md, rows
