@@ -458,6 +458,24 @@ def test_compile_int8_runs_int8_kernels(tiny_files, tmp_path, calibrator):
         assert m["quantization"]["calibrator"].startswith("nncf") and m["quantization"]["fake_quantize_nodes"] >= 3
 
 
+
+def test_min_agreement_goes_to_the_core_repair_or_is_refused(tiny_files, tmp_path):
+    """--min-agreement is never dropped silently: calibrator=core hands it to the core's repair (the demand
+    lands in the manifest), calibrator=nncf refuses it in one line before any calibration."""
+    import edgec
+    from edgec.core.errors import InputError
+
+    model_path, calib, val = tiny_files
+    art = edgec.compile(model_path, backend="openvino", precision="int8", calibration=calib, validation=val,
+                        output=tmp_path / "art", min_agreement=100.0)
+    md = art.manifest["quantization"]["max_drop"]
+    assert md["min_agreement"] == 100.0 and (md["met"] or md["float_tensors"])
+    assert art.manifest["validation"]["passed"]
+    with pytest.raises(InputError, match="min-agreement"):
+        edgec.compile(model_path, backend="openvino", precision="int8", calibration=calib, validation=val,
+                      output=tmp_path / "nncf", options={"calibrator": "nncf"}, min_agreement=99.0)
+    assert not (tmp_path / "nncf").exists()
+
 def test_compile_fp16_keeps_fp32_io_and_halves_weights(tiny_files, tmp_path):
     import edgec
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Mapping
 
 from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlavour, Requirements, Runner
+from edgec.core.errors import InputError
 
 from edgec.backends.openvino import config as cfg
 from edgec.backends.openvino import core_int8
@@ -87,7 +88,7 @@ class OpenVINOBackend(Backend):
         if ctx.precision == "int8" and opts["calibrator"] == "core":
             if ctx.calibration is None:
                 return None  # a Q/DQ model made elsewhere (or the core's "needs --calib" error)
-            if ctx.max_drop is not None:
+            if ctx.max_drop is not None and ctx.min_agreement is None:
                 from edgec.backends.openvino import repair
 
                 q, ctx.info["calibration"] = repair.max_drop(ctx, self.requirements.quant, opts["weight_rounding"],
@@ -102,6 +103,9 @@ class OpenVINOBackend(Backend):
             return convert.onnx_to_ov(ctx.source_model)
         from edgec.backends.openvino import convert, nncf_calibrate
 
+        if ctx.min_agreement is not None:
+            raise InputError("--min-agreement needs the core calibrator (NNCF's accuracy control takes a top-1 "
+                             "budget only): drop -O calibrator=nncf, or use --max-drop with labelled --val")
         fp32 = convert.onnx_to_ov(ctx.source_model)
         # NNCF collects statistics by running the model, so calibrate at the shape the samples have.
         convert.set_batch(fp32, dynamic=True, batch=1)

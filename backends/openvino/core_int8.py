@@ -26,7 +26,9 @@ ROUNDINGS = ("gptq", "nearest")
 def quantize(ctx: LoweringContext, flavour: QuantFlavour, weight_rounding: str):
     """The core's Q/DQ ONNX model for `ctx`, with the weight rounding this backend asks for; the
     report (core layout) goes to ctx.info["calibration"], from where the compiler files it under
-    the manifest's `quantization`. (--max-drop goes through repair.py instead.)"""
+    the manifest's `quantization`. (--max-drop alone goes through repair.py instead; --min-agreement,
+    alone or with --max-drop, takes the core's repair, which judges the demand on onnxruntime's run of
+    the same Q/DQ graph and picks what to float by onnxruntime's latency.)"""
     from edgec.core import progress
     from edgec.core.quantization import quantize as core_quantize
 
@@ -36,7 +38,8 @@ def quantize(ctx: LoweringContext, flavour: QuantFlavour, weight_rounding: str):
         kwargs["method"] = ctx.calib_method
     q = core_quantize(ctx.source_model, "int8", flavour=flavour, calibration=ctx.calibration,
                       samples=ctx.calib_samples, progress=progress.enabled(),
-                      weight_rounding=weight_rounding == "gptq", **kwargs)
+                      weight_rounding=weight_rounding == "gptq", max_drop=ctx.max_drop,
+                      min_agreement=ctx.min_agreement, validation=ctx.validation, **kwargs)
     q.report["requested_by"] = f"openvino backend: weight_rounding={weight_rounding}"
     ctx.info["calibration"] = q.report
     return q.model
