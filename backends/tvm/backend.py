@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,10 @@ from edgec.core.options import as_bool, as_number
 
 LIB = "module.so"
 META = "tvm_meta.json"
-SCHEDULES = ("sampled", "naive")
+SCHEDULES = ("rules", "sampled", "naive")
+LAYOUTS = ("nhwc", "nchw")
+
+
 def _elf_machine(path: Path) -> str:
     """The ELF e_machine of a shared library: what `file` would say, without needing `file`."""
     head = Path(path).read_bytes()[:20]
@@ -42,7 +46,10 @@ class TvmBackend(Backend):
     )
     option_defaults = {
         "target": ("host", "hardware profile (host, rpi4, jetson-orin) or a TVM target dict as JSON"),
-        "schedule": ("sampled", "untuned schedules: sampled (MetaSchedule design-space sample, unmeasured) | naive (legalized loops)"),
+        "schedule": ("rules", ("untuned schedules: rules (edgec's CPU schedule rules, then sampled for the rest) | "
+                               "sampled (MetaSchedule design-space sample, unmeasured) | naive (legalized loops)")),
+        "layout": ("nhwc", ("convolution layout TVM compiles: nhwc (channels contiguous: what the rules vectorize) | "
+                            "nchw (as the ONNX model has it)")),
         "tune": (False, "run MetaSchedule tuning; records persist in $EDGEC_CACHE_DIR/tvm (~/.cache/edgec/tvm)"),
         "trials": (1000, "tuning: total measured trials (all tasks together)"),
         "tune_minutes": (20.0, "tuning: time budget in minutes (stops at trials or minutes, whichever comes first)"),
@@ -86,6 +93,9 @@ class TvmBackend(Backend):
             opts["rpc"] = "off"
         if opts["schedule"] not in SCHEDULES:
             raise InputError(f"schedule={opts['schedule']!r}: use one of {', '.join(SCHEDULES)}")
+        opts["layout"] = str(opts["layout"]).lower()
+        if opts["layout"] not in LAYOUTS:
+            raise InputError(f"layout={opts['layout']!r}: use one of {', '.join(LAYOUTS)}")
         rpc = str(opts["rpc"]).strip()
         if rpc not in ("auto", "off"):
             parse_hostport(rpc)
@@ -120,27 +130,28 @@ class TvmBackend(Backend):
         target = tvm.target.Target(rt.tvm_target)
         ctx.progress(f"TVM: importing ONNX into Relax (target {rt.name}: {json.dumps(rt.tvm_target)})")
         mod = build.import_onnx(ctx.model, opts["batch"])
-        fused = build.lower_to_fused_tir(mod, target)
+        fused = build.lower_to_fused_tir(mod, target, opts["layout"])
 
         model_bytes = ctx.model.SerializeToString()
-        key = tuning.database_key(model_bytes, rt.tvm_target, opts["batch"])
+        key = tuning.database_key(model_bytes, rt.tvm_target, opts["batch"], opts["layout"])
         db_path = tuning.database_dir(key)
         info: dict[str, Any] = {"target": rt.describe(), "tuning_database": str(db_path)}
         if opts["tune"]:
             info["tuning"] = tuning.tune(fused, target, db_path, opts["trials"], opts["tune_minutes"], ctx.progress,
-                                         threads=int(rt.tvm_target.get("num-cores") or 0) or None)
+                                         threads=int(rt.tvm_target.get("num-cores") or 0) or None,
+                                         seed_with_rules=opts["schedule"] == "rules")
         records = tuning.record_count(db_path)
         sched: dict[str, Any] = {"tuning_records_available": records}
         if records and opts["use_database"]:
             fused = build.apply_database(fused, target, tuning.open_database(db_path))
             sched["tuned_functions"] = _count_scheduled(fused)
-        if opts["schedule"] == "sampled":
-            ctx.progress("TVM: sampling default schedules for the untuned functions")
-            db, stats = build.sampled_schedules(fused, target, progress=ctx.progress)
-            fused = build.apply_database(fused, target, db)
-            sched["sampled"] = stats
+        if opts["schedule"] != "naive":
+            ctx.progress(f"TVM: {opts['schedule']} schedules for the untuned functions")
+        fused, sources = build.schedule_untuned(fused, target, opts["schedule"], progress=ctx.progress)
         sched["functions"] = _count_prim_funcs(fused)
         sched["scheduled_functions"] = _count_scheduled(fused)
+        sched["sources"] = dict(sorted(Counter(sources.values()).items()))  # e.g. {"rules:pointwise": 19, ...}
+        sched["by_function"] = sources
         info["schedules"] = sched
         if ctx.precision == "int8":
             info["int8"] = _int8_report(fused)
@@ -230,7 +241,9 @@ def _int8_report(mod) -> dict:
             continue
         dtypes = {str(getattr(p, "dtype", "")) for p in f.params}
         (int_mac if dtypes & {"int8", "uint8"} else float_mac).append(name)
-    quant_ops = sum(1 for gv, _ in _prim_funcs(mod) if "quantize" in gv.name_hint)
+    # Q/DQ reach TIR as quantize/dequantize functions, or (NHWC, layout.qdq_as_elementwise) as the
+    # round/clip/cast arithmetic fused into the convolutions' epilogues.
+    quant_ops = sum(1 for gv, _ in _prim_funcs(mod) if "quantize" in gv.name_hint or "round" in gv.name_hint)
     return {"kernels_with_integer_operands": len(int_mac), "kernels_with_float_operands": len(float_mac),
             "functions_with_quantize_dequantize": quant_ops,
             "summary": ("conv/matmul kernels take integer operands" if int_mac and not float_mac else

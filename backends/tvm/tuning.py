@@ -31,10 +31,14 @@ def cache_root() -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "edgec") / "tvm"
 
 
-def database_key(model_bytes: bytes, tvm_target: dict, batch: int) -> str:
+def database_key(model_bytes: bytes, tvm_target: dict, batch: int, layout: str = "nchw") -> str:
+    """The layout is part of the key: NHWC and NCHW lowerings are different functions, never each
+    other's records."""
     h = hashlib.sha256(model_bytes)
     h.update(json.dumps(tvm_target, sort_keys=True).encode())
     h.update(f"batch={batch}".encode())
+    if layout != "nchw":  # keys of databases tuned before the layout choice existed stay valid
+        h.update(f"layout={layout}".encode())
     return h.hexdigest()[:20]
 
 
@@ -107,6 +111,7 @@ def _pooled_builder(max_workers: int, timeout_sec: float, deadline: float, say: 
             self.batches = 0
             self.total_batches = 0
             self.built = 0
+            self.quiet = False  # True while the rules' kernels are measured (not a tuning batch)
             self.t0 = time.monotonic()
 
         def build(self, build_inputs):
@@ -123,7 +128,7 @@ def _pooled_builder(max_workers: int, timeout_sec: float, deadline: float, say: 
             self.batches += 1
             self.total_batches += 1
             self.built += len(build_inputs)
-            if self.total_batches <= n_tasks:  # the measure callback is silent during the first round
+            if self.total_batches <= n_tasks and not self.quiet:  # the measure callback is silent in the first round
                 say(f"tuning: first pass, task {self.total_batches}/{n_tasks} ({self.built} candidates built, "
                     f"{(time.monotonic() - self.t0) / 60:.1f} min)")
             results = []
@@ -169,9 +174,13 @@ def _progress_callback(total_trials: int, deadline: float, say: Callable[[str], 
 
 
 def tune(fused_mod, target, db_path: Path, trials: int, minutes: float, progress: Callable[[str], None],
-         threads: int | None = None) -> dict:
+         threads: int | None = None, seed_with_rules: bool = True) -> dict:
     """Run MetaSchedule on every task of `fused_mod` into the JSON database at `db_path`; candidates are
-    measured with `threads` TVM threads (the target's num-cores), as the artifact will run."""
+    measured with `threads` TVM threads (the target's num-cores), as the artifact will run.
+
+    With `seed_with_rules`, each task's schedule-rule schedule (schedules/) is measured first and stored
+    as a record: the database's best record for a task is then never slower than the untuned default,
+    and the evolutionary search starts from it (it seeds its population with the best records)."""
     try:
         import xgboost  # noqa: F401
     except ImportError:
@@ -191,7 +200,7 @@ def tune(fused_mod, target, db_path: Path, trials: int, minutes: float, progress
     if threads:
         os.environ["TVM_NUM_THREADS"] = str(threads)  # read by the runner workers this starts
     try:
-        return _tune(ms, fused_mod, target, db_path, trials, minutes, progress)
+        return _tune(ms, fused_mod, target, db_path, trials, minutes, progress, seed_with_rules)
     finally:
         ms_logger.setLevel(level)
         if env_threads is None:
@@ -200,7 +209,7 @@ def tune(fused_mod, target, db_path: Path, trials: int, minutes: float, progress
             os.environ["TVM_NUM_THREADS"] = env_threads
 
 
-def _tune(ms, fused_mod, target, db_path, trials, minutes, progress) -> dict:
+def _tune(ms, fused_mod, target, db_path, trials, minutes, progress, seed_with_rules=False) -> dict:
     before = record_count(db_path)
     db = open_database(db_path)
     tasks = ms.relax_integration.extract_tasks(fused_mod, target)
@@ -209,17 +218,35 @@ def _tune(ms, fused_mod, target, db_path, trials, minutes, progress) -> dict:
     # per task; a 35-task model spent 20+ minutes in its first round.
     strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3, init_min_unmeasured=32)
     # Heaviest first (FLOPs x occurrences): the first pass visits tasks in list order, and when the budget
-    # ends inside it the tasks left over keep their sampled schedules, so the costly ones must come first.
+    # ends inside it the tasks left over keep their untuned schedules, so the costly ones must come first.
     tasks = sorted(tasks, key=lambda t: -_flops(t.dispatched[0]) * t.weight)
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        tasks, work_dir=str(db_path / "logs"), strategy=strategy, num_threads=1, seed=0)
+    # MetaSchedule's logging set-up lists the names of the handlers already on its logger and crashes on
+    # an unnamed one (the second tuning in a process under pytest has one): detach those meanwhile.
+    ms_log = logging.getLogger("tvm.s_tir.meta_schedule")
+    unnamed = [h for h in ms_log.handlers if h.get_name() is None]
+    for h in unnamed:
+        ms_log.removeHandler(h)
+    try:
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, work_dir=str(db_path / "logs"), strategy=strategy, num_threads=1, seed=0)
+    finally:
+        for h in unnamed:
+            ms_log.addHandler(h)
     deadline = time.monotonic() + minutes * 60
     per_iter = max(4, min(16, trials // max(1, 2 * len(contexts))))
     progress(f"tuning {len(contexts)} tasks: up to {trials} trials or {minutes:g} minutes "
              f"(database {db_path}, {before} records already)")
     t0 = time.monotonic()
+    builder = _pooled_builder(max(1, (os.cpu_count() or 2) - 1), WORKER_TIMEOUT_S, deadline, progress, len(contexts))
+    runner = ms.runner.LocalRunner(timeout_sec=WORKER_TIMEOUT_S, initializer=_runner_init,
+                                   evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1,
+                                                                              enable_cpu_cache_flush=False))
+    builder.quiet = True
+    seeded = _seed_rule_records(ms, tasks, target, db, builder, runner, progress) if seed_with_rules else 0
+    builder.quiet = False
+    builder.total_batches = builder.built = 0  # the first-pass progress counts tuning batches only
     try:
-        _tune_tasks(ms, contexts, weights, db_path, trials, per_iter, db, deadline, progress)
+        _tune_tasks(ms, contexts, weights, db_path, trials, per_iter, db, builder, runner, deadline, progress)
     except Exception:
         # Terminating tasks from the measure callback can trip the gradient scheduler's own check
         # (`!task->is_terminated`) once it is past its first round; every measured record is already
@@ -228,19 +255,47 @@ def _tune(ms, fused_mod, target, db_path, trials, minutes, progress) -> dict:
             raise
         progress("tuning: stopped at the time budget")
     db = None  # the JSON database writes through; drop the handle before reading the file
-    return {"tasks": len(contexts), "trials_requested": trials, "minutes_budget": minutes,
+    return {"tasks": len(contexts), "rule_records_seeded": seeded, "trials_requested": trials, "minutes_budget": minutes,
             "tuning_seconds": round(time.monotonic() - t0, 1), "records_before": before,
             "records_after": record_count(db_path)}
 
 
-def _tune_tasks(ms, contexts, weights, db_path, trials, per_iter, db, deadline, progress):
+def _seed_rule_records(ms, tasks, target, db, builder, runner, progress) -> int:
+    """Measure the schedule rules' schedule of every task they match and commit it as a tuning record
+    (again on every run: a duplicate record costs nothing, a database tuned without rules gains them)."""
+    from edgec.backends.tvm import schedules
+
+    cands = []
+    for task in tasks:
+        mod = task.dispatched[0]
+        got = schedules.rule_schedule(mod, target)
+        if got is None:
+            continue
+        cands.append((mod, got[0]))
+    if not cands:
+        return 0
+    progress(f"tuning: measuring the schedule rules' kernels for {len(cands)} tasks first")
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in cands])
+    args = [ms.arg_info.ArgInfo.from_prim_func(mod["main"]) for mod, _ in cands]
+    runs = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", a)
+                       for b, a in zip(built, args) if b.error_msg is None])
+    seeded = 0
+    ok = [(c, a) for c, a, b in zip(cands, args, built) if b.error_msg is None]
+    for ((mod, sch), a), fut in zip(ok, runs):
+        res = fut.result()
+        if res.error_msg or not res.run_secs:
+            continue
+        db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(mod), res.run_secs, target, a))
+        seeded += 1
+    return seeded
+
+
+def _tune_tasks(ms, contexts, weights, db_path, trials, per_iter, db, builder, runner, deadline, progress):
     ms.tune_tasks(
         tasks=contexts, task_weights=weights, work_dir=str(db_path / "logs"),
         max_trials_global=trials, num_trials_per_iter=per_iter,
-        builder=_pooled_builder(max(1, (os.cpu_count() or 2) - 1), WORKER_TIMEOUT_S, deadline, progress, len(contexts)),
-        runner=ms.runner.LocalRunner(timeout_sec=WORKER_TIMEOUT_S, initializer=_runner_init,
-                                     evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1,
-                                                                                enable_cpu_cache_flush=False)),
+        builder=builder,
+        runner=runner,
         database=db,
         measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                            _progress_callback(trials, deadline, progress)],

@@ -1,0 +1,97 @@
+"""Deterministic CPU schedule rules for fused TIR functions (`schedule=rules`, the default).
+
+TVM 0.27's `dlight` has CPU rules only for GEMV and reductions, and the PyPI wheel offloads nothing to
+BLAS/DNNL, so these rules are the untuned path's kernels, written the way TOPI's x86 schedules and
+dlight's GPU rules are: each rule recognises a function by its block structure (iterators, access
+patterns; never its name), schedules it with `tvm.s_tir.Schedule` primitives sized from the target's
+vector width, and returns None for anything it does not recognise, which then gets the `sampled`
+MetaSchedule schedule (build.sampled_schedules) instead.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from edgec.backends.tvm.schedules import conv, dense, reduction
+from edgec.backends.tvm.schedules.common import VectorShape, vector_shape
+
+
+def _conv(sch, vs: VectorShape) -> str | None:
+    m = conv.match(sch)
+    if m is None:
+        return None
+    conv.schedule(sch, m, vs)
+    return f"rules:{m.kind}"
+
+
+def _dense(sch, vs: VectorShape) -> str | None:
+    m = dense.match(sch)
+    if m is None:
+        return None
+    dense.schedule(sch, m, vs)
+    return "rules:dense"
+
+
+def _reduction(sch, vs: VectorShape) -> str | None:
+    m = reduction.match(sch)
+    if m is None:
+        return None
+    reduction.schedule(sch, m, vs)
+    return "rules:channel_last_reduction"
+
+
+_log = logging.getLogger(__name__)
+
+# First match wins; each rule checks the whole function, so order only matters for speed.
+RULES: list[Callable] = [_conv, _dense, _reduction]
+
+
+def rule_schedule(func, target) -> tuple[object, str] | None:
+    """(s_tir.Schedule, rule name) for a PrimFunc (or an IRModule holding it as "main"), or None when no
+    rule matches or a rule fails on it. The schedule's trace replays on the function, so tuning can
+    store it as a MetaSchedule record (tuning.py seeds its database with these)."""
+    from tvm import s_tir
+
+    vs = vector_shape(target)
+    for rule in RULES:
+        sch = s_tir.Schedule(func)
+        try:
+            name = rule(sch, vs)
+        except Exception as e:  # noqa: BLE001 - a rule that cannot apply here leaves the function to `sampled`
+            _log.debug("schedule rule %s failed: %s", rule.__name__, (str(e).strip().splitlines() or [""])[-1][:200])
+            continue
+        if name:
+            return sch, name
+    return None
+
+
+def schedule_function(func, target) -> tuple[object, str] | None:
+    """(scheduled PrimFunc, rule name), or None when no rule applies."""
+    got = rule_schedule(func, target)
+    if got is None:
+        return None
+    sch, name = got
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True), name
+
+
+def apply_rules(mod, target) -> tuple[object, dict[str, str]]:
+    """Schedule every not-yet-scheduled PrimFunc a rule matches; returns the module and
+    {function name: rule} for the manifest."""
+    import tvm
+
+    out = mod
+    applied: dict[str, str] = {}
+    for gv, func in list(mod.functions.items()):
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
+            continue
+        got = schedule_function(func, target)
+        if got is None:
+            continue
+        new, name = got
+        if out is mod:
+            out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+        out[gv] = new
+        applied[gv.name_hint] = name
+    return out, applied
