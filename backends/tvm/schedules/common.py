@@ -70,6 +70,30 @@ def vector_lanes_for(extent: int, lanes: int) -> int:
     return 1
 
 
+def split_channel_vectors(sch, loop, vs: VectorShape):
+    """Split an output-channel loop into (outer, nf register vectors, fv lanes); returns the loops and
+    nf, fv. nf is capped at 8 accumulators: GEMV-like blocks (dense, pooling) reuse no input across
+    pixels, so more accumulators only lengthen the epilogue."""
+    ext = int(sch.get(loop).extent)
+    fv = vector_lanes_for(ext, vs.lanes)
+    nf = largest_divisor(ext // fv, min(8, vs.accumulators))
+    outer, vo, vi = sch.split(loop, [None, nf, fv])
+    return (outer, vo, vi), nf, fv
+
+
+def epilogue_on_tile(sch, blk, epilogue, at, nf: int, fv: int) -> None:
+    """Compute the fused epilogue (bias, ReLU6, residual add) per register tile at loop `at`, vectorized
+    like the tile, with the reduction's accumulators in a local (register) buffer."""
+    if not epilogue:
+        return
+    sch.set_scope(blk, 0, "local")
+    sch.reverse_compute_at(epilogue[-1], at, preserve_unit_loops=True)
+    el = sch.get_loops(epilogue[-1])
+    evo, evi = sch.split(el[-1], [nf, fv])
+    sch.vectorize(evi)
+    sch.unroll(evo)
+
+
 def extents(sch, loops) -> list[int]:
     return [int(sch.get(lp).extent) for lp in loops]
 

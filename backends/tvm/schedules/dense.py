@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 from edgec.backends.tvm.schedules.common import (
     VectorShape,
-    extents,
+    epilogue_on_tile,
     is_spatial,
     iter_kinds,
-    largest_divisor,
     register_tile,
-    vector_lanes_for,
+    split_channel_vectors,
 )
 
 
@@ -61,18 +60,9 @@ def schedule(sch, m: DenseMatch, vs: VectorShape) -> None:
     for b in m.epilogue[:-1]:
         sch.compute_inline(b)
     i, j, k = sch.get_loops(blk)
-    ext_j = extents(sch, [j])[0]
-    fv = vector_lanes_for(ext_j, vs.lanes)
-    nf = largest_divisor(ext_j // fv, min(8, vs.accumulators))
-    jo, jvo, jv = sch.split(j, [None, nf, fv])
+    (jo, jvo, jv), nf, fv = split_channel_vectors(sch, j, vs)
     sch.reorder(i, jo, k, jvo, jv)
-    if m.epilogue:
-        sch.set_scope(blk, 0, "local")
-        sch.reverse_compute_at(m.epilogue[-1], jo, preserve_unit_loops=True)
-        el = sch.get_loops(m.epilogue[-1])
-        evo, evi = sch.split(el[-1], [nf, fv])
-        sch.vectorize(evi)
-        sch.unroll(evo)
+    epilogue_on_tile(sch, blk, m.epilogue, jo, nf, fv)
     if vs.cores > 1:
         sch.parallel(sch.fuse(i, jo))
     register_tile(sch, blk, 2)  # before the init is split off (see conv.py)

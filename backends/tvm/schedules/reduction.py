@@ -11,14 +11,13 @@ from dataclasses import dataclass
 
 from edgec.backends.tvm.schedules.common import (
     VectorShape,
-    extents,
+    epilogue_on_tile,
     is_plain_copy,
     is_spatial,
     iter_kinds,
-    largest_divisor,
     register_tile,
     schedule_copy,
-    vector_lanes_for,
+    split_channel_vectors,
 )
 
 
@@ -76,17 +75,8 @@ def schedule(sch, m: ReductionMatch, vs: VectorShape) -> None:
     loops = sch.get_loops(blk)
     spatial, red = loops[:m.n_spatial], loops[m.n_spatial:]
     c = spatial[-1]
-    ext_c = extents(sch, [c])[0]
-    fv = vector_lanes_for(ext_c, vs.lanes)
-    nf = largest_divisor(ext_c // fv, min(8, vs.accumulators))
-    co, cvo, cv = sch.split(c, [None, nf, fv])
+    (co, cvo, cv), nf, fv = split_channel_vectors(sch, c, vs)
     sch.reorder(*spatial[:-1], co, *red, cvo, cv)
-    if m.epilogue:
-        sch.set_scope(blk, 0, "local")
-        sch.reverse_compute_at(m.epilogue[-1], co, preserve_unit_loops=True)
-        el = sch.get_loops(m.epilogue[-1])
-        evo, evi = sch.split(el[-1], [nf, fv])
-        sch.vectorize(evi)
-        sch.unroll(evo)
+    epilogue_on_tile(sch, blk, m.epilogue, co, nf, fv)
     register_tile(sch, blk, 2)  # before the init is split off (see conv.py)
     register_tile(sch, sch.decompose_reduction(blk, red[0]), 2)
