@@ -70,6 +70,19 @@ def vector_lanes_for(extent: int, lanes: int) -> int:
     return 1
 
 
+def inline_neighbours(sch, epilogue, producers, vs: VectorShape) -> None:
+    """Inline every epilogue block but the last (scheduled on the tile) and each producer that is a plain
+    copy (a padding-free "pad": reading the input directly costs nothing); a real pad becomes a
+    vectorized copy of its own."""
+    for b in epilogue[:-1]:
+        sch.compute_inline(b)
+    for p in producers:
+        if is_plain_copy(sch.get(p)):
+            sch.compute_inline(p)
+        else:
+            schedule_copy(sch, p, vs)
+
+
 def split_channel_vectors(sch, loop, vs: VectorShape):
     """Split an output-channel loop into (outer, nf register vectors, fv lanes); returns the loops and
     nf, fv. nf is capped at 8 accumulators: GEMV-like blocks (dense, pooling) reuse no input across

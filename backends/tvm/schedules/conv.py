@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from edgec.backends.tvm.schedules.common import (
     VectorShape,
     extents,
-    is_plain_copy,
+    inline_neighbours,
     is_spatial,
     iter_kinds,
     largest_divisor,
     register_tile,
-    schedule_copy,
     vector_lanes_for,
 )
 
@@ -112,15 +111,8 @@ def schedule(sch, m: ConvMatch, vs: VectorShape) -> None:
     """Register-tiled, vectorized, epilogue-fused schedule for a matched convolution (in place)."""
     conv = m.block
     # The epilogue becomes one block (each elementwise step inlined into the next) computed per tile.
-    for b in m.epilogue[:-1]:
-        sch.compute_inline(b)
+    inline_neighbours(sch, m.epilogue, m.producers, vs)
     epi = m.epilogue[-1]
-    # A padding-free "pad" is a plain copy: reading the input directly costs nothing.
-    for p in m.producers:
-        if is_plain_copy(sch.get(p)):
-            sch.compute_inline(p)
-        else:
-            schedule_copy(sch, p, vs)
 
     loops = sch.get_loops(conv)
     if len(loops) != 7:

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from edgec.backends.tvm.schedules.common import (
     VectorShape,
     epilogue_on_tile,
-    is_plain_copy,
+    inline_neighbours,
     is_spatial,
     iter_kinds,
     register_tile,
-    schedule_copy,
     split_channel_vectors,
 )
 
@@ -65,13 +64,7 @@ def _last_is(region, var) -> bool:
 
 def schedule(sch, m: ReductionMatch, vs: VectorShape) -> None:
     blk = m.block
-    for b in m.epilogue[:-1]:
-        sch.compute_inline(b)
-    for p in m.producers:
-        if is_plain_copy(sch.get(p)):
-            sch.compute_inline(p)
-        else:
-            schedule_copy(sch, p, vs)
+    inline_neighbours(sch, m.epilogue, m.producers, vs)
     loops = sch.get_loops(blk)
     spatial, red = loops[:m.n_spatial], loops[m.n_spatial:]
     c = spatial[-1]
