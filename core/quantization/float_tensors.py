@@ -120,18 +120,11 @@ def _fp32_weights_where_float(m: onnx.ModelProto, fp32: onnx.ModelProto, float_n
 
 
 def _prune(m: onnx.ModelProto) -> onnx.ModelProto:
-    """Drop nodes whose outputs nobody reads (the orphaned weight/bias DQs) and unused initializers."""
-    g = m.graph
-    outputs = {o.name for o in g.output}
-    while True:
-        used = {i for n in g.node for i in n.input} | outputs
-        keep = [n for n in g.node if any(o in used for o in n.output)]
-        if len(keep) == len(g.node):
-            break
-        del g.node[:]
-        g.node.extend(keep)
-    used = {i for n in g.node for i in n.input} | outputs
-    live = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(live)
-    return m
+    """Drop the orphaned weight/bias DQs and unused initializers: onnx-ir's pass, as the optimizer's
+    dead_code uses."""
+    import onnx_ir as ir
+    from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+    model = ir.serde.deserialize_model(m)
+    RemoveUnusedNodesPass()(model)
+    return ir.serde.serialize_model(model)

@@ -60,8 +60,7 @@ def quantize_int8(model: onnx.ModelProto, report: dict, *, flavour: QuantFlavour
 
     if repair:
         evaluator = Evaluator(model, validation, progress=progress)
-        q, md, sens = max_drop_repair(model, q, ranges, flavour, deltas, excluded, evaluator, max_drop,
-                                      progress=progress, rounding=rounding, min_agreement=min_agreement)
+        q, md, sens = max_drop_repair(model, q, evaluator, max_drop, progress=progress, min_agreement=min_agreement)
         report["max_drop"] = md
         report["sensitivity"] = sens
         report["kept_fp32"] = sorted(set(excluded) | set(md["kept_fp32"]))

@@ -326,17 +326,18 @@ def _step(k: int, row: dict, met: bool) -> dict:
     return {"float_tensors": k, "met": met, **{key: round(v, 6 if key == "nmse" else 3) for key, v in row.items()}}
 
 
-def rank_tensors(model: onnx.ModelProto, q: onnx.ModelProto, evaluator: Evaluator, n_samples: int = RANK_SAMPLES,
-                 progress: bool = True) -> list[dict]:
+def rank_tensors(model: onnx.ModelProto, q: onnx.ModelProto, evaluator: Evaluator, q_out: np.ndarray,
+                 n_samples: int = RANK_SAMPLES, progress: bool = True) -> list[dict]:
     """Quantized activation tensors by how much returning each one alone to float lowers the output NMSE.
 
     Measured on the whole quantized model (leave one out), so a tensor is credited with what the
-    repair would really gain, the FP32 weights of the layers around it included."""
+    repair would really gain, the FP32 weights of the layers around it included. `q_out` is `q`'s
+    output on the evaluator's samples, already computed by the caller."""
     from .float_tensors import float_tensors, quantized_activations
 
     ref = evaluator.ref[:n_samples]
     denom = float(np.mean(ref ** 2)) or 1.0
-    base = float(np.mean((evaluator.outputs(q, n_samples) - ref) ** 2)) / denom
+    base = float(np.mean((q_out[:len(ref)] - ref) ** 2)) / denom
     rows = []
     tensors = quantized_activations(q)
     for t in _bar(tensors, len(tensors), "ranking tensors", progress):
@@ -347,7 +348,7 @@ def rank_tensors(model: onnx.ModelProto, q: onnx.ModelProto, evaluator: Evaluato
     return rows
 
 
-def _search(order: list[str], limit: int, probe) -> int | None:
+def _search(limit: int, probe) -> int | None:
     """Smallest k <= limit for which probe(k) meets the demand: doubling, then bisection (assumes that
     floating more tensors of one order does not make things worse); None when even `limit` fails."""
     lo, k = 0, 1
@@ -367,9 +368,8 @@ def _search(order: list[str], limit: int, probe) -> int | None:
     return hi
 
 
-def max_drop_repair(model: onnx.ModelProto, q: onnx.ModelProto, ranges, flavour: QuantFlavour, deltas,
-                    excluded: list[str], evaluator: Evaluator, budget: float | None, max_fraction: float = 0.5,
-                    progress: bool = True, rounding=None, min_agreement: float | None = None):
+def max_drop_repair(model: onnx.ModelProto, q: onnx.ModelProto, evaluator: Evaluator, budget: float | None,
+                    max_fraction: float = 0.5, progress: bool = True, min_agreement: float | None = None):
     """Return activation tensors to float until the demand is met; the fastest such model wins.
 
     Demand: drop <= `budget` (evaluator metric) and/or top-1 agreement with FP32 >= `min_agreement`,
@@ -383,8 +383,7 @@ def max_drop_repair(model: onnx.ModelProto, q: onnx.ModelProto, ranges, flavour:
     tensors ran slower than FP32 (ranked k=4: 0.74x) while a contiguous prefix kept 2x (k=4: 1.98x)
     with a lower error (validation NMSE 2.1e-4 vs 2.4e-4). Stops at `max_fraction` of the tensors:
     beyond that the model is mostly FP32 and the FP32/FP16 artifact serves better, which `met: false`
-    tells the user. `ranges`, `flavour`, `deltas`, `excluded` and `rounding` describe how `q` was
-    built; they are kept for callers of the earlier layer-by-layer repair."""
+    tells the user."""
     from .float_tensors import float_tensors, quantized_activations
 
     out0 = evaluator.outputs(q)
@@ -396,7 +395,7 @@ def max_drop_repair(model: onnx.ModelProto, q: onnx.ModelProto, ranges, flavour:
     best, best_row, best_k, kept, tensors, chosen = q, first, 0, [], [], None
     if not met0:
         graph_order = list(dict.fromkeys(quantized_activations(q)))
-        rows = rank_tensors(model, q, evaluator, progress=progress)
+        rows = rank_tensors(model, q, evaluator, out0, progress=progress)
         limit = max(1, int(np.ceil(max_fraction * len(graph_order))))
         orders = {"prefix": graph_order, "suffix": graph_order[::-1],
                   "ranked": [r["tensor"] for r in rows if r["gain"] > 0]}
@@ -414,7 +413,7 @@ def max_drop_repair(model: onnx.ModelProto, q: onnx.ModelProto, ranges, flavour:
                 return tried[k][3]
 
             lim = min(limit, len(order))
-            k = _search(order, lim, probe)
+            k = _search(lim, probe)
             if k is None and lim:
                 k = lim
             if k:
