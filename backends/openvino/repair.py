@@ -1,9 +1,10 @@
 """`--max-drop` with calibrator=core: keep layers in FP32 by accuracy gained per microsecond lost.
 
-The core's max_drop (core/quantization/repair.py) returns layers to FP32 in order of sensitivity
-alone and scores candidates on onnxruntime. On OpenVINO that order is expensive: the most sensitive
-layers of MobileNet-style networks are the stem and the first blocks, which run at 112x112 where an
-FP32 kernel costs most (EfficientNet-Lite0: 3 kept layers = +5 % latency). Here:
+The core's earlier max_drop returned layers to FP32 in order of sensitivity alone, scored on
+onnxruntime (the core's repair now returns activation tensors to float, picking the order by
+onnxruntime latency). On OpenVINO sensitivity order is expensive: the most sensitive layers of
+MobileNet-style networks are the stem and the first blocks, which run at 112x112 where an FP32
+kernel costs most (EfficientNet-Lite0: 3 kept layers = +5 % latency). Here:
 
 * cost of a layer = its FP32 kernel time minus its I8 kernel time, read from OpenVINO's own per-node
   profiling (PERF_COUNT) of the FP32 and the all-INT8 model on this CPU, 1 thread;
@@ -30,7 +31,7 @@ import onnx
 from edgec.core.backend import LoweringContext, QuantFlavour
 
 PROFILE_RUNS = 30
-MAX_FRACTION = 0.3  # as the core: past 30 % of layers in FP32 an INT8 artifact is the wrong choice
+MAX_FRACTION = 0.3  # past 30 % of layers in FP32 an INT8 artifact is the wrong choice
 COST_FLOOR = 0.002  # of the INT8 model's time (and >= 1 us): a layer never counts as free (noise, fusions)
 
 

@@ -225,7 +225,7 @@ def _count_prim_funcs(mod) -> int:
 
 
 def _count_scheduled(mod) -> int:
-    return sum(1 for _, f in _prim_funcs(mod) if f.attrs is not None and f.attrs.get("tirx.is_scheduled", False))
+    return len(build.scheduled_names(mod))
 
 
 def _int8_report(mod) -> dict:

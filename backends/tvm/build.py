@@ -70,17 +70,24 @@ def lower_to_fused_tir(mod, target, layout: str = "nhwc"):
     return mod
 
 
+def is_scheduled(func) -> bool:
+    """A PrimFunc that already has its schedule (tuned record, rule or sample): MetaSchedule and the rules
+    leave it alone."""
+    return func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False))
+
+
 def scheduled_names(mod) -> set[str]:
     import tvm
 
-    return {gv.name_hint for gv, f in mod.functions.items()
-            if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)}
+    return {gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and is_scheduled(f)}
 
 
 def schedule_untuned(mod, target, schedule: str, progress: Callable[[str], None] = lambda m: None):
     """Schedules for the functions the tuning database left unscheduled: rules first (schedule=rules),
     then a sampled MetaSchedule schedule for what is still unscheduled (rules, sampled); naive: none.
     Returns the module and {function name: where its schedule came from}."""
+    import tvm
+
     from edgec.backends.tvm import schedules
 
     sources: dict[str, str] = {n: "tuned" for n in scheduled_names(mod)}
@@ -92,8 +99,6 @@ def schedule_untuned(mod, target, schedule: str, progress: Callable[[str], None]
         db, _ = sampled_schedules(mod, target, progress=progress)
         mod = apply_database(mod, target, db)
         sources.update({n: "sampled" for n in scheduled_names(mod) - before})
-    import tvm
-
     for gv, f in mod.functions.items():
         if isinstance(f, tvm.tirx.PrimFunc):
             sources.setdefault(gv.name_hint, "naive")
@@ -134,10 +139,8 @@ def sampled_schedules(mod, target, seed: int = 0, progress: Callable[[str], None
 def _is_scheduled(mod) -> bool:
     import tvm
 
-    if mod.attrs is not None and mod.attrs.get("tirx.is_scheduled", False):
-        return True
-    return any(isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)
-               for f in mod.functions.values())
+    return is_scheduled(mod) or any(isinstance(f, tvm.tirx.PrimFunc) and is_scheduled(f)
+                                    for f in mod.functions.values())
 
 
 def apply_database(mod, target, db):

@@ -56,11 +56,7 @@ def clip_as_relax_ops(mod):
                     return (relax.op.maximum if kind == "maximum" else relax.op.minimum)(x, bound)
             return call
 
-    out = tvm.IRModule(mod.functions, attrs=mod.attrs)
-    for gv, f in mod.functions.items():
-        if isinstance(f, relax.Function):
-            out[gv] = Rewriter().visit_expr(f)
-    return relax.transform.DeadCodeElimination()(out)
+    return relax.transform.DeadCodeElimination()(_rewrite_relax_functions(mod, Rewriter))
 
 
 def qdq_as_elementwise(mod):
@@ -100,10 +96,18 @@ def qdq_as_elementwise(mod):
             return R.multiply(R.astype(R.subtract(R.astype(x, "int32"), R.astype(zp, "int32")), "float32"),
                               R.astype(scale, "float32"))
 
+    return _rewrite_relax_functions(mod, Rewriter)
+
+
+def _rewrite_relax_functions(mod, rewriter):
+    """A copy of `mod` with every Relax function visited by a fresh `rewriter` (a PyExprMutator)."""
+    import tvm
+    from tvm import relax
+
     out = tvm.IRModule(mod.functions, attrs=mod.attrs)
     for gv, f in mod.functions.items():
         if isinstance(f, relax.Function):
-            out[gv] = Rewriter().visit_expr(f)
+            out[gv] = rewriter().visit_expr(f)
     return out
 
 

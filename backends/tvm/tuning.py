@@ -276,12 +276,10 @@ def _seed_rule_records(ms, tasks, target, db, builder, runner, progress) -> int:
         return 0
     progress(f"tuning: measuring the schedule rules' kernels for {len(cands)} tasks first")
     built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in cands])
-    args = [ms.arg_info.ArgInfo.from_prim_func(mod["main"]) for mod, _ in cands]
-    runs = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", a)
-                       for b, a in zip(built, args) if b.error_msg is None])
+    ok = [(c, ms.arg_info.ArgInfo.from_prim_func(c[0]["main"]), b) for c, b in zip(cands, built) if b.error_msg is None]
+    runs = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", a) for _, a, b in ok])
     seeded = 0
-    ok = [(c, a) for c, a, b in zip(cands, args, built) if b.error_msg is None]
-    for ((mod, sch), a), fut in zip(ok, runs):
+    for ((mod, sch), a, _), fut in zip(ok, runs):
         res = fut.result()
         if res.error_msg or not res.run_secs:
             continue

@@ -11,39 +11,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from types import ModuleType
 
 from edgec.backends.tvm.schedules import conv, dense, reduction
-from edgec.backends.tvm.schedules.common import VectorShape, vector_shape
-
-
-def _conv(sch, vs: VectorShape) -> str | None:
-    m = conv.match(sch)
-    if m is None:
-        return None
-    conv.schedule(sch, m, vs)
-    return f"rules:{m.kind}"
-
-
-def _dense(sch, vs: VectorShape) -> str | None:
-    m = dense.match(sch)
-    if m is None:
-        return None
-    dense.schedule(sch, m, vs)
-    return "rules:dense"
-
-
-def _reduction(sch, vs: VectorShape) -> str | None:
-    m = reduction.match(sch)
-    if m is None:
-        return None
-    reduction.schedule(sch, m, vs)
-    return "rules:channel_last_reduction"
+from edgec.backends.tvm.build import is_scheduled
+from edgec.backends.tvm.schedules.common import vector_shape
 
 
 _log = logging.getLogger(__name__)
 
+# (rule module with match(sch) -> match | None and schedule(sch, match, vs), the source name it records).
 # First match wins; each rule checks the whole function, so order only matters for speed.
-RULES: list[Callable] = [_conv, _dense, _reduction]
+RULES: list[tuple[ModuleType, Callable[[object], str]]] = [
+    (conv, lambda m: f"rules:{m.kind}"),
+    (dense, lambda m: "rules:dense"),
+    (reduction, lambda m: "rules:channel_last_reduction"),
+]
 
 
 def rule_schedule(func, target) -> tuple[object, str] | None:
@@ -53,15 +36,17 @@ def rule_schedule(func, target) -> tuple[object, str] | None:
     from tvm import s_tir
 
     vs = vector_shape(target)
-    for rule in RULES:
+    for rule, source in RULES:
         sch = s_tir.Schedule(func)
         try:
-            name = rule(sch, vs)
+            m = rule.match(sch)
+            if m is None:
+                continue
+            rule.schedule(sch, m, vs)
         except Exception as e:  # noqa: BLE001 - a rule that cannot apply here leaves the function to `sampled`
             _log.debug("schedule rule %s failed: %s", rule.__name__, (str(e).strip().splitlines() or [""])[-1][:200])
             continue
-        if name:
-            return sch, name
+        return sch, source(m)
     return None
 
 
@@ -84,7 +69,7 @@ def apply_rules(mod, target) -> tuple[object, dict[str, str]]:
     for gv, func in list(mod.functions.items()):
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
-        if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
+        if is_scheduled(func):
             continue
         got = schedule_function(func, target)
         if got is None:
