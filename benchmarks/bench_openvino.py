@@ -3,8 +3,10 @@
     python benchmarks/bench_openvino.py                       # full run (~10 min on 2 shared cores)
     python benchmarks/bench_openvino.py --calib-samples 100 --eval-samples 200 --runs 50   # quicker
 
-The last two lines print issue #5's target for the default INT8 path (ov-int8-core): latency / NNCF
-default at 1 thread (<= 1.00 within 1 %) and top-1 agreement with FP32 on imagenet_eval500 (>= 99 %).
+The last lines print issue #5's target for the default INT8 path (ov-int8-core): latency / NNCF
+default at 1 thread (<= 1.00 within 1 %) and top-1 agreement with FP32 on imagenet_eval500 (>= 99 %),
+then the expected agreement and logit NMSE beside NNCF's and BF16's, which say the same thing without
+the +-0.4-point lottery of a few near-tied images (smooth_agreement).
 
 Variants, all built in this one run and timed interleaved (round-robin, one inference each per round,
 so load from other jobs hits them alike):
@@ -115,6 +117,19 @@ TARGET_AGREEMENT = 0.99  # issue #5: top-1 agreement with FP32 on imagenet_eval5
 TARGET_RATIO = 1.01  # issue #5: at least as fast as nncf-default, within ~1 % measurement noise
 
 
+def smooth_agreement(out: np.ndarray, ref: np.ndarray) -> dict:
+    """Expected agreement (the core repair's flip model: each image's chance of flipping from its FP32
+    logit gaps and the measured error) and logit NMSE. Measured agreement on 500 images moves in whole
+    near-tied images: ~13 of eval500 have a top-2 gap under 0.1, and whether each flips is close to a
+    coin toss for any INT8 or even BF16 error, so two calibrations of equal quality differ by +-0.4 points
+    there; the expectation and the NMSE do not."""
+    from edgec.core.quantization.repair import flip_probabilities
+
+    p_flip, _ = flip_probabilities(out, ref)
+    nmse = float(np.mean(np.sum((out - ref) ** 2, 1) / np.sum(ref ** 2, 1)))
+    return {"est_agree": float(1.0 - p_flip.mean()), "nmse": nmse}
+
+
 def print_target(results: dict, threads) -> None:
     """The issue's two numbers for the default INT8 path (ov-int8-core), met or not."""
     r, t = results.get("ov-int8-core"), 1 if 1 in threads else min(threads)
@@ -124,9 +139,16 @@ def print_target(results: dict, threads) -> None:
     ratio, agree = r[f"vs_nncf_{t}t"], r["agree"]
     print(f"target latency: ov-int8-core / nncf-default at {t} thread = {ratio:.3f}x (<= 1.00 within 1 %): "
           f"{'MET' if ratio <= TARGET_RATIO else 'NOT MET'}")
+    nn = results["nncf-default"]
     print(f"target accuracy: ov-int8-core top-1 agreement with FP32 = {agree * 100:.1f} % (>= 99 %; "
-          f"nncf-default {results['nncf-default']['agree'] * 100:.1f} %): "
-          f"{'MET' if agree >= TARGET_AGREEMENT - 1e-9 else 'NOT MET'}")
+          f"nncf-default {nn['agree'] * 100:.1f} %): {'MET' if agree >= TARGET_AGREEMENT - 1e-9 else 'NOT MET'}")
+    est = r["est_agree"]
+    line = (f"  expected agreement {est * 100:.2f} % (nncf-default {nn['est_agree'] * 100:.2f} %), logit NMSE "
+            f"{r['nmse']:.2e} (nncf-default {nn['nmse']:.2e})")
+    if "ov-fp16" in results:
+        f16 = results["ov-fp16"]
+        line += f"; for scale, ov-fp16 (bf16 kernels): {f16['est_agree'] * 100:.2f} %, {f16['nmse']:.2e}"
+    print(line)
 
 
 def main(argv=None) -> int:
@@ -232,15 +254,18 @@ def main(argv=None) -> int:
     # Accuracy: one pass over the eval set per variant at the largest thread count.
     th = max(args.threads)
     ref = OrtRunner(MODEL, th)
-    ref_pred = np.array([ref.run({"input": x[None]})["logits"].argmax() for x in xe])
-    results["ort-fp32"] = {"top1": float((ref_pred == ye).mean()), "agree": 1.0}
+    ref_logits = np.concatenate([ref.run({"input": x[None]})["logits"] for x in xe])
+    ref_pred = ref_logits.argmax(1)
+    results["ort-fp32"] = {"top1": float((ref_pred == ye).mean()), "agree": 1.0, "est_agree": 1.0, "nmse": 0.0}
     for name in order[1:]:
         if name not in built:
             continue
         r = backend.load(built[name]["dir"], built[name]["manifest"], threads=th)
-        pred = np.array([r.run({"input": x[None]})["logits"].argmax() for x in xe])
+        logits = np.concatenate([r.run({"input": x[None]})["logits"] for x in xe])
+        pred = logits.argmax(1)
         lay = backend.layer_info(r)
         results[name] = {"top1": float((pred == ye).mean()), "agree": float((pred == ref_pred).mean()),
+                         **smooth_agreement(logits, ref_logits),
                          "compile_s": round(built[name]["compile_s"], 1),
                          "compute_layers": lay["compute_layers_by_precision"],
                          "inference_precision": lay["compiled_properties"].get("inference_precision_hint")}
@@ -274,19 +299,20 @@ def main(argv=None) -> int:
 
     print()
     th_cols = args.threads
-    print(f"{'variant':20s} {'top1':>6s} {'agree':>6s} " + " ".join(f"{'ms@' + str(t) + 't':>8s}" for t in th_cols)
+    print(f"{'variant':20s} {'top1':>6s} {'agree':>6s} {'E[agr]':>6s} {'nmse':>8s} " + " ".join(f"{'ms@' + str(t) + 't':>8s}" for t in th_cols)
           + " " + " ".join(f"{'vsNNCF@' + str(t):>9s}" for t in th_cols)
           + " " + " ".join(f"{'xORT@' + str(t):>7s}" for t in th_cols) + "  compile_s  compute layers")
     for k in order:
         if k not in results:
             continue
         r = results[k]
-        print(f"{k:20s} {r['top1'] * 100:5.1f}% {r['agree'] * 100:5.1f}% "
+        print(f"{k:20s} {r['top1'] * 100:5.1f}% {r['agree'] * 100:5.1f}% {r['est_agree'] * 100:5.2f}% {r['nmse']:8.2e} "
               + " ".join(f"{r[f'median_ms_{t}t']:8.2f}" for t in th_cols) + " "
               + " ".join(f"{r.get(f'vs_nncf_{t}t', float('nan')):8.2f}x" for t in th_cols) + " "
               + " ".join(f"{r[f'speedup_vs_ort_{t}t']:6.2f}x" for t in th_cols)
               + f"  {r.get('compile_s', '-'):>9}  {r.get('compute_layers', '')}")
-    print("top1: against labels; agree: top-1 agreement with onnxruntime FP32; ms: median latency, batch 1; "
+    print("top1: against labels; agree: top-1 agreement with onnxruntime FP32; E[agr]: expected agreement "
+          "(smooth_agreement); nmse: logit NMSE vs FP32; ms: median latency, batch 1; "
           "vsNNCF: latency / nncf-default latency (<1 = faster); xORT: speed-up over onnxruntime FP32 "
           "(both medians of per-round ratios)")
     print_target(results, args.threads)

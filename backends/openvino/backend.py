@@ -22,7 +22,8 @@ class OpenVINOBackend(Backend):
     requirements = Requirements(
         precisions=("fp32", "fp16", "int8"),
         quant=QuantFlavour(placement="weighted", activation_dtype="uint8", weight_dtype="int8",
-                           per_channel=True, symmetric_activations=False, symmetric_weights=True),
+                           per_channel=True, symmetric_activations=False, symmetric_weights=True,
+                           float_outputs=True),
     )
     option_defaults = {
         "device": ("CPU", "OpenVINO device: CPU, GPU, NPU or AUTO (checked against openvino.Core().available_devices)"),
@@ -77,8 +78,8 @@ class OpenVINOBackend(Backend):
         """fp16: the FP32 model itself (OpenVINO compresses weights at save time and picks half-width
         kernels at compile time, so the core's FP16 ONNX rewrite with its boundary Casts is not wanted).
         int8 with calibrator=nncf: NNCF's quantized model; with calibrator=core: the core's Q/DQ model,
-        asked for with this backend's weight rounding (core_int8.py says why), and with --max-drop the
-        latency-aware repair of repair.py. Otherwise None."""
+        asked for with this backend's weight rounding (core_int8.py says why), and with --max-drop and/or
+        --min-agreement the latency-aware repair of repair.py. Otherwise None."""
         opts = self.validate_options(ctx.options)
         if ctx.precision not in ("fp16", "int8"):
             return None
@@ -88,11 +89,11 @@ class OpenVINOBackend(Backend):
         if ctx.precision == "int8" and opts["calibrator"] == "core":
             if ctx.calibration is None:
                 return None  # a Q/DQ model made elsewhere (or the core's "needs --calib" error)
-            if ctx.max_drop is not None and ctx.min_agreement is None:
+            if ctx.max_drop is not None or ctx.min_agreement is not None:
                 from edgec.backends.openvino import repair
 
                 q, ctx.info["calibration"] = repair.max_drop(ctx, self.requirements.quant, opts["weight_rounding"],
-                                                             ctx.max_drop)
+                                                             ctx.max_drop, min_agreement=ctx.min_agreement)
                 return q
             return core_int8.quantize(ctx, self.requirements.quant, opts["weight_rounding"])
         if ctx.precision == "fp16":

@@ -139,7 +139,50 @@ def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
     out = q.model.model
     # Shape-inference value_info from the reload is stale after rewiring; ORT and the checker re-infer.
     del out.graph.value_info[:]
+    if flavour.float_outputs and flavour.placement == "weighted":
+        _float_graph_outputs(out, model)
     return topo_sort(out)
+
+
+def _float_graph_outputs(qm: onnx.ModelProto, fp32: onnx.ModelProto) -> None:
+    """Remove the Q -> DQ pair in front of each graph output of `qm`, in place. The quantizer renames
+    the producer's output to "<output>_QuantizeLinear_Input" and may have folded a final Relu/Clip
+    into the Q's range; that activation comes back as a node (copied from `fp32`), otherwise the
+    producer writes the output name again."""
+    g = qm.graph
+    prod = {o: n for n in g.node for o in n.output}
+    f_prod = {o: n for n in fp32.graph.node for o in n.output}
+    names = {n.name for n in g.node}
+    inits = initializers(qm)
+    f_inits = initializers(fp32)
+    drop: list[onnx.NodeProto] = []
+    for out in g.output:
+        dq = prod.get(out.name)
+        q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
+            continue
+        if sum(q.output[0] in n.input for n in g.node) > 1 or sum(q.input[0] in n.input for n in g.node) > 1:
+            continue  # the quantized tensor has other readers: they keep their Q/DQ
+        src = q.input[0]
+        folded = f_prod.get(out.name)
+        if folded is not None and folded.op_type in ("Relu", "Clip") and folded.name not in names:
+            act = onnx.NodeProto()
+            act.CopyFrom(folded)
+            act.input[0] = src
+            g.node.append(act)
+            for extra in act.input[1:]:
+                if extra and extra not in inits and extra in f_inits:
+                    g.initializer.append(f_inits[extra])
+                    inits[extra] = f_inits[extra]
+        else:
+            producer = prod.get(src)
+            if producer is None:
+                continue
+            producer.output[list(producer.output).index(src)] = out.name
+        drop += [q, dq]
+    keep = [n for n in g.node if not any(n == d for d in drop)]
+    del g.node[:]
+    g.node.extend(keep)
 
 
 def _float_fed_pass_through(model: onnx.ModelProto, exclude: set[str], only) -> list[str]:
