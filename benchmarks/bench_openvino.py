@@ -68,6 +68,9 @@ class OrtRunner:
 
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        # ORT's idle workers spin after each call; on a 2-core machine that took the second core from
+        # whichever OpenVINO model ran next, and every OpenVINO variant ran as slowly at 2 threads as at 1.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.name = self.sess.get_inputs()[0].name
 
