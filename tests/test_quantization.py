@@ -251,6 +251,12 @@ def test_float_outputs_leave_graph_outputs_unrounded(tmp_path):
     assert np.mean((run(flo, held) - ref) ** 2) < np.mean((run(plain, held) - ref) ** 2)
     assert np.abs(run(flo, held, output=1).sum(1) - 1).max() < 1e-5  # Softmax still reads the float logits
 
+    # An output that a quantized layer also reads: the graph gets the float value, the layer keeps its
+    # quantized input.
+    fq = quantize(tiny_cnn(feature_output=True), "int8", flavour=QuantFlavour(float_outputs=True), **kw).model
+    prod = {o: n for n in fq.graph.node for o in n.output}
+    assert prod["res"].op_type == "Add" and dq_for(fq, "up", 0) is not None
+
     # A final ReLU6 folded into the output's Q range comes back as a node.
     w = np.random.default_rng(0).normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32)
     g = helper.make_graph(

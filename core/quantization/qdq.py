@@ -145,10 +145,12 @@ def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
 
 
 def _float_graph_outputs(qm: onnx.ModelProto, fp32: onnx.ModelProto) -> None:
-    """Remove the Q -> DQ pair in front of each graph output of `qm`, in place. The quantizer renames
-    the producer's output to "<output>_QuantizeLinear_Input" and may have folded a final Relu/Clip
-    into the Q's range; that activation comes back as a node (copied from `fp32`), otherwise the
-    producer writes the output name again."""
+    """Give each graph output of `qm` its float value instead of its Q -> DQ round trip, in place.
+
+    The quantizer renames the producer's output to "<output>_QuantizeLinear_Input" and may have
+    folded a final Relu/Clip into the Q's range; that activation comes back as a node (copied from
+    `fp32`), otherwise the producer writes the output name again. Nodes that read the output keep
+    reading the dequantized tensor, so a quantized consumer stays quantized."""
     g = qm.graph
     prod = {o: n for n in g.node for o in n.output}
     f_prod = {o: n for n in fp32.graph.node for o in n.output}
@@ -161,11 +163,21 @@ def _float_graph_outputs(qm: onnx.ModelProto, fp32: onnx.ModelProto) -> None:
         q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
         if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
             continue
-        if sum(q.output[0] in n.input for n in g.node) > 1 or sum(q.input[0] in n.input for n in g.node) > 1:
-            continue  # the quantized tensor has other readers: they keep their Q/DQ
         src = q.input[0]
         folded = f_prod.get(out.name)
-        if folded is not None and folded.op_type in ("Relu", "Clip") and folded.name not in names:
+        restore = folded is not None and folded.op_type in ("Relu", "Clip") and folded.name not in names
+        if not restore and src not in prod:
+            continue
+        # Readers that run quantized (a weighted op, or data movement after one) keep the DQ; float
+        # ops (Softmax after the logits) read the float output like the graph does.
+        quantized_readers = [n for n in g.node if out.name in n.input and n.op_type in WEIGHTED_PLACEMENT + PASS_THROUGH]
+        if quantized_readers or sum(q.output[0] in n.input for n in g.node) > 1:
+            dq.output[0] = f"{out.name}/dequantized"
+            for n in quantized_readers:
+                _rename_input(n, out.name, dq.output[0])
+        else:
+            drop += [q, dq]
+        if restore:
             act = onnx.NodeProto()
             act.CopyFrom(folded)
             act.input[0] = src
@@ -175,14 +187,19 @@ def _float_graph_outputs(qm: onnx.ModelProto, fp32: onnx.ModelProto) -> None:
                     g.initializer.append(f_inits[extra])
                     inits[extra] = f_inits[extra]
         else:
-            producer = prod.get(src)
-            if producer is None:
-                continue
+            producer = prod[src]
             producer.output[list(producer.output).index(src)] = out.name
-        drop += [q, dq]
+            for n in g.node:
+                _rename_input(n, src, out.name)
     keep = [n for n in g.node if not any(n == d for d in drop)]
     del g.node[:]
     g.node.extend(keep)
+
+
+def _rename_input(node: onnx.NodeProto, old: str, new: str) -> None:
+    for i, x in enumerate(node.input):
+        if x == old:
+            node.input[i] = new
 
 
 def _float_fed_pass_through(model: onnx.ModelProto, exclude: set[str], only) -> list[str]:
