@@ -145,7 +145,8 @@ class OVScorer:
         from edgec.core.quantization.repair import assess, per_image
 
         out = self.outputs(model)
-        return {**assess(self.ev, out), "per_image": per_image(self.ev, out)[0]}
+        per = per_image(self.ev, out)
+        return {**assess(self.ev, out, per), "per_image": per[0]}
 
 
 def shortfall(row: dict, budget: float | None, min_agreement: float | None) -> float:

@@ -16,9 +16,7 @@ from typing import Iterable
 import onnx
 from onnx import helper
 
-from .graph import WEIGHTED_OPS, initializers, topo_sort
-
-_ACTIVATIONS = ("Relu", "Clip")
+from .graph import WEIGHTED_OPS, folded_activation, initializers, topo_sort
 
 
 def quantized_activations(qm: onnx.ModelProto) -> list[str]:
@@ -37,9 +35,6 @@ def float_tensors(qm: onnx.ModelProto, fp32: onnx.ModelProto, tensors: Iterable[
     m.CopyFrom(qm)
     g = m.graph
     inits = initializers(m)
-    f_prod = {o: n for n in fp32.graph.node for o in n.output}
-    f_inits = initializers(fp32)
-    q_names = {n.name for n in g.node}
     rename: dict[str, str] = {}
     drop: set[str] = set()
     extra: list[onnx.NodeProto] = []
@@ -47,22 +42,11 @@ def float_tensors(qm: onnx.ModelProto, fp32: onnx.ModelProto, tensors: Iterable[
         if n.op_type != "QuantizeLinear" or n.input[0] not in tensors or n.input[0] in inits:
             continue
         t = n.input[0]
-        src = t
-        folded = f_prod.get(t)
-        if folded is not None and folded.op_type in _ACTIVATIONS and folded.name not in q_names:
-            act = onnx.NodeProto()
-            act.CopyFrom(folded)
-            act.name = f"{folded.name}/float"
-            act.input[0] = t
-            del act.output[:]
-            src = f"{t}/float"
-            act.output.append(src)
+        act = folded_activation(m, fp32, t, t, dst=f"{t}/float")
+        if act is not None:
+            act.name = f"{act.name}/float"
             extra.append(act)
-            q_names.add(act.name)
-            for extra_in in act.input[1:]:
-                if extra_in and extra_in not in inits and extra_in in f_inits:
-                    g.initializer.append(f_inits[extra_in])
-                    inits[extra_in] = f_inits[extra_in]
+        src = t if act is None else act.output[0]
         drop.add(n.name)
         for d in g.node:
             if d.op_type == "DequantizeLinear" and d.input[0] == n.output[0]:

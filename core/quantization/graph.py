@@ -12,6 +12,32 @@ from edgec.core.errors import InputError
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
+# Activations ORT's quantizer folds into the range of the following QuantizeLinear (the node disappears).
+FOLDABLE_ACTIVATIONS = ("Relu", "Clip")
+
+
+def folded_activation(qm: onnx.ModelProto, fp32: onnx.ModelProto, tensor: str, src: str,
+                      dst: str | None = None) -> onnx.NodeProto | None:
+    """If `fp32`'s producer of `tensor` is a Relu/Clip that the quantizer folded away from `qm`, a copy
+    of it reading `src` and writing `dst` (its own output name by default), for the caller to add to
+    `qm`; the constant inputs it needs (Clip's bounds) are copied into `qm` here. Else None. Whoever
+    removes the folding Q/DQ pair needs it back, or the float path computes what the FP32 model does not."""
+    folded = next((n for n in fp32.graph.node if tensor in n.output), None)
+    if folded is None or folded.op_type not in FOLDABLE_ACTIVATIONS or any(n.name == folded.name for n in qm.graph.node):
+        return None
+    act = onnx.NodeProto()
+    act.CopyFrom(folded)
+    act.input[0] = src
+    if dst is not None:
+        act.output[0] = dst
+    have, f_inits = initializers(qm), initializers(fp32)
+    for extra in act.input[1:]:
+        if extra and extra not in have and extra in f_inits:
+            qm.graph.initializer.append(f_inits[extra])
+            have[extra] = f_inits[extra]
+    return act
+
+
 def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
     """Give every node a unique name; placement reports, keep-lists and ORT's quantizer key on them."""
     seen: set[str] = set()

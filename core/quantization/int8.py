@@ -32,7 +32,6 @@ class Int8Parts:
     flavour: QuantFlavour
     ranges: dict
     excluded: list[str]
-    data: object  # the calibration samples used (an edgec Dataset)
     rounding: dict[str, np.ndarray] = field(default_factory=dict)
     deltas: dict[str, np.ndarray] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
@@ -65,7 +64,7 @@ def prepare_int8(model: onnx.ModelProto, calibration, *, flavour: QuantFlavour, 
         "calibration": {"data_sha256": cal.data_sha256, "method": method, "samples": cal.samples, "cache": cal.cache,
                         **({"percentile": percentile} if method == "percentile" else {})},
         "flavour": {k: getattr(flavour, k) for k in flavour.__dataclass_fields__}}
-    parts = Int8Parts(model, flavour, ranges, excluded, data, report=report)
+    parts = Int8Parts(model, flavour, ranges, excluded, report=report)
     if weight_rounding:
         # The grid (scales) comes from ORT's quantizer; only the integers change, so every later
         # insert_qdq of the same weights (bias correction, repair candidates) can take the table.

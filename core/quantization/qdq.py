@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 from edgec.core.backend import QuantFlavour
 from edgec.core.errors import InputError
 
-from .graph import initializers, topo_sort, weighted_nodes
+from .graph import folded_activation, initializers, topo_sort, weighted_nodes
 from .weights import channel_axis, symmetric_scales
 
 # "weighted" (TensorRT/ORT/OpenVINO style): weighted ops and residual Adds, plus the activations that the
@@ -153,10 +153,7 @@ def _float_graph_outputs(qm: onnx.ModelProto, fp32: onnx.ModelProto) -> None:
     reading the dequantized tensor, so a quantized consumer stays quantized."""
     g = qm.graph
     prod = {o: n for n in g.node for o in n.output}
-    f_prod = {o: n for n in fp32.graph.node for o in n.output}
-    names = {n.name for n in g.node}
     inits = initializers(qm)
-    f_inits = initializers(fp32)
     drop: list[onnx.NodeProto] = []
     for out in g.output:
         dq = prod.get(out.name)
@@ -164,9 +161,8 @@ def _float_graph_outputs(qm: onnx.ModelProto, fp32: onnx.ModelProto) -> None:
         if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
             continue
         src = q.input[0]
-        folded = f_prod.get(out.name)
-        restore = folded is not None and folded.op_type in ("Relu", "Clip") and folded.name not in names
-        if not restore and src not in prod:
+        act = folded_activation(qm, fp32, out.name, src)
+        if act is None and src not in prod:
             continue
         # Readers that run quantized (a weighted op, or data movement after one) keep the DQ; float
         # ops (Softmax after the logits) read the float output like the graph does.
@@ -177,15 +173,8 @@ def _float_graph_outputs(qm: onnx.ModelProto, fp32: onnx.ModelProto) -> None:
                 _rename_input(n, out.name, dq.output[0])
         else:
             drop += [q, dq]
-        if restore:
-            act = onnx.NodeProto()
-            act.CopyFrom(folded)
-            act.input[0] = src
+        if act is not None:
             g.node.append(act)
-            for extra in act.input[1:]:
-                if extra and extra not in inits and extra in f_inits:
-                    g.initializer.append(f_inits[extra])
-                    inits[extra] = f_inits[extra]
         else:
             producer = prod[src]
             producer.output[list(producer.output).index(src)] = out.name

@@ -304,14 +304,15 @@ def per_image(evaluator: Evaluator, out: np.ndarray) -> tuple[np.ndarray, np.nda
     return 100.0 * np.where(correct, p_flip, -p_label), agree
 
 
-def assess(evaluator: Evaluator, out: np.ndarray) -> dict:
+def assess(evaluator: Evaluator, out: np.ndarray, per: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Observed and smooth (estimate, conservative bound) drop and agreement of one candidate's outputs.
 
     drop is in the evaluator's metric (top-1 points with labels, else 100 - agreement, or
     100 x (1 - cosine) for non-classifiers); agreement is top-1 agreement with FP32 (cosine x 100
-    for non-classifiers). The bounds are estimate -/+ CONFIDENCE_Z standard errors."""
+    for non-classifiers). The bounds are estimate -/+ CONFIDENCE_Z standard errors. `per` is
+    per_image(evaluator, out) when the caller already has it."""
     ref = evaluator.ref[:len(out)]
-    drop_i, agree_i = per_image(evaluator, out)
+    drop_i, agree_i = per if per is not None else per_image(evaluator, out)
     d, d_se = _mean_se(drop_i)
     a, a_se = _mean_se(agree_i)
     observed = (100.0 * float((out.argmax(1) == ref.argmax(1)).mean()) if evaluator.metric != "cosine" else a)
