@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgec.core.artifact import Artifact, read_manifest
-from edgec.core.backend import Runner
-from edgec.core.compiler import compile, open_data
-from edgec.core.errors import BackendError, InputError
+from edgec.core.artifact import Artifact
+from edgec.core.compiler import compile
+from edgec.core.stages import open_data
+from edgec.core.errors import InputError
+from edgec.core.loader import load
 from edgec.core.model_io import load_model, sha256_file
-from edgec.core.registry import all_backends, get_backend
+from edgec.core.registry import all_backends
 from edgec.core.validate import DEFAULT_MIN_COSINE, ReferenceRunner, validate_runner
 
 __all__ = ["Artifact", "compile", "load", "validate", "list_backends"]
@@ -42,18 +43,6 @@ def list_backends() -> list[dict]:
                          "precisions": [], "toolchain": {}, "reason": reason,
                          "hint": f"reinstall or uninstall the package providing '{name}'"})
     return rows
-
-
-def load(path, threads: int | None = None, **options) -> Runner:
-    """Load an artifact directory into a Runner on its backend's runtime."""
-    manifest = read_manifest(Path(path))
-    be = get_backend(manifest.get("backend", "?"))
-    av = be.available()
-    if not av.ok:
-        raise BackendError(f"backend '{be.name}' is not available: {av.reason}; fix: {av.hint}")
-    if not av.can_run:
-        raise BackendError(f"backend '{be.name}' can build here but not run: {av.reason}; fix: {av.hint}")
-    return be.load(Path(path), manifest, threads=threads, **options)
 
 
 def validate(artifact, data=None, *, reference=None, preprocess=None, min_cosine: float | None = None,

@@ -5,7 +5,6 @@ a failure at any step leaves no half-written artifact, and an existing output su
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -13,9 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edgec.core.errors import InputError
-from edgec.core.model_io import sha256_file
-
-MANIFEST = "manifest.json"
+from edgec.core.manifest import MANIFEST, file_table, read_manifest, write_manifest  # noqa: F401 (re-exported)
 
 
 class Artifact:
@@ -29,41 +26,8 @@ class Artifact:
         return f"Artifact({str(self.path)!r}, backend={self.manifest.get('backend')!r}, precision={self.manifest.get('precision')!r})"
 
     def load(self, threads: int | None = None):
-        from edgec.core.api import load
+        from edgec.core.loader import load
         return load(self.path, threads=threads)
-
-
-def read_manifest(path: Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"artifact not found: {path} (give the directory `edgec compile -o` wrote)")
-    mf = path / MANIFEST if path.is_dir() else path
-    if not mf.exists():
-        raise InputError(f"{path} is not an edgec artifact (no {MANIFEST}); give the directory `edgec compile -o` wrote")
-    try:
-        return json.loads(mf.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{mf} is not valid JSON ({e.msg} at line {e.lineno}); recompile the artifact") from None
-
-
-def file_table(directory: Path) -> dict:
-    return {p.relative_to(directory).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST}
-
-
-def write_manifest(directory: Path, manifest: dict) -> None:
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(o):
-    import numpy as np
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
 def check_output(out: Path, force: bool) -> None:

@@ -6,53 +6,18 @@ Errors are one stderr line; exit 2 for usage/input errors, 1 for failed validati
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+from edgec.core.cli_common import dump as _dump
+from edgec.core.cli_common import key_value as _kv
+from edgec.core.cli_common import pct as _pct
+from edgec.core.cli_common import table as _table
 from edgec.core.errors import EdgecError, InputError, ValidationFailed
 from edgec.core.version import __version__
-
-
-def _kv(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--option expects key=value, got {text!r}")
-    k, v = text.split("=", 1)
-    return k.strip(), _coerce(v.strip())
-
-
-def _coerce(v: str):
-    low = v.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for t in (int, float):
-        try:
-            return t(v)
-        except ValueError:
-            pass
-    return v
-
-
-def _dump(obj) -> None:
-    from edgec.core.artifact import _json_default
-    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _pct(x):
-    return "-" if x is None else f"{100 * x:.2f} %"
-
-
-def _table(rows: list[list], header: list[str]) -> str:
-    cells = [header] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _validation_lines(v: dict) -> list[str]:

@@ -534,7 +534,7 @@ def test_latency_costs_come_from_openvino_profiling(images):
     calib = images[:16]
     from edgec.core.quantization import quantize
 
-    qm = quantize(fp32, "int8", flavour=get_backend("openvino").requirements.quant,
+    qm = quantize(fp32, "int8", flavour=_ov_flavour(),
                   calibration=ArrayDataset({"x": calib}), cache_dir=False, progress=False).model
     costs = latency_costs(fp32, qm, {"x": images[:1]}, {"conv1": ["conv1", "c1"], "conv2": ["conv2", "c2"],
                                                         "fc": ["fc", "logits"]})
@@ -583,7 +583,9 @@ def test_max_drop_keeps_layers_openvino_then_runs_in_fp32(backend, tmp_path, mon
 
 
 def _ov_flavour():
-    return get_backend("openvino").requirements.quant
+    """The flavour the backend's calibrate() asks for on this host (7-bit weights on x86 without VNNI)."""
+    be = get_backend("openvino")
+    return be.quant_flavour(be.validate_options({}))
 
 
 def test_max_drop_builds_the_core_int8_models(backend, tmp_path, monkeypatch):
@@ -654,3 +656,17 @@ def test_max_drop_accepts_on_the_smooth_bound_not_on_flips(backend, tmp_path, mo
     assert md["final_drop"] == 3.0 and md["final_estimate"]["drop_bound"] == 1.0
     assert md["steps"][1]["drop"] == 1.0  # the raw count stays in the report
     assert md["budget"] == budget and md["min_agreement"] == agreement
+
+
+def test_weight_range_follows_the_host_for_the_cpu_device(monkeypatch):
+    from edgec.core import host
+
+    be = get_backend("openvino")
+    monkeypatch.setattr(host.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(host, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert be.quant_flavour(be.validate_options({})).reduce_range is True
+    assert be.quant_flavour(be.validate_options({"device": "GPU"})).reduce_range is False
+    assert be.quant_flavour(be.validate_options({"weight_range": "full"})).reduce_range is False
+    monkeypatch.setattr(host, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    assert be.quant_flavour(be.validate_options({})).reduce_range is False
+    assert be.quant_flavour(be.validate_options({"weight_range": "reduced"})).reduce_range is True

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
+from edgec.core import host
 from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlavour, Requirements, Runner
 from edgec.core.errors import InputError
 
@@ -34,6 +36,9 @@ class OpenVINOBackend(Backend):
                                "quantization; with --max-drop, NNCF accuracy control)"),
         "weight_rounding": ("gptq", "int8 with calibrator=core: gptq (weights rounded for each layer's output "
                                     "error, same grid and speed; +50-90 % calibration time) or nearest"),
+        "weight_range": ("auto", "int8 weight grid with calibrator=core: full (8-bit), reduced (7-bit: x86 CPUs "
+                                 "without VNNI sum u8xs8 pairs in int16, which saturates) or auto (reduced for "
+                                 "the CPU device on such a host)"),
         "dynamic_batch": (False, "true: leading input dim dynamic; false: fixed to `batch`"),
         "batch": (1, "static batch size when dynamic_batch is false"),
     }
@@ -63,6 +68,7 @@ class OpenVINOBackend(Backend):
         opts["hint"] = cfg.parse_choice("hint", opts["hint"], tuple(cfg.HINTS))
         opts["calibrator"] = cfg.parse_choice("calibrator", opts["calibrator"], cfg.CALIBRATORS)
         opts["weight_rounding"] = cfg.parse_choice("weight_rounding", opts["weight_rounding"], core_int8.ROUNDINGS)
+        opts["weight_range"] = cfg.parse_choice("weight_range", opts["weight_range"], ("auto", "full", "reduced"))
         opts["dynamic_batch"] = cfg.parse_bool("dynamic_batch", opts["dynamic_batch"])
         opts["batch"] = cfg.parse_int("batch", opts["batch"])
         ip = opts["inference_precision"]
@@ -72,6 +78,14 @@ class OpenVINOBackend(Backend):
         else:
             opts["inference_precision"] = None
         return opts
+
+    def quant_flavour(self, options):
+        """oneDNN's int8 kernels on x86 without VNNI (AVX2, AVX-512F) add u8 x s8 pairs in int16 like
+        ORT's do (NNCF's overflow fix answers the same problem), so the CPU device gets 7-bit weights there."""
+        wr = options.get("weight_range", "auto")
+        on_cpu = str(options.get("device", "CPU")).upper().startswith(("CPU", "AUTO"))
+        reduced = wr == "reduced" or (wr == "auto" and on_cpu and host.u8s8_saturates())
+        return replace(self.requirements.quant, reduce_range=reduced)
 
     # ---------------------------------------------------------------- compile
     def calibrate(self, ctx: LoweringContext):
@@ -92,10 +106,10 @@ class OpenVINOBackend(Backend):
             if ctx.max_drop is not None or ctx.min_agreement is not None:
                 from edgec.backends.openvino import repair
 
-                q, ctx.info["calibration"] = repair.max_drop(ctx, self.requirements.quant, opts["weight_rounding"],
+                q, ctx.info["calibration"] = repair.max_drop(ctx, self.quant_flavour(opts), opts["weight_rounding"],
                                                              ctx.max_drop, min_agreement=ctx.min_agreement)
                 return q
-            return core_int8.quantize(ctx, self.requirements.quant, opts["weight_rounding"])
+            return core_int8.quantize(ctx, self.quant_flavour(opts), opts["weight_rounding"])
         if ctx.precision == "fp16":
             from edgec.backends.openvino import convert
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
+from edgec.backends.tvm.schedules.common import is_scheduled
 from edgec.core.errors import UnsupportedError
 
 
@@ -68,12 +69,6 @@ def lower_to_fused_tir(mod, target, layout: str = "nhwc"):
             mod = to_nhwc(mod)
         mod = relax.get_pipeline("zero")(mod)
     return mod
-
-
-def is_scheduled(func) -> bool:
-    """A PrimFunc that already has its schedule (tuned record, rule or sample): MetaSchedule and the rules
-    leave it alone."""
-    return func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False))
 
 
 def scheduled_names(mod) -> set[str]:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from edgec.core.artifact import MANIFEST
+from edgec.core.manifest import MANIFEST
 from edgec.core.data import Dataset
 from edgec.core.model_io import sha256_file
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edgec.core.cli_common import coerce, dump
+
 
 def _backend_option(text: str) -> tuple[str, str, object]:
-    from edgec.core.cli import _coerce
-
     if ":" not in text or "=" not in text.split(":", 1)[1]:
         raise argparse.ArgumentTypeError(f"--option expects BACKEND:KEY=VALUE, got {text!r}")
     backend, kv = text.split(":", 1)
     k, v = kv.split("=", 1)
-    return backend.strip(), k.strip(), _coerce(v.strip())
+    return backend.strip(), k.strip(), coerce(v.strip())
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -46,7 +46,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_compare(args) -> int:
-    from edgec.core.cli import _dump
     from edgec.core.compare.render import markdown
     from edgec.core.compare.sweep import compare
 
@@ -59,7 +58,7 @@ def cmd_compare(args) -> int:
                      options=options, min_cosine=args.min_cosine, threads=args.threads, runs=args.runs,
                      warmup=args.warmup, force=args.force)
     if args.json:
-        _dump(report.to_json())
+        dump(report.to_json())
     else:
         print(markdown(report), end="")
         print("\nwrote " + ", ".join(report.files.values()))

@@ -192,9 +192,14 @@ tr.bad{{color:#888}}img{{max-width:100%}}</style></head><body>
 """
 
 
-def write_all(report) -> None:
-    from edgec.core.compare.sweep import write_json
+def write_json(report, path: Path) -> None:
+    from edgec.core.manifest import to_json
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(to_json(report.to_json()) + "\n")
+    tmp.replace(path)
 
+
+def write_all(report) -> None:
     out = report.out_dir
     out.mkdir(parents=True, exist_ok=True)
     has_png = plot(report, out / "pareto.png")

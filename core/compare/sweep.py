@@ -7,7 +7,6 @@ inputs are unchanged since the last run reuse their artifacts (see `cache.py`), 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -132,7 +131,7 @@ def _bench_feeds(model_path: Path, validation, calibration, preprocess) -> tuple
     """One input for timing: the first validation (else calibration) sample, else seeded random."""
     import numpy as np
 
-    from edgec.core.compiler import open_data
+    from edgec.core.stages import open_data
     from edgec.core.model_io import input_specs, load_model, random_feeds
 
     model = load_model(model_path, check=False)
@@ -367,10 +366,3 @@ def _mark_pareto(rows: list[dict]) -> str | None:
         r["pareto"] = not any(o is not r and o["latency_ms_median"] <= lat and o[metric] >= acc
                               and (o["latency_ms_median"] < lat or o[metric] > acc) for o in pts)
     return metric
-
-
-def write_json(report: CompareReport, path: Path) -> None:
-    from edgec.core.artifact import _json_default
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=2, default=_json_default) + "\n")
-    tmp.replace(path)

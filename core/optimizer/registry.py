@@ -54,7 +54,6 @@ def unregister_pass(name: str) -> None:
 def get_pass(name: str) -> PassInfo:
     from edgec.core.errors import InputError
 
-    _load_builtin_passes()
     try:
         return _PASSES[name]
     except KeyError:
@@ -65,9 +64,4 @@ def get_pass(name: str) -> PassInfo:
 
 def list_passes() -> dict[str, str]:
     """Name -> one-line description of every registered pass."""
-    _load_builtin_passes()
     return {n: p.doc for n, p in sorted(_PASSES.items())}
-
-
-def _load_builtin_passes() -> None:
-    from edgec.core.optimizer import passes  # noqa: F401 - importing registers them

@@ -70,7 +70,7 @@ def prepare_int8(model: onnx.ModelProto, calibration, *, flavour: QuantFlavour, 
         # insert_qdq of the same weights (bias correction, repair candidates) can take the table.
         n_r = min(ROUNDING_SAMPLES, len(data))
         grid = insert_qdq(model, ranges, flavour, exclude=excluded)
-        parts.rounding = optimise_rounding(model, grid, data.take(n_r))
+        parts.rounding = optimise_rounding(model, grid, data.take(n_r), reduce_range=flavour.reduce_range)
         report["weight_rounding"] = {"method": "gptq", "layers": len(parts.rounding), "samples": n_r}
     if bias_correction:
         n_bc = min(BIAS_CORRECTION_SAMPLES, len(data))

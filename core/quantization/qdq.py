@@ -131,7 +131,7 @@ def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
     try:
         m = save_and_reload_model_with_shape_infer(model)
         m = update_opset_version(m, w_t, act_t)
-        q = QDQQuantizer(m, flavour.per_channel, False, w_t, act_t, trange,
+        q = QDQQuantizer(m, flavour.per_channel, flavour.reduce_range, w_t, act_t, trange,
                          list(only) if only is not None else [], list(exclude), op_types, extra)
         q.quantize_model()
     finally:

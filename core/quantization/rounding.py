@@ -153,7 +153,8 @@ def _weight_quant(qm: onnx.ModelProto):
     return out
 
 
-def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data) -> dict[str, np.ndarray]:
+def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data,
+                      reduce_range: bool = False) -> dict[str, np.ndarray]:
     """Better-rounded integer weights for `qm` (ORT's Q/DQ model of `model`), keyed by weight initializer.
 
     Only symmetric weights (zero point 0) with per-channel or per-tensor scales along the output
@@ -176,7 +177,11 @@ def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data) -> dict
             s = scale.astype(np.float64)
         else:
             continue
-        lo, hi = (-127, 127) if t.data_type == onnx.TensorProto.INT8 else (0, 255)
+        # The integer range ORT's quantizer put the scales on (quant_utils.get_qmin_qmax_for_qType).
+        if t.data_type == onnx.TensorProto.INT8:
+            lo, hi = (-64, 64) if reduce_range else (-127, 127)
+        else:
+            lo, hi = (0, 127) if reduce_range else (0, 255)
         per = cout // groups
         q = np.concatenate([gptq_round(w[g * per:(g + 1) * per], s[g * per:(g + 1) * per], hs[node.name][g], lo, hi)
                             for g in range(groups)])

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 from edgec.backends.tvm.schedules import conv, dense, reduction
-from edgec.backends.tvm.build import is_scheduled
-from edgec.backends.tvm.schedules.common import vector_shape
+from edgec.backends.tvm.schedules.common import is_scheduled, vector_shape
 
 
 _log = logging.getLogger(__name__)

@@ -8,6 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def is_scheduled(func) -> bool:
+    """A PrimFunc that already has its schedule (tuned record, rule or sample): MetaSchedule and the rules
+    leave it alone."""
+    return func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False))
+
+
 @dataclass(frozen=True)
 class VectorShape:
     lanes: int  # fp32 lanes in one vector register

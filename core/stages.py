@@ -1,0 +1,219 @@
+"""The stages of a compile (see core/compiler.py for their order). Each takes the `Compilation` and
+fills in what later stages read; none calls another."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import time
+from pathlib import Path
+
+import onnx
+
+from edgec.core import progress
+from edgec.core.artifact import check_output, publish as publish_dir
+from edgec.core.backend import PRECISIONS, LoweringContext
+from edgec.core.data import Dataset, open_dataset
+from edgec.core.errors import EdgecError, InputError, UnsupportedError, ValidationFailed
+from edgec.core.manifest import file_table, write_manifest
+from edgec.core.model_io import input_specs, load_model, output_specs, sha256_file
+from edgec.core.registry import check_precision, get_backend, require_available
+from edgec.core.validate import DEFAULT_MIN_COSINE, ReferenceRunner, validate_runner
+from edgec.core.version import __version__
+
+
+def open_data(data, model: onnx.ModelProto, preprocess, what: str) -> Dataset | None:
+    if data is None or isinstance(data, Dataset):
+        return data
+    ds = open_dataset(data, input_specs(model), preprocess)
+    if len(ds) == 0:
+        raise InputError(f"{what} data {data} holds no samples")
+    return ds
+
+
+def resolve_backend(c) -> None:
+    """The backend, its precision and options: checked before any model or data is read."""
+    o = c.opts
+    if o.precision not in PRECISIONS:
+        raise InputError(f"unknown precision '{o.precision}' (choose from {', '.join(PRECISIONS)})")
+    c.backend = get_backend(o.backend)
+    check_precision(c.backend, o.precision)
+    require_available(c.backend)
+    c.backend_options = c.backend.validate_options(dict(o.options or {}))
+
+
+def load_source(c) -> None:
+    """The FP32 model (path or ModelProto) and where the artifact will go (checked writable now, before
+    minutes of calibration)."""
+    model = c.model_arg
+    if isinstance(model, onnx.ModelProto):
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as e:
+            raise InputError(f"model fails onnx.checker: {str(e).strip().splitlines()[0]}") from None
+        c.source_model = model
+        c.source = {"path": None, "sha256": hashlib.sha256(model.SerializeToString()).hexdigest()}
+    else:
+        p = Path(model)
+        c.source_model = load_model(p)
+        c.source = {"path": str(p.resolve()), "sha256": sha256_file(p)}
+    stem = Path(c.source["path"]).stem if c.source["path"] else "model"
+    o = c.opts
+    c.out = Path(o.output) if o.output is not None else Path.cwd() / f"{stem}-{c.backend.name}-{o.precision}"
+    check_output(c.out, o.force)
+
+
+def open_inputs(c) -> None:
+    o = c.opts
+    c.calib = open_data(o.calibration, c.source_model, o.preprocess, "calibration")
+    if c.calib is not None and o.calib_samples:
+        c.calib = c.calib.take(o.calib_samples)
+    c.val = open_data(o.validation, c.source_model, o.preprocess, "validation")
+    if c.val is not None and o.val_samples:
+        c.val = c.val.take(o.val_samples)
+    if o.precision == "int8" and c.calib is None:
+        raise InputError("--precision int8 needs calibration data: pass --calib DATA (an .npz, image folder or "
+                         "JPEG pack; add --preprocess for images)")
+
+
+def optimize_graph(c) -> None:
+    c.model = c.source_model
+    reqs = c.backend.requirements
+    if c.opts.optimize:
+        from edgec.core.optimizer import optimize as run_passes
+
+        progress.say("optimizing graph")
+        res = run_passes(c.model, opset_range=reqs.opset_range, progress=progress.say)
+        c.model, c.passes_report = res.model, res.report
+    _check_opset(c.backend, c.model)
+
+
+def quantize(c) -> None:
+    """fp16 or int8: the backend's own calibrator when it has one, else the core's, in its flavour."""
+    o, be = c.opts, c.backend
+    c.ctx = LoweringContext(model=c.model, source_model=c.model, precision=o.precision, out_dir=Path("."),
+                            options=c.backend_options, calibration=c.calib, validation=c.val,
+                            calib_method=o.calib_method or "auto", calib_samples=o.calib_samples,
+                            max_drop=o.max_drop, min_agreement=o.min_agreement, threads=o.threads,
+                            progress=progress.say)
+    if o.precision == "fp32":
+        return
+    own = be.calibrate(c.ctx)
+    if own is not None:
+        c.ctx.model = own
+        c.quant_report = c.ctx.info.pop("calibration", None)
+    elif o.precision == "fp16" or be.requirements.core_int8:
+        from edgec.core.quantization import quantize as core_quantize
+
+        flavour = be.quant_flavour(c.backend_options)
+        progress.say(f"quantizing to {o.precision} ({flavour.placement} flavour)")
+        kwargs = dict(flavour=flavour, calibration=c.calib, samples=o.calib_samples, max_drop=o.max_drop,
+                      min_agreement=o.min_agreement, validation=c.val, progress=progress.enabled())
+        if o.calib_method and o.calib_method != "auto":
+            kwargs["method"] = o.calib_method
+        q = core_quantize(c.model, o.precision, **kwargs)
+        c.ctx.model, c.quant_report = q.model, q.report
+
+
+def lower(c) -> None:
+    be, tmp = c.backend, c.staging
+    c.ctx.out_dir = tmp
+    progress.say(f"lowering to {be.name}")
+    try:
+        files = be.lower(c.ctx)
+    except EdgecError:
+        raise
+    except Exception as e:  # a toolchain crash: name the backend and the reason, keep it to one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise EdgecError(f"backend '{be.name}' failed to lower the model: {first}") from e
+    missing = [f for f in files if not (tmp / f).is_file()]
+    if missing:
+        raise EdgecError(f"backend '{be.name}' reported file '{missing[0]}' but did not write it (a plugin bug)")
+    o = c.opts
+    c.manifest = {
+        "edgec_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "backend": be.name,
+        "toolchain": be.toolchain(),
+        "precision": o.precision,
+        "options": c.backend_options,
+        "source": c.source["path"],
+        "source_sha256": c.source["sha256"],
+        "preprocess": _describe_pp(o.preprocess),
+        "inputs": [s.to_json() for s in input_specs(c.source_model)],
+        "outputs": [s.to_json() for s in output_specs(c.source_model)],
+        "passes": c.passes_report,
+        "quantization": c.quant_report,
+        "calibration": _calib_section(c.calib, c.quant_report, o.calib_method),
+        "files": {},
+    }
+
+
+def validate(c) -> None:
+    """The artifact on the backend's own runtime against the FP32 model on onnxruntime."""
+    o, be, manifest = c.opts, c.backend, c.manifest
+    min_cosine = o.min_cosine if o.min_cosine is not None else DEFAULT_MIN_COSINE[o.precision]
+    runner = be.load(c.staging, manifest, threads=o.threads)
+    try:
+        # From the path when there is one: onnxruntime then reads external data (> 2 GB models) itself.
+        reference = ReferenceRunner(c.source["path"] or c.source_model, threads=o.threads)
+        # Without --val, int8 is checked on its calibration samples: random normal inputs are far outside
+        # the ranges it was calibrated for and would fail every honest quantization.
+        check_data = c.val if c.val is not None else c.calib
+        report = validate_runner(runner, reference, check_data, model=c.source_model, min_cosine=min_cosine,
+                                 desc=f"validate {be.name} {o.precision}")
+        layer_info = be.layer_info(runner)
+    finally:
+        runner.close()
+    report["on_calibration_data"] = c.val is None and c.calib is not None
+    if c.val is None:
+        what = "its calibration samples" if c.calib is not None else "seeded random inputs"
+        progress.say(f"no --val data given: validated on {what} (see manifest.validation.data)")
+    manifest["validation"] = report
+    manifest["backend_info"] = {**c.ctx.info, **({"layers": layer_info} if layer_info else {})}
+    manifest["files"] = file_table(c.staging)
+    if not report["passed"]:
+        manifest["compile_seconds"] = round(time.perf_counter() - c.started, 3)
+        err = ValidationFailed(
+            f"validation failed for {be.name} {o.precision}: cosine {report['cosine']:.6f} < "
+            f"{min_cosine} on {report['samples']} samples; try another --calib-method, --max-drop, "
+            "or lower --min-cosine to accept it")
+        err.manifest = manifest
+        raise err
+
+
+def publish(c) -> None:
+    c.manifest["stage_seconds"] = dict(c.stage_seconds)
+    c.manifest["compile_seconds"] = round(time.perf_counter() - c.started, 3)
+    write_manifest(c.staging, c.manifest)
+    publish_dir(c.staging, c.out, c.opts.force)
+
+
+def _check_opset(be, model: onnx.ModelProto) -> None:
+    """The optimizer converts into the backend's opset range when onnx can; say so when it could not."""
+    if not be.requirements.opset_range:
+        return
+    lo, hi = be.requirements.opset_range
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and not lo <= opset <= hi:
+        raise UnsupportedError(f"backend '{be.name}' needs ONNX opset {lo}..{hi} but the model is opset {opset} and "
+                               f"onnx's version converter could not convert it; re-export the model at opset {hi}")
+
+
+def _describe_pp(preprocess):
+    if preprocess is None:
+        return None
+    from edgec.core.preprocess import Preprocess
+    pp = Preprocess.parse(preprocess) if isinstance(preprocess, str) else preprocess
+    return pp.describe()
+
+
+def _calib_section(calib: Dataset | None, quant_report: dict | None, method: str | None) -> dict | None:
+    if calib is None:
+        return None
+    section = dict((quant_report or {}).get("calibration") or {})
+    section.setdefault("source", getattr(calib, "source", ""))
+    section.setdefault("samples", len(calib))
+    section.setdefault("method", method or "auto")
+    if "data_sha256" not in section:
+        section["data_sha256"] = calib.fingerprint()
+    return section
