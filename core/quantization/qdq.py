@@ -29,6 +29,9 @@ WEIGHTED_PLACEMENT = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Relu", 
 # new quantization point (agreement 95.4 -> 95.2, top-1 drop 0.4 -> 1.2).
 PASS_THROUGH = ("MaxPool", "GlobalMaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
 FIXED_RANGES = {"Softmax": (0.0, 1.0), "Sigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0)}
+# Integer-only runtimes (TFLite's softmax/logistic/tanh kernels) demand exact 8-bit output grids:
+# scale 1/256 (zero point -128) and 1/128 (zero point 0). These ranges give exactly those.
+FIXED_RANGES_8BIT = {"Softmax": (0.0, 255 / 256), "Sigmoid": (0.0, 255 / 256), "Tanh": (-1.0, 127 / 128)}
 # TFLite/QNN integer kernels require the output scale of these to equal the input scale. Not
 # GlobalAveragePool (TFLite's MEAN rescales): its output range is far narrower than its input's, and
 # forcing the input scale on SqueezeNet's pooled logits cost 13 points of agreement.
@@ -44,11 +47,11 @@ def levels(dtype: str) -> int:
 
 
 def check_flavour(flavour: QuantFlavour) -> None:
-    if flavour.quantize_io:
+    if flavour.quantize_io and flavour.placement == "weighted":
         from edgec.core.errors import UnsupportedError
 
-        raise UnsupportedError("integer model I/O (QuantFlavour.quantize_io) is not implemented by the core "
-                               "quantizer yet; declare quantize_io=False and convert I/O in the backend")
+        raise UnsupportedError("integer model I/O (QuantFlavour.quantize_io) needs placement every_tensor or qnn "
+                               "(in 'weighted' the graph's inputs and outputs are not all quantized)")
     if flavour.placement not in PLACEMENTS:
         raise InputError(f"quantization placement {flavour.placement!r} is unknown; use one of {', '.join(PLACEMENTS)}")
     for what, dt in (("activation", flavour.activation_dtype), ("weight", flavour.weight_dtype)):
@@ -62,8 +65,10 @@ def constrain_ranges(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, f
                      flavour: QuantFlavour) -> dict[str, tuple[float, float]]:
     """Apply the flavour's range rules: fixed output ranges and shared scales for integer-only runtimes."""
     r = {k: (min(lo, 0.0), max(hi, 0.0)) for k, (lo, hi) in ranges.items()}  # zero must be representable
+    table = FIXED_RANGES_8BIT if flavour.placement == "every_tensor" and levels(flavour.activation_dtype) == 256 \
+        else FIXED_RANGES
     for node in model.graph.node:
-        fixed = FIXED_RANGES.get(node.op_type)
+        fixed = table.get(node.op_type)
         if fixed and node.output[0] in r:
             r[node.output[0]] = fixed
     if flavour.placement == "weighted":
@@ -141,7 +146,62 @@ def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
     del out.graph.value_info[:]
     if flavour.float_outputs and flavour.placement == "weighted":
         _float_graph_outputs(out, model)
+    if flavour.quantize_io:
+        integer_io(out)
     return topo_sort(out)
+
+
+def integer_io(qm: onnx.ModelProto) -> None:
+    """Make the graph's float inputs and outputs the integer tensors of their own Q/DQ, in place.
+
+    A float input X read by one QuantizeLinear becomes an integer input X (the Q is dropped, its readers
+    read X); a float output Y made by a DequantizeLinear becomes the integer Y (the DQ is dropped).
+    The scales stay in the graph (the input's DequantizeLinear, the output's QuantizeLinear), where a
+    backend reads them; `edgec.io_quantization` metadata lists them for users. Inputs or outputs
+    that are not so quantized (int64 ids, tensors kept float) are left alone."""
+    import json
+
+    g = qm.graph
+    inits = initializers(qm)
+    nodes = list(g.node)
+    prod = {o: n for n in nodes for o in n.output}
+    drop, table = set(), {}
+
+    def qparams(node):
+        scale = float(numpy_helper.to_array(inits[node.input[1]]).reshape(-1)[0])
+        zp_t = inits.get(node.input[2]) if len(node.input) > 2 else None
+        zp = numpy_helper.to_array(zp_t) if zp_t is not None else np.zeros((), np.uint8)
+        return scale, int(zp.reshape(-1)[0]), zp_t.data_type if zp_t is not None else onnx.TensorProto.UINT8
+
+    for vi in g.input:
+        readers = [n for n in nodes if vi.name in n.input]
+        if vi.name in inits or len(readers) != 1 or readers[0].op_type != "QuantizeLinear":
+            continue
+        q = readers[0]
+        scale, zp, dt = qparams(q)
+        for n in nodes:
+            _rename_input(n, q.output[0], vi.name)
+        vi.type.tensor_type.elem_type = dt
+        drop.add(id(q))
+        table[vi.name] = {"scale": scale, "zero_point": zp}
+    for vo in g.output:
+        dq = prod.get(vo.name)
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+            continue
+        src = dq.input[0]
+        if any(src in n.input for n in nodes if n is not dq) or src not in prod:
+            continue  # the integer tensor has other readers; keep the float output
+        scale, zp, dt = qparams(dq)
+        prod[src].output[list(prod[src].output).index(src)] = vo.name
+        vo.type.tensor_type.elem_type = dt
+        drop.add(id(dq))
+        table[vo.name] = {"scale": scale, "zero_point": zp}
+    keep = [n for n in nodes if id(n) not in drop]
+    del g.node[:]
+    g.node.extend(keep)
+    if table:
+        meta = qm.metadata_props.add()
+        meta.key, meta.value = "edgec.io_quantization", json.dumps(table, sort_keys=True)
 
 
 def _float_graph_outputs(qm: onnx.ModelProto, fp32: onnx.ModelProto) -> None:
