@@ -37,10 +37,6 @@ def to_tflite(model: onnx.ModelProto, opts: dict, fp16: bool = False) -> tuple[b
     lo = Lowering(m, LowerOptions(io_layout=opts.get("io_layout", "nhwc"), fp16_weights=fp16,
                                   io_dtype=opts.get("io", "float")), folded)
     data = lo.run()
-    if opts.get("io") == "uint8":
-        from .io import uint8_io
-
-        data, lo.io = uint8_io(data, lo.io)
     info = {"file": audit(data), "io": {k: [e.to_json() for e in v] for k, v in lo.io.items()},
             "float_islands": lo.float_islands, "fixed_output_ranges": folded.fixed,
             "layout": {"file_io": opts.get("io_layout", "nhwc"), "internal": "NHWC"}}

@@ -178,6 +178,9 @@ class Lowering:
         n = self.name(node.input[i])
         if self.float_view is not None and n in self.float_view and not self.is_const(n):
             n = self.float_view[n]
+        if self.is_const(n):  # constants broadcast: laid out for the rank-4 tensor they meet
+            lay = layout or L.ONNX
+            return self.const_input(n, lay, 4 if lay == L.NHWC else len(self.shape(n)), quantize_like=quantize_like)
         rank = len(self.shape(n))
         if layout is None or rank != 4:
             layout = self.layout_of(n) if rank == 4 and layout is None else (layout if rank == 4 else L.ONNX)
@@ -385,6 +388,7 @@ class Lowering:
             idx = self.tensor(vi.name, L.shape(shp, lay), vi.name)
             self.mat[(vi.name, lay)] = idx
             self.made_in[vi.name] = lay
+            idx = self._uint8_edge(idx, vi.name, into=True)
             out.append(idx)
             self.io["inputs"].append(self._io_entry(vi.name, idx, lay))
         return out
@@ -404,10 +408,21 @@ class Lowering:
             if made is None:
                 raise UnsupportedError(f"tflite: graph output '{name}' is not computed by any lowered node")
             want = made if self.opts.io_layout == "nhwc" else L.ONNX
-            idx = self.get(n, want)
+            idx = self._uint8_edge(self.get(n, want), name, into=False)
             out.append(idx)
             self.io["outputs"].append(self._io_entry(name, idx, want))
         return out
+
+    def _uint8_edge(self, idx: int, name: str, into: bool) -> int:
+        """-O io=uint8: a uint8 twin of an int8 graph input/output (zero point + 128, same scale) joined
+        by a QUANTIZE, as TFLite's converter writes inference_input_type=uint8."""
+        t = self.w.tensors[idx]
+        if self.opts.io_dtype != "uint8" or t.type != S.TensorType.INT8 or t.quantization is None:
+            return idx
+        q = QParams(tuple(t.quantization.scale), tuple(z + 128 for z in t.quantization.zeroPoint))
+        u = self.w.tensor(name + "/uint8", t.shape, np.uint8, q)
+        self.emit(BOP.QUANTIZE, [u] if into else [idx], [idx] if into else [u])
+        return u
 
     def _io_entry(self, name: str, idx: int, lay: str) -> IOEntry:
         t = self.w.tensors[idx]

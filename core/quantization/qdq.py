@@ -38,6 +38,11 @@ FIXED_RANGES_8BIT = {"Softmax": (0.0, 255 / 256), "Sigmoid": (0.0, 255 / 256), "
 SAME_SCALE_OPS = ("MaxPool", "AveragePool", "GlobalMaxPool", "Reshape", "Flatten",
                   "Transpose", "Squeeze", "Unsqueeze", "Resize", "Slice", "Gather", "Pad", "DepthToSpace",
                   "SpaceToDepth", "Split")
+# Ops ORT's quantizer registry does not list but TFLite runs as integer kernels: in "every_tensor" they
+# get Q/DQ on every float input and output too (ORT's generic QDQOperatorBase), instead of staying float
+# between a DQ and a Q (a float island with a DEQUANTIZE/QUANTIZE pair in the .tflite).
+EVERY_TENSOR_EXTRA_OPS = ("Sub", "Tanh", "HardSwish", "PRelu", "ReduceMean", "ReduceMax", "GlobalMaxPool",
+                          "LeakyRelu", "Relu", "Clip", "Sigmoid", "Softmax", "Pad", "Slice", "Split", "Resize")
 _QTYPES = {"int8": "QInt8", "uint8": "QUInt8", "int16": "QInt16", "uint16": "QUInt16"}
 PLACEMENTS = ("weighted", "every_tensor", "qnn")
 
@@ -128,7 +133,8 @@ def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
     else:
         from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-        op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+        op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry) |
+                          (set(EVERY_TENSOR_EXTRA_OPS) if flavour.placement == "every_tensor" else set()))
         extra["ForceQuantizeNoInputCheck"] = True  # quantize data-movement ops even off a float producer
     logger = logging.getLogger()
     level = logger.level

@@ -51,10 +51,22 @@ def gemm(g, node):
             raise unsupported(node, f"C of shape {list(bias.shape)} (only [N] or a scalar)")
         bias = np.broadcast_to(bias.reshape(-1), (n,)).copy()
     if alpha != 1.0 or (has_c and beta != 1.0):
-        if wq is not None or bq is not None:
-            raise unsupported(node, f"alpha={alpha}/beta={beta} with quantized weights")
-        W = W * alpha
-        bias = bias * beta if bias is not None else None
+        if wq is None:
+            W = W * alpha
+            bias = bias * beta if bias is not None else None
+            bias, bq = (g.value(node.input[2]).reshape(-1) * beta, None) if bq is not None else (bias, bq)
+        else:
+            # alpha joins the weight scales; beta*C is re-quantized at the new s_in * s_w.
+            wq = QParams(tuple(alpha * s for s in wq.scale), wq.zero_point, 0)
+            if has_c:
+                if g.q(node.input[0]) is None or g.float_view is not None:
+                    bias, bq = np.broadcast_to(g.value(node.input[2]).reshape(-1), (n,)) * beta, None
+                else:
+                    s_in = g.q(node.input[0]).scale[0]
+                    sc = np.asarray(wq.scale if len(wq.scale) == n else wq.scale * n) * s_in
+                    bf = np.broadcast_to(g.value(node.input[2]).reshape(-1), (n,)) * beta
+                    bias = np.round(bf / sc).astype(np.int32)
+                    bq = QParams(tuple(float(v) for v in sc), (0,) * n, 0)
     if bq is not None and wq is None:
         bias, bq = g.value(node.input[2]).reshape(-1), None
     if bias is None and wq is not None and g.q(node.input[0]) is not None and g.float_view is None:
