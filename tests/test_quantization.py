@@ -209,7 +209,7 @@ def test_every_tensor_fixed_ranges_and_shared_scales(tmp_path):
     # graph outputs keep their names, so ORT renames the tensor the Q reads to <name>_QuantizeLinear_Input
     qs = {n.input[0].removesuffix("_QuantizeLinear_Input"): n for n in q.graph.node if n.op_type == "QuantizeLinear"}
     soft = qs["prob"]
-    np.testing.assert_allclose(inits[soft.input[1]], 1.0 / 255, rtol=1e-5)  # Softmax: fixed [0, 1]
+    np.testing.assert_allclose(inits[soft.input[1]], 1.0 / 256, rtol=1e-5)  # Softmax: TFLite's fixed 1/256 grid
     assert int(inits[soft.input[2]]) == 0
     scale = lambda t: float(inits[qs[t].input[1]])  # noqa: E731
     assert scale("mp") == scale("a2")  # pooling keeps its input scale

@@ -143,6 +143,8 @@ CASES = {
     "slice": lambda: op_model([N("Slice", ["a", "st", "en", "ax", "sp"])],
                               [_i("st", [1, 0, 7]), _i("en", [7, 8, 0]), _i("ax", [1, 2, 3]), _i("sp", [2, 1, -2])]),
     "split": lambda: op_model([N("Split", ["a", "sz"], ["y", "z"], axis=1)], [_i("sz", [3, 5])], extra_outputs=["z"]),
+    "batch_norm": lambda: op_model([N("BatchNormalization", ["a", "s", "bb", "mu", "var"])],
+                                   [_f("s", W_(C)), _f("bb", W_(C)), _f("mu", W_(C)), _f("var", np.abs(W_(C)) + 0.5)]),
     "nhwc_input_transpose": lambda: op_model([N("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
                                               N("Conv", ["t", "w", "b"], pads=[1, 1, 1, 1])],
                                              [_f("w", W_(6, 3, 3, 3)), _f("b", W_(6))], in_shape=(1, H, W, 3), stem=False),
@@ -200,7 +202,7 @@ def test_op_float(case, tmp_path):
 
 
 def _quantized(m, n=24):
-    calib = ArrayDataset({"x": _inputs(m, n, seed=3)})
+    calib = ArrayDataset({m.graph.input[0].name: _inputs(m, n, seed=3)})
     return quantize(m, "int8", flavour=FLAVOUR, calibration=calib, bias_correction=False, progress=False).model
 
 
@@ -233,7 +235,7 @@ def test_op_int8(case, tmp_path):
     acts = audit(data)["activation_dtypes"]
     assert acts.get("int8", 0) > 0
     islands = info["float_islands"]
-    if case not in ("div", "hard_sigmoid", "clip_general"):
+    if case not in ("div", "hard_sigmoid", "clip_general", "batch_norm"):
         assert not islands, islands
         assert acts.get("float32", 0) <= 1 + len(qm.graph.output), acts  # the float input and outputs only
 
@@ -305,7 +307,12 @@ def test_compile_variants(precision, opts, tmp_path):
     m = build_tiny_cnn()
     p = tmp_path / "m.onnx"
     onnx.save(m, p)
-    art = edgec.compile(p, "tflite", precision, output=tmp_path / "out", options=opts)
+    # int8=dynamic quantizes without data; the compile flow still takes --calib for int8 (and validates on it).
+    calib = None
+    if precision == "int8":
+        calib = tmp_path / "c.npz"
+        np.savez(calib, input=np.random.default_rng(0).normal(0, 1, (8, 3, 16, 16)).astype(np.float32))
+    art = edgec.compile(p, "tflite", precision, output=tmp_path / "out", options=opts, calibration=calib)
     man = art.manifest
     bi = man["backend_info"]
     assert man["validation"]["passed"]
@@ -315,8 +322,11 @@ def test_compile_variants(precision, opts, tmp_path):
         assert "TRANSPOSE" in bi["file"]["op_types"]
     if opts.get("delegate") == "none":
         assert bi["layers"]["xnnpack_partitions"] == 0
-    else:
+    elif precision != "int8":
         assert bi["layers"]["ops_delegated"] == bi["layers"]["ops"], bi["layers"]
+    else:
+        per = bi["layers"]["per_op_type"]  # XNNPACK takes hybrid CONV_2D and FULLY_CONNECTED
+        assert per["CONV_2D"]["xnnpack"] == 1 and per["FULLY_CONNECTED"]["xnnpack"] == 1, per
     if precision == "fp16":
         assert bi["file"]["tensor_dtypes"].get("float16", 0) >= 3 and "DEQUANTIZE" in bi["file"]["op_types"]
         assert man["validation"]["cosine"] > 0.999

@@ -101,6 +101,10 @@ class TFLiteBackend(Backend):
         from edgec.backends.tflite import convert
 
         opts = self.validate_options(ctx.options)
+        if ctx.precision != "int8" and opts["io"] != "float":
+            from edgec.core.errors import InputError
+
+            raise InputError(f"tflite option io={opts['io']} needs --precision int8 (full integer)")
         data, info = convert.to_tflite(ctx.model, opts, fp16=ctx.precision == "fp16")
         (Path(ctx.out_dir) / FILE).write_bytes(data)
         (Path(ctx.out_dir) / IO_FILE).write_text(json.dumps(info["io"], indent=1, sort_keys=True) + "\n")

@@ -45,7 +45,7 @@ def handler(*op_types: str, int8=True):
 
 
 def unsupported(node, what: str) -> UnsupportedError:
-    return UnsupportedError(f"tflite: node '{node.name}' ({node.op_type}): {what} is not lowered; "
+    return UnsupportedError(f"tflite: node '{node.name or node.output[0]}' ({node.op_type}): {what} is not lowered; "
                             "re-export the model without it or use another backend")
 
 
@@ -335,7 +335,7 @@ class Lowering:
                 continue
             h = HANDLERS.get(node.op_type)
             if h is None:
-                raise UnsupportedError(f"tflite: node '{node.name}' has op type {node.op_type!r}, which the "
+                raise UnsupportedError(f"tflite: node '{node.name or node.output[0]}' has op type {node.op_type!r}, which the "
                                        f"TFLite backend does not lower (supported: {', '.join(sorted(HANDLERS))})")
             if node.domain not in ("", "ai.onnx"):
                 raise unsupported(node, f"domain {node.domain!r}")
@@ -448,10 +448,8 @@ def activation_code(g: Lowering, node):
 
 def clip_bounds(g: Lowering, node):
     """(min, max) of a Clip as floats, or (None, None) when they are not constants."""
-    if len(node.input) > 1 or attr(node, "min") is not None or attr(node, "max") is not None:
-        pass
     lo, hi = attr(node, "min", -np.inf), attr(node, "max", np.inf)
-    for i, default in ((1, None), (2, None)):
+    for i in (1, 2):
         if len(node.input) > i and node.input[i]:
             v = g.value(node.input[i])
             if v is None:

@@ -173,3 +173,25 @@ def identity(g, node):
         g.emit_reshape(x, y, g.w.tensors[y].shape)
         return
     g.alias_output(node, 0, node.input[0])
+
+
+@handler("BatchNormalization", int8=False)
+def batch_norm(g, node):
+    """Inference BatchNormalization left unfolded (--no-optimize): a per-channel MUL and ADD."""
+    if len(node.output) > 1 and any(node.output[1:]):
+        raise unsupported(node, "training-mode outputs")
+    vals = [g.value(i) for i in node.input[1:5]]
+    if any(v is None for v in vals):
+        raise unsupported(node, "non-constant scale/bias/mean/var")
+    scale, bias, mean, var = (np.asarray(v, np.float32) for v in vals)
+    k = scale / np.sqrt(var + attr(node, "epsilon", 1e-5))
+    rank = g.rank(node.input[0])
+    shape = (-1,) + (1,) * (rank - 2)
+    lay = common_layout(g, node, node.input[:1])
+    x = g.inp(node, 0, lay)
+    y = g.out(node, 0, lay)
+    t = g.w.tensor(g.name(node.output[0]) + "/scaled", g.w.tensors[y].shape, np.float32)
+    r = 4 if lay == L.NHWC else rank
+    g.emit(BOP.MUL, [x, g.w.const("bn_scale", L.data(k.reshape(shape), lay, r))], [t], BO.MulOptions, S.MulOptionsT())
+    g.emit(BOP.ADD, [t, g.w.const("bn_bias", L.data((bias - mean * k).reshape(shape), lay, r))], [y],
+           BO.AddOptions, S.AddOptionsT())

@@ -1,0 +1,115 @@
+"""TFLite backend benchmark (issue #15's Done-when numbers), one run, ratios side by side at 1 thread.
+
+    python benchmarks/bench_tflite.py                                   # full: calib500 -> eval500
+    python benchmarks/bench_tflite.py --calib-samples 100 --eval-samples 100 --runs 30   # quicker
+
+Prints:
+  * EfficientNet-Lite0 full-integer INT8 .tflite (core every_tensor Q/DQ, calibrated on
+    imagenet_calib500, measured on imagenet_eval500): top-1 agreement with FP32 and its standard
+    error, cosine; the same with -O io=int8 (integer inputs/outputs);
+  * latency on LiteRT/XNNPACK vs edgec's onnxruntime INT8 of the same model, timed interleaved
+    (round-robin, one inference each per round) at 1 thread, median ms and the ratio;
+  * fp32, fp16 and int8-dynamic .tflite cosine for every model in ../shared/models.
+The machine load (`uptime`) is printed first: only the interleaved ratios mean anything on a shared box.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+PP = {"efficientnet_lite0": "efficientnet-lite", "squeezenet1_1": "squeezenet-bgr",
+      "mobilenetv2_backbone": "imagenet", "fashion_mnist_cnn": "unit"}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calib-samples", type=int, default=500)
+    ap.add_argument("--eval-samples", type=int, default=500)
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--skip-float", action="store_true", help="skip the fp32/fp16/dynamic sweep over all models")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("EDGEC_PROGRESS", "0")
+    import edgec
+
+    print("load:", os.popen("uptime").read().strip(), flush=True)
+    calib = SHARED / "data" / "imagenet_calib500_jpeg.npz"
+    val = SHARED / "data" / "imagenet_eval500_jpeg.npz"
+    model = SHARED / "models" / "efficientnet_lite0.onnx"
+    tmp = Path(tempfile.mkdtemp(prefix="bench_tflite_"))
+    common = dict(calibration=calib, validation=val, preprocess=PP["efficientnet_lite0"],
+                  calib_samples=args.calib_samples, val_samples=args.eval_samples, threads=1, force=True)
+    arts = {}
+    for name, backend, opts in (("tflite-int8", "tflite", {}), ("tflite-int8-io", "tflite", {"io": "int8"}),
+                                ("ort-int8", "onnxruntime", {})):
+        a = edgec.compile(model, backend, "int8", output=tmp / name, options=opts, **common)
+        v = a.manifest["validation"]
+        n, p = v["samples"], v["top1_agreement"]
+        se = math.sqrt(p * (1 - p) / n)
+        arts[name] = a
+        extra = ""
+        if backend == "tflite":
+            bi = a.manifest["backend_info"]
+            extra = (f"  activations {bi['file']['activation_dtypes']}  xnnpack {bi['layers']['ops_delegated']}/"
+                     f"{bi['layers']['ops']} ops  io {[e['dtype'] for e in bi['io']['inputs']]}")
+        print(f"{name:15s} top-1 agreement {100 * p:.1f} % +- {100 * se:.1f} (n={n})  cosine {v['cosine']:.5f}"
+              f"  passed={v['passed']}{extra}", flush=True)
+    # Interleaved latency at 1 thread.
+    runners = {k: edgec.load(a.path, threads=1) for k, a in arts.items()}
+    x = {"input": np.random.default_rng(0).normal(0, 1, (1, 3, 224, 224)).astype(np.float32)}
+    times = {k: [] for k in runners}
+    order = list(runners)
+    for _ in range(5):
+        for r in runners.values():
+            r.time_once(x)
+    for i in range(args.runs):
+        for k in order[i % len(order):] + order[:i % len(order)]:
+            times[k].append(runners[k].time_once(x))
+    med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
+    for k, m in med.items():
+        print(f"latency {k:15s} median {m:.2f} ms (1 thread, {args.runs} interleaved runs)")
+    ratio = med["tflite-int8"] / med["ort-int8"]
+    ratio_io = med["tflite-int8-io"] / med["ort-int8"]
+    agree = arts["tflite-int8"].manifest["validation"]["top1_agreement"]
+    n = arts["tflite-int8"].manifest["validation"]["samples"]
+    se = math.sqrt(agree * (1 - agree) / n)
+    print(f"DONE-WHEN agreement {100 * agree:.1f} % +- {100 * se:.1f} (target >= 98.5): "
+          f"{'met' if agree >= 0.985 else 'NOT met'}; latency LiteRT/ORT INT8 {ratio:.3f} (target <= 1.00): "
+          f"{'met' if ratio <= 1.0 else 'NOT met'}; int8-I/O variant ratio {ratio_io:.3f}, validated "
+          f"{arts['tflite-int8-io'].manifest['validation']['passed']}")
+    for r in runners.values():
+        r.close()
+    if args.skip_float:
+        return 0
+    for m in sorted(PP):
+        path = SHARED / "models" / f"{m}.onnx"
+        row = []
+        for precision, opts in (("fp32", {}), ("fp16", {}), ("int8", {"int8": "dynamic"})):
+            kw = {}
+            if m != "fashion_mnist_cnn":
+                kw = dict(validation=val, preprocess=PP[m], val_samples=50)
+                if precision == "int8":
+                    kw.update(calibration=calib, calib_samples=8)
+            elif precision == "int8":
+                kw = dict(calibration=SHARED / "data" / "fashion_mnist_test.npz", calib_samples=8, preprocess="unit")
+            try:
+                a = edgec.compile(path, "tflite", precision, output=tmp / f"{m}-{precision}", options=opts,
+                                  force=True, threads=1, **kw)
+                v = a.manifest["validation"]
+                row.append(f"{precision}{'-dynamic' if opts else ''} cos {v['cosine']:.6f}"
+                           f"{' agree %.1f' % (100 * v['top1_agreement']) if v.get('top1_agreement') is not None else ''}")
+            except Exception as e:  # report and go on: one model's failure is a row, not the end
+                row.append(f"{precision}: {type(e).__name__}: {str(e)[:120]}")
+        print(f"{m:22s} " + " | ".join(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
