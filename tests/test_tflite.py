@@ -402,3 +402,22 @@ def test_shared_model_full_int8(model, tmp_path):
     bi = art.manifest["backend_info"]
     assert bi["file"]["activation_dtypes"] == {"int8": bi["file"]["activation_dtypes"]["int8"]}
     assert art.manifest["validation"]["passed"]
+
+
+def test_dynamic_batch_runs_in_chunks(tmp_path):
+    m = build_tiny_cnn()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    m.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    runner, data, info = _tflite(m, tmp_path)
+    assert info["io"]["inputs"][0]["shape"][0] == 1
+    x = np.random.default_rng(2).normal(0, 1, (3, 3, 16, 16)).astype(np.float32)
+    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(runner.run({"input": x})["logits"], s.run(None, {"input": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_wrong_input_shape_is_input_error(tmp_path):
+    from edgec.core.errors import InputError
+
+    runner, _, _ = _tflite(build_tiny_cnn(), tmp_path)
+    with pytest.raises(InputError, match="input 'input' has shape"):
+        runner.run({"input": np.zeros((1, 3, 15, 16), np.float32)})
