@@ -152,9 +152,35 @@ def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
     del out.graph.value_info[:]
     if flavour.float_outputs and flavour.placement == "weighted":
         _float_graph_outputs(out, model)
+    if flavour.placement == "every_tensor" and levels(flavour.activation_dtype) == 256:
+        _softmax_grid(out)
     if flavour.quantize_io:
         integer_io(out)
     return topo_sort(out)
+
+
+def _softmax_grid(qm: onnx.ModelProto) -> None:
+    """ORT's quantizer forces Softmax outputs to [0, 1] (scale 1/255); integer-only kernels want the
+    FIXED_RANGES_8BIT grid (scale 1/256), so the Softmax output's Q parameters are set to it, in place."""
+    inits = initializers(qm)
+    readers: dict[str, list] = {}
+    for n in qm.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    for node in qm.graph.node:
+        if node.op_type != "Softmax":
+            continue
+        for q in readers.get(node.output[0], []):
+            if q.op_type != "QuantizeLinear" or len(q.input) < 3 or q.input[1] not in inits or q.input[2] not in inits:
+                continue
+            zp = numpy_helper.to_array(inits[q.input[2]])
+            lo, hi = FIXED_RANGES_8BIT["Softmax"]
+            info = np.iinfo(zp.dtype)
+            scale = (hi - lo) / (info.max - info.min)
+            inits[q.input[1]].CopyFrom(numpy_helper.from_array(np.array(scale, np.float32).reshape(
+                numpy_helper.to_array(inits[q.input[1]]).shape), q.input[1]))
+            inits[q.input[2]].CopyFrom(numpy_helper.from_array(np.array(info.min, zp.dtype).reshape(zp.shape),
+                                                               q.input[2]))
 
 
 def integer_io(qm: onnx.ModelProto) -> None:
