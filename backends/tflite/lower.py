@@ -184,16 +184,16 @@ class Lowering:
         rank = len(self.shape(n))
         if layout is None or rank != 4:
             layout = self.layout_of(n) if rank == 4 and layout is None else (layout if rank == 4 else L.ONNX)
-        if self.is_const(n):
-            return self.const_input(n, layout, rank, quantize_like=quantize_like)
         return self.get(n, layout)
 
     def const_input(self, n: str, layout: str, rank: int, *, quantize_like: str | None = None) -> int:
         quantized = self.float_view is None and (quantize_like is not None or n in self.qconsts)
         if n in self.qconsts and quantized:
             arr, p = self.qconsts[n]
-            p = QParams(p.scale, p.zero_point, L.axis(p.axis, arr.ndim, layout) if arr.ndim else 0)
-            return self.w.const(n, L.data(arr, layout, rank), p)
+            laid = L.data(arr, layout, rank)
+            axis = p.axis + laid.ndim - arr.ndim  # L.data prepends ones to broadcast
+            p = QParams(p.scale, p.zero_point, L.axis(axis, laid.ndim, layout) if arr.ndim else 0)
+            return self.w.const(n, laid, p)
         value = self.value(n)
         if quantize_like is not None and self.float_view is None and value.dtype.kind == "f":
             ref = self.q(quantize_like)
