@@ -61,6 +61,10 @@ def main(argv=None) -> int:
                      f"{bi['layers']['ops']} ops  io {[e['dtype'] for e in bi['io']['inputs']]}")
         print(f"{name:15s} top-1 agreement {100 * p:.1f} % +- {100 * se:.1f} (n={n})  cosine {v['cosine']:.5f}"
               f"  passed={v['passed']}{extra}", flush=True)
+    # FP32 of both runtimes in the same interleaved set: how much each gains from its INT8 kernels.
+    for name, backend in (("tflite-fp32", "tflite"), ("ort-fp32", "onnxruntime")):
+        arts[name] = edgec.compile(model, backend, "fp32", output=tmp / name, validation=val,
+                                   preprocess=PP["efficientnet_lite0"], val_samples=20, threads=1, force=True)
     # Interleaved latency at 1 thread.
     runners = {k: edgec.load(a.path, threads=1) for k, a in arts.items()}
     x = {"input": np.random.default_rng(0).normal(0, 1, (1, 3, 224, 224)).astype(np.float32)}
@@ -75,8 +79,12 @@ def main(argv=None) -> int:
     med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
     for k, m in med.items():
         print(f"latency {k:15s} median {m:.2f} ms (1 thread, {args.runs} interleaved runs)")
+    print(f"INT8 speedup over own FP32: LiteRT {med['tflite-fp32'] / med['tflite-int8']:.2f}x, "
+          f"onnxruntime {med['ort-fp32'] / med['ort-int8']:.2f}x; LiteRT FP32 / ORT FP32 "
+          f"{med['tflite-fp32'] / med['ort-fp32']:.3f}")
     ratio = med["tflite-int8"] / med["ort-int8"]
     ratio_io = med["tflite-int8-io"] / med["ort-int8"]
+    print("cpu:", _cpu())
     agree = arts["tflite-int8"].manifest["validation"]["top1_agreement"]
     n = arts["tflite-int8"].manifest["validation"]["samples"]
     se = math.sqrt(agree * (1 - agree) / n)
@@ -109,6 +117,18 @@ def main(argv=None) -> int:
                 row.append(f"{precision}: {type(e).__name__}: {str(e)[:120]}")
         print(f"{m:22s} " + " | ".join(row), flush=True)
     return 0
+
+
+def _cpu() -> str:
+    """Model name and the SIMD flags int8 kernels depend on (VNNI makes XNNPACK's qs8 GEMMs 2-4x faster)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    keep = [f for f in flags if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")]
+    return f"{name} ({', '.join(keep) or 'no avx2'})"
 
 
 if __name__ == "__main__":

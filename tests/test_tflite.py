@@ -330,9 +330,11 @@ def test_compile_variants(precision, opts, tmp_path):
     if precision == "fp16":
         assert bi["file"]["tensor_dtypes"].get("float16", 0) >= 3 and "DEQUANTIZE" in bi["file"]["op_types"]
         assert man["validation"]["cosine"] > 0.999
-    if precision == "int8":  # dynamic range: int8 weights, float activations
-        assert bi["file"]["tensor_dtypes"].get("int8", 0) >= 3
+    if precision == "int8":  # dynamic range: int8 weights, float activations, depthwise weights float
+        assert bi["file"]["tensor_dtypes"].get("int8", 0) == 2  # the conv and the FC
         assert bi["file"]["activation_dtypes"].get("int8", 0) == 0
+        assert bi["layers"]["ops_delegated"] == bi["layers"]["ops"], bi["layers"]
+        assert len(man["quantization"]["kept_fp32"]) == 1
     h1 = hashlib.sha256((tmp_path / "out" / "model.tflite").read_bytes()).hexdigest()
     assert man["files"]["model.tflite"]["sha256"] == h1
 
