@@ -94,6 +94,7 @@ def main(argv=None) -> int:
           f"{arts['tflite-int8-io'].manifest['validation']['passed']}")
     for r in runners.values():
         r.close()
+    micro_conv(tmp, args.runs)
     if args.skip_float:
         return 0
     for m in sorted(PP):
@@ -117,6 +118,61 @@ def main(argv=None) -> int:
                 row.append(f"{precision}: {type(e).__name__}: {str(e)[:120]}")
         print(f"{m:22s} " + " | ".join(row), flush=True)
     return 0
+
+
+def micro_conv(tmp: Path, runs: int) -> None:
+    """One 1x1 conv (256 -> 256 channels, 28x28), fp32 and int8 on both runtimes, interleaved: whether
+    a latency gap is the int8 kernels' ISA (without VNNI, XNNPACK's qs8 GEMM widens to 16-bit madds
+    while MLAS's u8s8 uses VPMADDUBSW) rather than the .tflite."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgec.backends.tflite.backend import TFLiteBackend
+    from edgec.backends.tflite.convert import to_tflite
+    from edgec.backends.tflite.runner import TFLiteRunner
+    from edgec.core.backend import QuantFlavour
+    from edgec.core.data import ArrayDataset
+    from edgec.core.quantization import quantize
+
+    rng = np.random.default_rng(0)
+    c = 256
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")], "micro",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 28, 28])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 28, 28])],
+                          [numpy_helper.from_array(rng.normal(0, .1, (c, c, 1, 1)).astype(np.float32), "w"),
+                           numpy_helper.from_array(np.zeros(c, np.float32), "b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    cal = ArrayDataset({"x": rng.normal(0, 1, (8, c, 28, 28)).astype(np.float32)})
+    q_t = quantize(m, "int8", flavour=TFLiteBackend.requirements.quant, calibration=cal, progress=False).model
+    q_o = quantize(m, "int8", flavour=QuantFlavour(reduce_range=True), calibration=cal, progress=False).model
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    x = {"x": rng.normal(0, 1, (1, c, 28, 28)).astype(np.float32)}
+    fns = {}
+    for name, model in (("ort-fp32", m), ("ort-int8", q_o)):
+        sess = ort.InferenceSession(model.SerializeToString(), so)
+        fns[name] = lambda sess=sess: sess.run(None, x)
+    for name, model, opts in (("tflite-fp32", m, {}), ("tflite-int8", q_t, {"io": "int8"})):
+        data, info = to_tflite(model, opts)
+        p = tmp / f"micro-{name}.tflite"
+        p.write_bytes(data)
+        r = TFLiteRunner(p, info["io"], threads=1)
+        fns[name] = lambda r=r: r.time_once(x)
+    import time
+
+    t = {k: [] for k in fns}
+    for _ in range(max(runs, 50)):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            t[k].append(time.perf_counter() - t0)
+    med = {k: 1e3 * float(np.median(v)) for k, v in t.items()}
+    print("micro 1x1 conv 256->256 @28x28, 1 thread, ms: " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()) +
+          f"; int8 speedup LiteRT {med['tflite-fp32'] / med['tflite-int8']:.2f}x, "
+          f"onnxruntime {med['ort-fp32'] / med['ort-int8']:.2f}x")
 
 
 def _cpu() -> str:
