@@ -79,7 +79,8 @@ class TFLiteRunner(Runner):
                 want = np.dtype(d["dtype"])
                 if want.kind in "iu" and np.asarray(c).dtype.kind == "f" and "scale" in e:
                     info = np.iinfo(want)
-                    c = np.clip(np.round(c / e["scale"]) + e["zero_point"], info.min, info.max)
+                    v = c / e["scale"]  # std::round, as TFLite's QUANTIZE: halves away from zero
+                    c = np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + e["zero_point"], info.min, info.max)
                 c = np.ascontiguousarray(c, dtype=want)
                 if c.shape != file_shape:
                     raise InputError(f"input '{e['name']}' has shape {list(x.shape)}, the model wants {list(onnx_shape)}")
