@@ -45,6 +45,10 @@ class TFLiteBackend(Backend):
         "int8": ("full", "int8 flavour: full (every tensor integer) or dynamic (int8 weights, float activations: "
                          "dynamic-range / hybrid kernels, no calibration data needed)"),
         "batch": (1, "batch size the file is built for when the model's leading dim is dynamic"),
+        "weight_rounding": ("auto", "full int8: auto (the core's: gptq only with --max-drop/--min-agreement), "
+                                    "nearest, or gptq (weights rounded for each layer's output error; "
+                                    "EfficientNet-Lite0 cosine 0.99768 -> 0.99838 at the same 98.6 % agreement, "
+                                    "~5x calibration time)"),
     }
 
     def available(self) -> Availability:
@@ -67,6 +71,8 @@ class TFLiteBackend(Backend):
         opts["delegate"] = as_choice(self.name, "delegate", opts["delegate"], ("xnnpack", "none"))
         opts["int8"] = as_choice(self.name, "int8", opts["int8"], ("full", "dynamic"))
         opts["batch"] = as_number(self.name, "batch", opts["batch"], int, 1)
+        opts["weight_rounding"] = as_choice(self.name, "weight_rounding", opts["weight_rounding"],
+                                            ("auto", "nearest", "gptq"))
         return opts
 
     def calibrate(self, ctx: LoweringContext):
@@ -105,6 +111,8 @@ class TFLiteBackend(Backend):
             kwargs = dict(flavour=flavour, calibration=ctx.calibration, samples=ctx.calib_samples,
                           max_drop=ctx.max_drop, min_agreement=ctx.min_agreement, validation=ctx.validation,
                           progress=True)
+            if opts["weight_rounding"] != "auto":
+                kwargs["weight_rounding"] = opts["weight_rounding"] == "gptq"
             if ctx.calib_method and ctx.calib_method != "auto":
                 kwargs["method"] = ctx.calib_method
             q = quantize(ctx.source_model, "int8", **kwargs)
