@@ -148,6 +148,7 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
             check_data = val if val is not None else calib
             validation_report = validate_runner(runner, reference, check_data, model=model_proto, min_cosine=min_cosine,
                                                 desc=f"validate {be.name} {precision}")
+            validation_report["runtime"] = getattr(runner, "where", be.name)  # what actually ran (may not be the artifact)
             layer_info = be.layer_info(runner)
         finally:
             runner.close()
