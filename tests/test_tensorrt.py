@@ -18,14 +18,16 @@ from edgec.core.errors import BackendError, InputError, UnsupportedError
 from edgec.core.registry import get_backend
 
 tc_mod = pytest.importorskip("edgec.backends.tensorrt.toolchain")
-if not tc_mod.installed():
-    pytest.skip("no TensorRT installed: pip install 'edgec[tensorrt]'", allow_module_level=True)
+if "tensorrt-rtx" not in tc_mod.installed():
+    pytest.skip("TensorRT-RTX not installed: pip install 'edgec[tensorrt]'", allow_module_level=True)
 
 from edgec.backends.tensorrt import config, network, qdq_check, targets, toolchain  # noqa: E402
 
 GPU = toolchain.gpu()
 needs_gpu = pytest.mark.skipif(not GPU.present, reason=GPU.reason)  # "no GPU (...)"
-SM89 = {"target": "rtx-4090"}  # one compute capability: the fastest build
+# One compute capability, ahead of time (RTX is what the extra installs; standard TensorRT could only build
+# for the GPU in the machine).
+SM89 = {"target": "rtx-4090", "toolchain": "tensorrt-rtx"}
 
 
 def tiny(batch=1, seed=1) -> onnx.ModelProto:
@@ -172,6 +174,20 @@ def test_profile_shapes():
         config.profile_shapes({"shapes": "x:1x3x16x16,y:1x2"}, dyn)
 
 
+def test_timing_cache_lives_in_edgecs_cache(monkeypatch, tmp_path):
+    """Standard TensorRT keys its timing cache by version and GPU under $EDGEC_CACHE_DIR/tensorrt; RTX has none."""
+    from edgec.backends.tensorrt import build
+
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path))
+    std = toolchain.Toolchain("tensorrt", type("M", (), {"__version__": "10.13.0"}), "tensorrt")
+    gpu = toolchain.Gpu(True, "", "RTX 4090", "SM89")
+    assert build._timing_cache_path({"timing_cache": "auto"}, std, gpu) == \
+        tmp_path / "tensorrt" / "timing-tensorrt-10.13.0-SM89.cache"
+    assert build._timing_cache_path({"timing_cache": False}, std, gpu) is None
+    assert build._timing_cache_path({"timing_cache": str(tmp_path / "t.cache")}, std, gpu) == tmp_path / "t.cache"
+    assert build._timing_cache_path({"timing_cache": True}, toolchain.resolve("tensorrt-rtx"), gpu) is None
+
+
 # ---------------------------------------------------------------- engines built here
 
 def test_fp32_engine_and_manifest(files, tmp_path):
@@ -256,14 +272,13 @@ def test_dynamic_batch_without_profile_fails_before_calibration(tmp_path, monkey
 
 
 def test_rebuild_is_byte_identical(files, tmp_path):
-    """TensorRT-RTX's CPU build is deterministic (measured: same sha256 across builds and processes), so an
-    engine can be checked against its recorded hash; a GPU build with kernel timing need not be."""
+    """TensorRT-RTX's ahead-of-time build is deterministic (measured: same sha256 across builds and processes,
+    EfficientNet-Lite0 too), so an engine can be checked against its recorded hash. Standard TensorRT times
+    kernels on the GPU, so its engines need not be; not asserted for it."""
     path, _, _ = files
     a = compile_(path, tmp_path / "a")
     b = compile_(path, tmp_path / "b")
     ha, hb = (hashlib.sha256((x.path / "model.plan").read_bytes()).hexdigest() for x in (a, b))
-    if GPU.present and a.manifest["backend_info"]["toolchain"]["name"] == "tensorrt":
-        pytest.skip("standard TensorRT times kernels on the GPU: engines may differ between builds")
     assert ha == hb
     assert json.loads((a.path / "trt_meta.json").read_text())["plan_sha256"] == ha
 
@@ -343,7 +358,8 @@ def test_unsupported_op_is_one_line_naming_the_node(tmp_path, run_cli):
     m.ir_version = 8
     p = tmp_path / "det.onnx"
     onnx.save(m, p)
-    code, out, err = run_cli("compile", p, "--backend", "tensorrt", "--target", "rtx-4090", "-o", tmp_path / "art")
+    code, out, err = run_cli("compile", p, "--backend", "tensorrt", "--target", "rtx-4090", "-O", "toolchain=tensorrt-rtx",
+                             "-o", tmp_path / "art")
     assert code == 2
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "node 'the_det' (op Det)" in lines[0], err
