@@ -202,6 +202,8 @@ def test_fp32_engine_and_manifest(files, tmp_path):
     assert [(r["name"], r["precision"]) for r in info["layers"] if r["type"] == "CONVOLUTION"] == \
         [("conv1", "FP32"), ("conv2", "FP32"), ("conv3", "FP32")]
     assert info["layer_summary"]["int8_convolutions"] == 0
+    weights = sum(int(np.prod(t.dims)) for t in tiny().graph.initializer) * 4
+    assert weights <= info["engine_memory_bytes"]["weights"] < 2 * weights  # the builder's report, FP32 weights
     assert m["validation"]["passed"] and m["validation"]["cosine"] > 0.99999
     runtime = m["validation"]["runtime"]
     assert ("engine on" in runtime) if GPU.present else runtime.startswith("onnxruntime") and "not run" in runtime
@@ -403,6 +405,20 @@ def test_validate_refuses_without_gpu_and_says_why(files, tmp_path, run_cli):
 
 
 # ---------------------------------------------------------------- on a GPU
+
+def test_engine_runner_without_gpu_fails_in_one_line(files, tmp_path):
+    """The boundary: the GPU runner's first call (deserializing the engine) fails cleanly without a GPU."""
+    if GPU.present:
+        pytest.skip("a GPU is here: the engine loads (test_engine_runs_on_gpu_and_matches_onnxruntime)")
+    from edgec.backends.tensorrt.runner import EngineRunner
+
+    path, _, _ = files
+    art = compile_(path, tmp_path / "art")
+    tc = toolchain.resolve("tensorrt-rtx")
+    with pytest.raises(BackendError, match=r"could not load .*model.plan") as e:
+        EngineRunner(tc.module, art.path / "model.plan", [], [], network.Logger.make(tc.module))
+    assert "\n" not in str(e.value)
+
 
 @needs_gpu
 def test_engine_runs_on_gpu_and_matches_onnxruntime(files, tmp_path):

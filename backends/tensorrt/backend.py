@@ -135,6 +135,7 @@ class TensorRTBackend(Backend):
             # What the builder printed about the built engine (TensorRT-RTX fuses most of a CNN into one
             # Myelin "ForeignNode", so per-kernel precision is only in the engine inspector, on a GPU).
             "engine_layers": logger.engine_layers,
+            "engine_memory_bytes": logger.engine_memory,
         })
         if gpu.present:
             files += self._inspect(trt, out, ins, outs, logger, info)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -22,6 +23,7 @@ from edgec.core.errors import UnsupportedError
 _DTYPE = {"FLOAT": "FP32", "HALF": "FP16", "BF16": "BF16", "INT8": "INT8", "INT32": "INT32", "INT64": "INT64",
           "BOOL": "BOOL", "UINT8": "UINT8", "FP8": "FP8", "INT4": "INT4", "FP4": "FP4"}
 _COMPUTE = ("CONVOLUTION", "DECONVOLUTION", "MATRIX_MULTIPLY")
+_MEMORY = re.compile(r"^Total (Weights|Activation|Device Persistent) Memory: (\d+) bytes")
 
 
 class Logger:
@@ -38,11 +40,15 @@ class Logger:
                 trt.ILogger.__init__(self)
                 self.lines: list[tuple[str, str]] = []
                 self.engine_layers: list[str] = []
+                self.engine_memory: dict[str, int] = {}
 
             def log(self, severity, msg):
                 sev = str(severity).split(".")[-1]
                 if "Engine Layer Information" in msg:  # the built engine's layers, at VERBOSE after a build
                     self.engine_layers += [ln.strip() for ln in msg.splitlines() if ln.strip().startswith("Layer(")]
+                m = _MEMORY.match(msg)
+                if m:  # the builder's memory report (INFO): what the engine holds, measured, not estimated
+                    self.engine_memory[m.group(1).lower().replace(" ", "_")] = int(m.group(2))
                 if sev in order and order.index(sev) <= keep:
                     self.lines.append((sev, msg))
 

@@ -36,7 +36,8 @@ class EngineRunner(Runner):
         self.engine = self.runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
         if self.engine is None:
             errors = logger.errors()
-            raise BackendError(f"TensorRT could not load {plan_path}: {(errors[-1] if errors else 'no reason logged')[:300]}"
+            why = ((errors[-1] if errors else "").strip().splitlines() or ["no reason logged"])[0][:300]
+            raise BackendError(f"TensorRT could not load {plan_path}: {why}"
                                "; engines are tied to a TensorRT version and GPU: rebuild from model.onnx on this machine")
         self.context = self._context(runtime_cache)
         self.inputs, self.outputs = inputs, outputs
@@ -88,7 +89,7 @@ class EngineRunner(Runner):
             y = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(spec.name)))
             ctx.set_tensor_address(spec.name, self._buffer(spec.name, y.nbytes))
             outs[spec.name] = y
-        if not ctx.execute_async_v3(self.stream):
+        if not ctx.execute_async_v3(int(self.stream)):
             raise BackendError("TensorRT execute_async_v3 failed")
         for name, y in outs.items():
             _check(cudart.cudaMemcpyAsync(y.ctypes.data, self._buffers[name][0], y.nbytes, D2H, self.stream),
