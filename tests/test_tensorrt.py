@@ -326,7 +326,7 @@ def _qdq_conv(zp_dtype=np.int8, int32_bias=False) -> onnx.ModelProto:
 
 def _trt_parses(model) -> bool:
     tc = toolchain.resolve("auto")
-    lg = network.Logger.make(tc.module)
+    lg = network.make_logger(tc.module)
     b = tc.module.Builder(lg)
     net = b.create_network(network._flags(tc.module))
     with lg.capture_stdio():
@@ -416,7 +416,7 @@ def test_engine_runner_without_gpu_fails_in_one_line(files, tmp_path):
     art = compile_(path, tmp_path / "art")
     tc = toolchain.resolve("tensorrt-rtx")
     with pytest.raises(BackendError, match=r"could not load .*model.plan") as e:
-        EngineRunner(tc.module, art.path / "model.plan", [], [], network.Logger.make(tc.module))
+        EngineRunner(tc.module, art.path / "model.plan", [], [], network.make_logger(tc.module))
     assert "\n" not in str(e.value)
 
 

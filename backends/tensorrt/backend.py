@@ -83,7 +83,7 @@ class TensorRTBackend(Backend):
         parser cannot take, or a dynamic input without a profile, fails here rather than after calibration."""
         opts = self.validate_options(ctx.options)
         tc = toolchain.resolve(opts["toolchain"])
-        logger = network.Logger.make(tc.module, "off")
+        logger = network.make_logger(tc.module, "off")
         parsed = network.parse(tc.module, ctx.source_model, logger)
         config.profile_shapes(opts, network.dynamic_inputs(parsed.network))
         return None
@@ -100,7 +100,7 @@ class TensorRTBackend(Backend):
         from edgec.core.model_io import input_specs, output_specs, save_model
 
         save_model(ctx.model, out / ONNX)  # the exact model the builder gets
-        logger = network.Logger.make(trt, opts["log"])
+        logger = network.make_logger(trt, opts["log"])
         files = [PLAN, ONNX, META]
         try:
             ctx.progress(f"TensorRT: parsing ONNX ({tc.name} {tc.version})")
@@ -182,7 +182,7 @@ class TensorRTBackend(Backend):
             if tc.is_rtx:  # JIT-compiled kernels for this GPU, kept across loads
                 cache = config.cache_root() / f"runtime-{meta.get('plan_sha256', 'x')[:16]}-{gpu.compute_capability}.cache"
             t0 = time.perf_counter()
-            runner = EngineRunner(tc.module, d / PLAN, ins, outs, network.Logger.make(tc.module, "off"), cache)
+            runner = EngineRunner(tc.module, d / PLAN, ins, outs, network.make_logger(tc.module, "off"), cache)
             runner.load_s = time.perf_counter() - t0
             runner.where = f"{tc.name} {tc.version} engine on {gpu.name} ({gpu.compute_capability})"
         runner.inputs, runner.outputs = ins, outs

@@ -26,62 +26,60 @@ _COMPUTE = ("CONVOLUTION", "DECONVOLUTION", "MATRIX_MULTIPLY")
 _MEMORY = re.compile(r"^Total (Weights|Activation|Device Persistent) Memory: (\d+) bytes")
 
 
-class Logger:
-    """A TensorRT ILogger that keeps messages in memory (never on stdout); the backend writes them to the
-    artifact's trt_build.log when asked. Built lazily so the class can subclass the toolchain's ILogger."""
+def make_logger(trt, level: str = "off"):
+    """A TensorRT ILogger that keeps messages in memory, never on stdout; the backend writes them to the
+    artifact's trt_build.log when asked (`level`; "off" keeps errors only, for error messages). Made per
+    call because it must subclass the ILogger of whichever toolchain is in use."""
+    order = ["INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"]
+    keep = order.index({"off": "ERROR"}.get(level, level.upper()))
 
-    @staticmethod
-    def make(trt, level: str = "off"):
-        order = ["INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"]
-        keep = order.index({"off": "ERROR"}.get(level, level.upper()))
+    class _L(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.lines: list[tuple[str, str]] = []
+            self.engine_layers: list[str] = []
+            self.engine_memory: dict[str, int] = {}
 
-        class _L(trt.ILogger):
-            def __init__(self):
-                trt.ILogger.__init__(self)
-                self.lines: list[tuple[str, str]] = []
-                self.engine_layers: list[str] = []
-                self.engine_memory: dict[str, int] = {}
+        def log(self, severity, msg):
+            sev = str(severity).split(".")[-1]
+            if "Engine Layer Information" in msg:  # the built engine's layers, at VERBOSE after a build
+                self.engine_layers += [ln.strip() for ln in msg.splitlines() if ln.strip().startswith("Layer(")]
+            m = _MEMORY.match(msg)
+            if m:  # the builder's memory report (INFO): what the engine holds, measured, not estimated
+                self.engine_memory[m.group(1).lower().replace(" ", "_")] = int(m.group(2))
+            if sev in order and order.index(sev) <= keep:
+                self.lines.append((sev, msg))
 
-            def log(self, severity, msg):
-                sev = str(severity).split(".")[-1]
-                if "Engine Layer Information" in msg:  # the built engine's layers, at VERBOSE after a build
-                    self.engine_layers += [ln.strip() for ln in msg.splitlines() if ln.strip().startswith("Layer(")]
-                m = _MEMORY.match(msg)
-                if m:  # the builder's memory report (INFO): what the engine holds, measured, not estimated
-                    self.engine_memory[m.group(1).lower().replace(" ", "_")] = int(m.group(2))
-                if sev in order and order.index(sev) <= keep:
-                    self.lines.append((sev, msg))
+        @contextlib.contextmanager
+        def capture_stdio(self):
+            """The ONNX parser prints some errors straight to the process's stdout/stderr ("Unsupported
+            ONNX data type: STRING"), past the logger; route file descriptors 1 and 2 into the log."""
+            sys.stdout.flush()
+            sys.stderr.flush()
+            saved = [os.dup(1), os.dup(2)]
+            with tempfile.TemporaryFile(mode="w+b") as tmp:
+                try:
+                    os.dup2(tmp.fileno(), 1)
+                    os.dup2(tmp.fileno(), 2)
+                    yield
+                finally:
+                    os.dup2(saved[0], 1)
+                    os.dup2(saved[1], 2)
+                    for fd in saved:
+                        os.close(fd)
+                    tmp.seek(0)
+                    for ln in tmp.read().decode(errors="replace").splitlines():
+                        if ln.strip():
+                            self.lines.append(("STDIO", ln))
 
-            @contextlib.contextmanager
-            def capture_stdio(self):
-                """The ONNX parser prints some errors straight to the process's stdout/stderr ("Unsupported
-                ONNX data type: STRING"), past the logger; route file descriptors 1 and 2 into the log."""
-                sys.stdout.flush()
-                sys.stderr.flush()
-                saved = [os.dup(1), os.dup(2)]
-                with tempfile.TemporaryFile(mode="w+b") as tmp:
-                    try:
-                        os.dup2(tmp.fileno(), 1)
-                        os.dup2(tmp.fileno(), 2)
-                        yield
-                    finally:
-                        os.dup2(saved[0], 1)
-                        os.dup2(saved[1], 2)
-                        for fd in saved:
-                            os.close(fd)
-                        tmp.seek(0)
-                        for ln in tmp.read().decode(errors="replace").splitlines():
-                            if ln.strip():
-                                self.lines.append(("STDIO", ln))
+        def errors(self) -> list[str]:
+            return [m for s, m in self.lines if s in ("INTERNAL_ERROR", "ERROR")]
 
-            def errors(self) -> list[str]:
-                return [m for s, m in self.lines if s in ("INTERNAL_ERROR", "ERROR")]
+        def write(self, path: Path) -> None:
+            path.write_text("".join(f"[{s}] {m}\n" for s, m in self.lines))
 
-            def write(self, path: Path) -> None:
-                path.write_text("".join(f"[{s}] {m}\n" for s, m in self.lines))
-
-        # TensorRT hands a Python logger every message, VERBOSE included; the level only filters what is kept.
-        return _L()
+    # TensorRT hands a Python logger every message, VERBOSE included; the level only filters what is kept.
+    return _L()
 
 
 @dataclass
