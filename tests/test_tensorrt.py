@@ -216,6 +216,8 @@ def test_fp16_builds_a_strongly_typed_half_network(files, tmp_path):
     art = compile_(path, tmp_path / "art", "fp16", validation=val)
     info = art.manifest["backend_info"]
     assert info["layer_summary"]["compute_layers_by_precision"] == {"FP16": 4}
+    half = sum(int(np.prod(t.dims)) for t in tiny().graph.initializer) * 2
+    assert half <= info["engine_memory_bytes"]["weights"] < 1.5 * half  # the builder stored FP16 weights
     built_from = onnx.load(art.path / "model.onnx")
     assert built_from.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 I/O kept
     assert art.manifest["validation"]["passed"]
@@ -247,6 +249,15 @@ def test_int8_accuracy_repair_works_for_this_flavour(files, tmp_path):
     assert art.manifest["validation"]["passed"]
     # Whatever the repair floated, the engine's network still parses and builds (no stray int32 DQ).
     qdq_check.check(onnx.load(art.path / "model.onnx"))
+
+
+def test_builder_options_reach_the_builder(files, tmp_path):
+    path, _, _ = files
+    art = compile_(path, tmp_path / "art", options={**SM89, "opt_level": "0", "workspace": "64", "target": "sm86,sm89"})
+    info = art.manifest["backend_info"]
+    assert info["builder_optimization_level"] == 0 and info["workspace_mib"] == 64
+    assert info["target"]["compute_capabilities"] == ["SM86", "SM89"]
+    assert art.manifest["options"]["opt_level"] == 0
 
 
 def test_dynamic_batch_needs_a_profile(tmp_path):

@@ -115,7 +115,7 @@ class TensorRTBackend(Backend):
         if opts["log"] != "off":
             files.append(LOG)
         (out / PLAN).write_bytes(plan)
-        ins = [TensorSpec(s.name, s.dtype, s.shape) for s in input_specs(ctx.model)]
+        ins = input_specs(ctx.model)
         outs = output_specs(ctx.model)
         meta = {"toolchain": tc.name, "version": tc.version, "compute_capabilities": target.compute_capabilities,
                 "inputs": [s.to_json() for s in ins], "outputs": [s.to_json() for s in outs],
@@ -125,7 +125,6 @@ class TensorRTBackend(Backend):
             "toolchain": tc.describe(),
             "target": target.describe(),
             "strongly_typed": True,
-            "builder_optimization_level": opts["opt_level"],
             "build_seconds": round(seconds, 3),
             "engine_bytes": len(plan),
             "qdq_nodes": qdq_nodes,

@@ -36,8 +36,10 @@ def configure(trt, tc: Toolchain, gpu: Gpu, parsed: Parsed, target: GpuTarget, o
     config = b.create_builder_config()
     info: dict = {}
     config.builder_optimization_level = int(opts["opt_level"])
+    info["builder_optimization_level"] = config.builder_optimization_level  # read back: what the builder took
     if opts["workspace"]:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts["workspace"]) << 20)
+        info["workspace_mib"] = config.get_memory_pool_limit(trt.MemoryPoolType.WORKSPACE) >> 20
     if tc.is_rtx:
         sms = target.compute_capabilities
         config.num_compute_capabilities = len(sms)
