@@ -170,8 +170,12 @@ def test_profile_shapes():
     with pytest.raises(InputError, match="min <= opt <= max"):
         config.profile_shapes({"min_shapes": "x:8x3x16x16", "opt_shapes": "x:4x3x16x16",
                                "max_shapes": "x:8x3x16x16"}, dyn)
-    with pytest.raises(InputError, match="'y', which is not a dynamic input"):
+    with pytest.raises(InputError, match="'y', which is not an input"):
         config.profile_shapes({"shapes": "x:1x3x16x16,y:1x2"}, dyn)
+    static = {"x": (-1, 3, 16, 16), "s": (1, 4)}
+    assert config.profile_shapes({"shapes": "x:2x3x16x16,s:1x4"}, static) == {"x": ((2, 3, 16, 16),) * 3}
+    with pytest.raises(InputError, match="input 's' is static 1x4"):
+        config.profile_shapes({"shapes": "x:2x3x16x16,s:2x4"}, static)
 
 
 def test_timing_cache_lives_in_edgecs_cache(monkeypatch, tmp_path):
@@ -476,7 +480,10 @@ def test_every_shared_model_builds(precision, tmp_path):
 
     models = sorted(shared_path("models").glob("*.onnx"))
     for m in models:
-        art = compile_(m, tmp_path / f"{m.stem}-{precision}", precision)
+        dims = [d.dim_value or 1 for d in onnx.load(m, load_external_data=False).graph.input[0].type.tensor_type.shape.dim]
+        name = onnx.load(m, load_external_data=False).graph.input[0].name
+        opts = {**SM89, "shapes": f"{name}:{'x'.join(map(str, dims))}"}  # batch 1 where the model leaves it open
+        art = compile_(m, tmp_path / f"{m.stem}-{precision}", precision, options=opts)
         info = art.manifest["backend_info"]
         assert info["build_seconds"] > 0 and info["layer_summary"]["compute_layers_by_precision"] == \
             {precision.upper(): info["layer_summary"]["compute_layers_by_precision"].get(precision.upper())}

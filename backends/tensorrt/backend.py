@@ -85,7 +85,7 @@ class TensorRTBackend(Backend):
         tc = toolchain.resolve(opts["toolchain"])
         logger = network.make_logger(tc.module, "off")
         parsed = network.parse(tc.module, ctx.source_model, logger)
-        config.profile_shapes(opts, network.dynamic_inputs(parsed.network))
+        config.profile_shapes(opts, network.input_shapes(parsed.network))
         return None
 
     def lower(self, ctx: LoweringContext) -> list[str]:
@@ -105,7 +105,7 @@ class TensorRTBackend(Backend):
         try:
             ctx.progress(f"TensorRT: parsing ONNX ({tc.name} {tc.version})")
             parsed = network.parse(trt, ctx.model, logger, out / ONNX)
-            shapes = config.profile_shapes(opts, network.dynamic_inputs(parsed.network))
+            shapes = config.profile_shapes(opts, network.input_shapes(parsed.network))
             bconf, info = build.configure(trt, tc, gpu, parsed, target, opts, shapes)
             ctx.progress(f"TensorRT: building the engine for {', '.join(target.compute_capabilities)}")
             plan, seconds = build.build(trt, tc, gpu, parsed, bconf, info, logger)

@@ -81,10 +81,12 @@ def validate(options: dict) -> dict:
     return opts
 
 
-def profile_shapes(opts: Mapping, dynamic: Mapping[str, tuple]) -> dict[str, tuple[tuple, tuple, tuple]]:
+def profile_shapes(opts: Mapping, inputs: Mapping[str, tuple]) -> dict[str, tuple[tuple, tuple, tuple]]:
     """{input: (min, opt, max)} for every input with a dynamic (-1) dimension; one-line errors otherwise.
 
-    `dynamic` maps input name -> its network shape with -1 for dynamic dims."""
+    `inputs` maps each network input to its shape, -1 for dynamic dims. A shape given for a static input
+    must be its shape (so one command line serves models with and without a dynamic batch)."""
+    dynamic = {k: v for k, v in inputs.items() if any(d < 0 for d in v)}
     if opts.get("shapes"):
         one = parse_shapes("shapes", opts["shapes"])
         given = {k: (v, v, v) for k, v in one.items()}
@@ -97,10 +99,14 @@ def profile_shapes(opts: Mapping, dynamic: Mapping[str, tuple]) -> dict[str, tup
                 raise InputError(f"{NAME}: input '{name}' has no {missing[0]}; give min_shapes, opt_shapes and "
                                  "max_shapes for it (or shapes=NAME:DIMS for one static shape)")
             given[name] = (mins[name], opts_[name], maxs[name])
-    unknown = sorted(set(given) - set(dynamic))
+    unknown = sorted(set(given) - set(inputs))
     if unknown:
-        raise InputError(f"{NAME}: shape given for '{unknown[0]}', which is not a dynamic input of the model "
-                         f"(dynamic inputs: {', '.join(dynamic) or 'none'})")
+        raise InputError(f"{NAME}: shape given for '{unknown[0]}', which is not an input of the model "
+                         f"(inputs: {', '.join(inputs)})")
+    for name in sorted(set(given) - set(dynamic)):
+        if any(tuple(s) != tuple(inputs[name]) for s in given[name]):
+            raise InputError(f"{NAME}: input '{name}' is static {'x'.join(map(str, inputs[name]))}; the shape "
+                             f"given for it differs (only dynamic dimensions can be chosen)")
     out = {}
     for name, net_shape in dynamic.items():
         if name not in given:

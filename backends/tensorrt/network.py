@@ -155,16 +155,6 @@ def parse(trt, model: onnx.ModelProto, logger, model_path: Path | None = None) -
     return p
 
 
-def dynamic_inputs(network) -> dict[str, tuple[int, ...]]:
-    out = {}
-    for i in range(network.num_inputs):
-        t = network.get_input(i)
-        shape = tuple(t.shape)
-        if any(d < 0 for d in shape):
-            out[t.name] = shape
-    return out
-
-
 def input_shapes(network) -> dict[str, tuple[int, ...]]:
     return {network.get_input(i).name: tuple(network.get_input(i).shape) for i in range(network.num_inputs)}
 
