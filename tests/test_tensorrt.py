@@ -145,7 +145,7 @@ def test_tvm_refuses_a_gpu_profile():
     ({"shapes": "x:1x3x16x16", "min_shapes": "x:1x3x16x16"}, InputError, "not both"),
     ({"log": "loud"}, InputError, "log='loud' is not one of"),
     ({"target": "sm90"}, UnsupportedError, "SM90"),
-    ({"target": "gtx-480"}, InputError, "unknown target profile 'gtx-480'"),
+    ({"target": "gtx-480"}, InputError, r"unknown GPU target 'gtx-480' \(GPU profiles: jetson-orin, rtx-3090"),
     ({"dla_core": 0, "toolchain": "tensorrt-rtx"}, UnsupportedError, "no DLA"),
     ({"colour": "red"}, InputError, "has no option 'colour'"),
 ])

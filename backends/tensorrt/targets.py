@@ -63,6 +63,9 @@ def resolve(spec, tc: Toolchain, gpu: Gpu) -> GpuTarget:
     prof = None
     dla = 0
     if sms is None:
+        if spec not in profiles.names():
+            raise InputError(f"unknown GPU target '{spec}' (GPU profiles: {', '.join(gpu_profiles())}; or compute "
+                             "capabilities such as sm89 or sm86,sm89; or auto)")
         prof = profiles.load(spec)
         section = prof.get("tensorrt")
         if not section:
