@@ -46,6 +46,9 @@ class QuantFlavour:
       runs such a layer at full speed (EfficientNet-Lite0: logit NMSE 2.9e-3 -> 2.6e-3 on the
       calib500 split, latency 0.99-1.00x); ONNX Runtime's QLinearConv needs a quantized output, so a
       model ending in a Conv would fall back to a float Conv there.
+    float_bias: biases of weighted ops stay float initializers instead of int32 DequantizeLinear at
+      s_in*s_w. TensorRT's ONNX parser rejects an int32 DequantizeLinear ("must have type FP8, FP4,
+      Int4, Int8, or UInt8") and folds a float bias into its int8 kernel itself.
     """
 
     placement: str = "weighted"
@@ -57,6 +60,7 @@ class QuantFlavour:
     quantize_io: bool = False
     float_outputs: bool = False
     reduce_range: bool = False
+    float_bias: bool = False
 
 
 @dataclass(frozen=True)

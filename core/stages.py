@@ -161,6 +161,7 @@ def validate(c) -> None:
         check_data = c.val if c.val is not None else c.calib
         report = validate_runner(runner, reference, check_data, model=c.source_model, min_cosine=min_cosine,
                                  desc=f"validate {be.name} {o.precision}")
+        report["runtime"] = getattr(runner, "where", be.name)  # what actually ran (may not be the artifact)
         layer_info = be.layer_info(runner)
     finally:
         runner.close()

@@ -101,6 +101,9 @@ def resolve(spec: str | dict | None) -> ResolvedTarget:
     if isinstance(spec, dict):
         return _from_dict(dict(spec))
     prof = profiles.load(str(spec))
+    if "tvm_target" not in prof:  # a GPU profile (rtx-4090, ...): TensorRT's target, not TVM's
+        raise InputError(f"target profile '{prof['name']}' has no CPU (tvm_target) section: it is a GPU target; "
+                         "use --backend tensorrt for it, or a CPU profile with TVM")
     t = dict(prof["tvm_target"])
     arch = prof["arch"]
     cc = prof.get("cross_compiler") or {}

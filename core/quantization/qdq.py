@@ -124,6 +124,7 @@ def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
         "WeightSymmetric": flavour.symmetric_weights,
         "UseQDQContribOps": sixteen,
         "QDQKeepRemovableActivations": keep_activations,
+        "QuantizeBias": not flavour.float_bias,
     }
     if flavour.placement == "qnn":
         extra["MinimumRealRange"] = 1e-4  # QNN HTP rejects near-zero ranges
