@@ -13,6 +13,7 @@ import onnx
 
 from edgec.core import progress
 from edgec.core.artifact import Artifact, check_output, file_table, publish, staging_dir, write_manifest
+from edgec.core.compression.entropy import size_section
 from edgec.core.backend import PRECISIONS, Backend, LoweringContext
 from edgec.core.data import Dataset, open_dataset
 from edgec.core.errors import EdgecError, InputError, UnsupportedError, ValidationFailed
@@ -48,7 +49,7 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
             calib_method: str | None = None, val_samples: int | None = None, options: Mapping[str, Any] | None = None,
             min_cosine: float | None = None, force: bool = False, threads: int | None = None,
             optimize: bool = True, max_drop: float | None = None,
-            min_agreement: float | None = None) -> Artifact:
+            min_agreement: float | None = None, compression=None, compress_max_drop: float | None = None) -> Artifact:
     """Compile `model` (path or ModelProto) for `backend` at `precision`; returns the validated Artifact.
 
     Raises EdgecError subclasses with one-line messages; ValidationFailed (exit 1) carries the manifest.
@@ -85,6 +86,9 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
         res = run_passes(working, opset_range=reqs.opset_range, progress=progress.say)
         working, passes_report = res.model, res.report
     _check_opset(be, working)
+    from edgec.core.compression.stage import compression_stage
+    working, comp = compression_stage(working, compression, calibration=calib, validation=val, max_drop=compress_max_drop,
+                                      per_channel=reqs.quant.per_channel, say=progress.say)
 
     ctx = LoweringContext(model=working, source_model=working, precision=precision, out_dir=Path("."),
                           options=opts, calibration=calib, validation=val,
@@ -106,9 +110,10 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
                 kwargs["method"] = calib_method
             q = quantize(working, precision, **kwargs)
             ctx.model, quant_report = q.model, q.report
+        ctx.model = comp.enforce(ctx.model) if comp else ctx.model  # pruned zeros / shared levels survive int8
 
     if min_cosine is None:
-        min_cosine = DEFAULT_MIN_COSINE[precision]
+        min_cosine = DEFAULT_MIN_COSINE[precision] if comp is None else min(DEFAULT_MIN_COSINE[precision], comp.min_cosine)
     with staging_dir(out) as tmp:
         ctx.out_dir = tmp
         progress.say(f"lowering to {be.name}")
@@ -136,6 +141,7 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
             "outputs": [s.to_json() for s in output_specs(model_proto)],
             "passes": passes_report,
             "quantization": quant_report,
+            "compression": comp.report if comp else None,
             "calibration": _calib_section(calib, quant_report, calib_method),
             "files": {},
         }
@@ -159,6 +165,7 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", *, cal
         manifest["backend_info"] = {**ctx.info, **({"layers": layer_info} if layer_info else {})}
         manifest["compile_seconds"] = round(time.perf_counter() - t0, 3)
         manifest["files"] = file_table(tmp)
+        manifest["size"] = size_section(ctx.model, tmp)
         if not validation_report["passed"]:
             err = ValidationFailed(
                 f"validation failed for {be.name} {precision}: cosine {validation_report['cosine']:.6f} < "
