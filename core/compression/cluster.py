@@ -37,15 +37,14 @@ def kmeans_1d(values: np.ndarray, k: int, fixed: np.ndarray, iters: int = 30) ->
     c_free = np.linspace(lo, hi, free + 2)[1:-1] if free > 0 else np.empty(0)
     for _ in range(iters):
         cents = np.concatenate([fixed, c_free])
-        order = np.argsort(cents)
-        cents = cents[order]
+        is_fixed = np.r_[np.ones(fixed.size, bool), np.zeros(free, bool)]
+        order = np.argsort(cents, kind="stable")
+        cents, is_fixed = cents[order], is_fixed[order]
         edges = (cents[1:] + cents[:-1]) / 2
         idx = np.concatenate([[0], np.searchsorted(v, edges), [v.size]])
         n = np.diff(idx)
         sums = cs[idx[1:]] - cs[idx[:-1]]
-        new = np.where(n > 0, sums / np.maximum(n, 1), cents)
-        is_fixed = np.isin(cents, fixed)
-        moved = new[~is_fixed]
+        moved = np.where(n > 0, sums / np.maximum(n, 1), cents)[~is_fixed]
         if np.allclose(moved, np.sort(c_free)):
             break
         c_free = moved

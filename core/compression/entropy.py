@@ -43,10 +43,18 @@ def ans_bits(symbols: np.ndarray) -> int:
     vals, idx, counts = np.unique(symbols, return_inverse=True, return_counts=True)
     if vals.size <= 1:
         return 0
-    model = constriction.stream.model.Categorical(counts / counts.sum(), perfect=False)
+    f = frequencies(counts)
+    model = constriction.stream.model.Categorical(f / f.sum(), perfect=False)
     coder = constriction.stream.stack.AnsCoder()
     coder.encode_reverse(idx.astype(np.int32).ravel(), model)
     return int(coder.num_bits())
+
+
+def frequencies(counts: np.ndarray) -> np.ndarray:
+    """Counts scaled into 16 bits (>= 1 for every present symbol): the model both coder and decoder
+    rebuild from the stored table, so it must be what is stored."""
+    c = np.asarray(counts, np.float64)
+    return np.maximum(1, np.round(c * (65535.0 / c.max()))).astype(np.uint16)
 
 
 def shannon_bits(symbols: np.ndarray) -> float:
@@ -56,9 +64,9 @@ def shannon_bits(symbols: np.ndarray) -> float:
 
 
 def table_bits(distinct: int, symbol_bits: int) -> int:
-    """The frequency table sent with a stream: each symbol and a 32-bit count (a canonical Huffman
-    table needs less; one table format for both keeps the comparison fair)."""
-    return distinct * (symbol_bits + 32)
+    """The frequency table sent with a stream: each symbol and a 16-bit frequency, the table `edgec pack`
+    writes (a canonical Huffman table needs less; one table format for both keeps the comparison fair)."""
+    return distinct * (symbol_bits + 16)
 
 
 def _on_grid(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -26,7 +26,7 @@ import numpy as np
 from edgec.core.errors import InputError
 
 MAGIC = b"EDGECPK1"
-MIN_SEGMENT = 4096
+MIN_SEGMENT = 1024  # smaller blobs gain less than their frequency table costs
 ZSTD_LEVEL = 19
 
 
@@ -83,12 +83,16 @@ def _ans_encode(data: bytes) -> bytes:
     import constriction
 
     sym = np.frombuffer(data, np.uint8)
+    from .entropy import frequencies
+
     vals, idx, counts = np.unique(sym, return_inverse=True, return_counts=True)
-    head = struct.pack("<H", vals.size) + vals.astype(np.uint8).tobytes() + counts.astype(np.uint32).tobytes()
+    freq = frequencies(counts)
+    head = struct.pack("<H", vals.size) + vals.astype(np.uint8).tobytes() + freq.astype("<u2").tobytes()
     if vals.size == 1:
         return head
     coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(idx.astype(np.int32), constriction.stream.model.Categorical(counts / counts.sum(), perfect=False))
+    f = freq.astype(np.float64)
+    coder.encode_reverse(idx.astype(np.int32), constriction.stream.model.Categorical(f / f.sum(), perfect=False))
     return head + coder.get_compressed().astype("<u4").tobytes()
 
 
@@ -97,10 +101,10 @@ def _ans_decode(blob: bytes, n: int) -> bytes:
 
     k = struct.unpack_from("<H", blob)[0]
     vals = np.frombuffer(blob, np.uint8, k, 2)
-    counts = np.frombuffer(blob, np.uint32, k, 2 + k).astype(np.float64)
+    counts = np.frombuffer(blob, "<u2", k, 2 + k).astype(np.float64)
     if k == 1:
         return bytes(vals) * n
-    words = np.frombuffer(blob, "<u4", offset=2 + 5 * k).astype(np.uint32)
+    words = np.frombuffer(blob, "<u4", offset=2 + 3 * k).astype(np.uint32)
     coder = constriction.stream.stack.AnsCoder(words)
     idx = coder.decode(constriction.stream.model.Categorical(counts / counts.sum(), perfect=False), n)
     return vals[idx].tobytes()

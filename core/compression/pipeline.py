@@ -153,8 +153,11 @@ class CompressResult:
 
 def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None, validation=None,
              max_drop: float | None = None, per_channel: bool = True, samples: int = H_SAMPLES,
-             progress: Callable[[str], None] | None = None) -> CompressResult:
-    """Apply `steps` in order; see the module docstring. Returns the model and a JSON-able report."""
+             progress: Callable[[str], None] | None = None, hessians: dict | None = None) -> CompressResult:
+    """Apply `steps` in order; see the module docstring. Returns the model and a JSON-able report.
+
+    `hessians` (a dict, filled on first use) shares the layer statistics between calls on the same
+    model and calibration data (benchmarks sweep many settings)."""
     t0 = time.perf_counter()
     say = progress or (lambda msg: None)
     for st in steps:
@@ -165,7 +168,7 @@ def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None,
     base = onnx.ModelProto()
     base.CopyFrom(model)
     base = ensure_node_names(base)
-    ctx = Context(base, calibration, per_channel, samples, say)
+    ctx = Context(base, calibration, per_channel, samples, say, hessians if hessians is not None else {})
     all_layers = find_layers(base)
     chosen = {i: {ly.name for ly in select(all_layers, st.layers or None)} for i, st in enumerate(steps)}
     report: dict = {"steps": [st.to_json() for st in steps], "per_channel_grid": per_channel}
