@@ -238,6 +238,8 @@ def test_max_drop_selects_per_layer_and_meets_the_budget():
     assert md["met"] and md["trials"] and all(t["drop_bound"] is not None for t in md["trials"])
     sp = [r["sparsity"] for r in res.report["layers"]]
     assert sp and max(sp) <= 0.9 + 1e-9
+    again = compress(m, [Step(**s) for s in res.report["chosen_steps"]], calibration=data())
+    assert all(np.array_equal(a, weights(again.model)[k]) for k, a in weights(res.model).items())
 
 
 # ------------------------------------------------------------------------------------------- CLI, compile, pack

@@ -39,6 +39,7 @@ class Step:
     amount: float                  # prune: sparsity in [0, 1); cluster: number of levels
     method: str | None = None      # prune: magnitude | obs | global; cluster: nearest | obs (None: obs with data)
     layers: tuple = ()             # fnmatch patterns on node / weight name / op type; () = the default selection
+    per_layer: dict | None = None  # layer name -> amount overriding `amount` (what --max-drop chose; 0 / 255 = none)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -174,14 +175,22 @@ def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None,
     report: dict = {"steps": [st.to_json() for st in steps], "per_channel_grid": per_channel}
     before = size_report(base, layers=False)
 
+    # One pass over the calibration data for every layer any step reconstructs.
+    data_aware = set().union(*[chosen[i] for i, st in enumerate(steps) if _method(st, ctx) == "obs"] or [set()])
+    if data_aware or max_drop is not None:
+        ctx.hessians([ly for ly in all_layers if ly.name in data_aware or max_drop is not None and
+                      any(ly.name in c for c in chosen.values())])
     if max_drop is None:
         layers = find_layers(base)
         for i, st in enumerate(steps):
             say(f"compression step {i + 1}/{len(steps)}: {st.technique} {st.amount:g}")
-            TECHNIQUES[st.technique]([ly for ly in layers if ly.name in chosen[i]], st, ctx)
+            TECHNIQUES[st.technique]([ly for ly in layers if ly.name in chosen[i]], st, ctx, st.per_layer)
         out = write_back(base, layers)
     else:
         out, layers, report["max_drop"] = _select(base, steps, chosen, ctx, validation, max_drop, say)
+        # The chosen per-layer amounts as steps: compress(model, these) rebuilds the same model without a search.
+        amounts = report["max_drop"].pop("amounts")
+        report["chosen_steps"] = [{**st.to_json(), "per_layer": amounts[i]} for i, st in enumerate(steps)]
     hs = ctx._h
     rows = []
     originals = {ly.name: ly for ly in all_layers}
@@ -203,10 +212,36 @@ def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None,
     return CompressResult(out, report, layers)
 
 
-def _build(base: onnx.ModelProto, steps, chosen, ctx, amounts: list[dict]) -> tuple[onnx.ModelProto, list[Layer]]:
-    layers = find_layers(base)
-    for i, st in enumerate(steps):
-        TECHNIQUES[st.technique]([ly for ly in layers if ly.name in chosen[i]], st, ctx, amounts[i])
+class _States:
+    """Each layer's state after steps 0..i at given rungs, computed once: probes of the threshold
+    search share most per-layer choices, and the sensitivity pass is the first rung of every state."""
+
+    def __init__(self, originals: dict[str, Layer], steps, chosen, ctx):
+        self.originals, self.steps, self.chosen, self.ctx = originals, steps, chosen, ctx
+        self.cache: dict = {}
+
+    def get(self, name: str, rungs: tuple) -> Layer:
+        if not rungs:
+            ly = self.originals[name]
+            return replace(ly, w=ly.w.copy(), mask=None, codebook=None, done=[])
+        key = (name, rungs)
+        if key not in self.cache:
+            prev = self.get(name, rungs[:-1])
+            ly = replace(prev, w=prev.w.copy(), mask=None if prev.mask is None else prev.mask.copy(),
+                         done=list(prev.done))
+            i = len(rungs) - 1
+            if name in self.chosen[i]:
+                TECHNIQUES[self.steps[i].technique]([ly], self.steps[i], self.ctx, {name: rungs[-1]})
+            self.cache[key] = ly
+        return self.cache[key]
+
+
+def _build(base: onnx.ModelProto, states: _States, amounts: list[dict]) -> tuple[onnx.ModelProto, list[Layer]]:
+    layers = []
+    for name in states.originals:
+        rungs = tuple(a.get(name, 0) for a in amounts)
+        ly = states.get(name, rungs)
+        layers.append(replace(ly, w=ly.w.copy()))
     return write_back(base, layers), layers
 
 
@@ -217,39 +252,32 @@ def _select(base, steps, chosen, ctx: Context, validation, budget: float, say):
     if validation is None:
         raise InputError("--max-drop needs validation data to measure the drop; pass --val DATA "
                          "(labelled data gives top-1, unlabelled gives agreement with FP32)")
+    if any(st.method == "global" for st in steps):
+        raise InputError("--max-drop chooses per-layer sparsity; it does not combine with --prune-method global")
     ladders = [_ladder(st) for st in steps]
-    every = find_layers(base)
-    hs = ctx.hessians([ly for ly in every if any(ly.name in c for c in chosen.values())])
-    # errors[i][layer][rung] for step i applied alone to the FP32 layer: the ranking each threshold reads
+    none = [lad[-1] for lad in ladders]
+    every = {ly.name: ly for ly in find_layers(base)}
+    hs = ctx.hessians([ly for ly in every.values() if any(ly.name in c for c in chosen.values())])
+    states = _States(every, steps, chosen, ctx)
+    # errors[i][layer][rung]: step i alone (earlier steps at "none") on the FP32 layer
     errors: list[dict] = []
     for i, st in enumerate(steps):
         say(f"sensitivity of {len(chosen[i])} layers to {st.technique} ({len(ladders[i])} rungs)")
         e_i: dict = {}
-        for ly in every:
-            if ly.name not in chosen[i]:
-                continue
-            e_i[ly.name] = []
-            for r in ladders[i]:
-                t = replace(ly, w=ly.w.copy(), mask=None, codebook=None, done=[])
-                ref = ly.w
-                TECHNIQUES[st.technique]([t], st, ctx, {ly.name: r})
-                e_i[ly.name].append(_rel_error(t, ref, hs[ly.name], ref))
+        for name in chosen[i]:
+            ref = every[name].w
+            e_i[name] = [_rel_error(states.get(name, tuple(none[:i]) + (r,)), ref, hs[name], ref) for r in ladders[i]]
         errors.append(e_i)
 
     def amounts_for(tau: float) -> list[dict]:
-        out = []
-        for i in range(len(steps)):
-            a = {}
-            for name, errs in errors[i].items():
-                a[name] = next((r for r, e in zip(ladders[i], errs) if e <= tau), ladders[i][-1])
-            out.append(a)
-        return out
+        return [{name: next((r for r, e in zip(ladders[i], errs) if e <= tau), ladders[i][-1])
+                 for name, errs in errors[i].items()} for i in range(len(steps))]
 
     evaluator = Evaluator(base, validation, progress=False)
     trials = []
 
     def probe(tau: float):
-        model, layers = _build(base, steps, chosen, ctx, amounts_for(tau))
+        model, layers = _build(base, states, amounts_for(tau))
         row = assess(evaluator, evaluator.outputs(model))
         size = size_report(model, layers=False)["ans_bytes"]
         trials.append({"tau": float(f"{tau:.4g}"), "drop": round(row["drop"], 3), "drop_bound": round(row["drop_bound"], 3),
@@ -276,5 +304,5 @@ def _select(base, steps, chosen, ctx: Context, validation, budget: float, say):
         best = (m, ly, 10 ** lo)
     model, layers, tau = best
     met = trials[[t["tau"] for t in trials].index(float(f"{tau:.4g}"))]["drop_bound"] <= budget
-    return model, layers, {"budget": budget, "metric": evaluator.metric, "samples": len(evaluator.feeds),
+    return model, layers, {"amounts": amounts_for(tau), "budget": budget, "metric": evaluator.metric, "samples": len(evaluator.feeds),
                            "tau": float(f"{tau:.4g}"), "met": met, "trials": trials}
