@@ -57,15 +57,15 @@ def arrays(model, path, pp, start, n):
     return ArrayDataset({name: np.concatenate(xs)}, labels=np.array(ys))
 
 
-def splits(key, model, quick):
+def splits(key, model, quick, n_eval=None):
     _, pp, kind = MODELS[key]
-    n_eval = 200 if quick else 500
+    n_eval = n_eval or (200 if quick else 500)
     if kind == "imagenet":
         c, e = SHARED / "data" / "imagenet_calib500_jpeg.npz", SHARED / "data" / "imagenet_eval500_jpeg.npz"
         return arrays(model, c, pp, 0, 32), arrays(model, c, pp, 200, 300), arrays(model, e, pp, 0, n_eval), pp
     f = SHARED / "data" / "fashion_mnist_test.npz"
     return (arrays(model, f, pp, 0, 32), arrays(model, f, pp, 32, 968),
-            arrays(model, f, pp, 1000, 1000 if quick else 3000), pp)
+            arrays(model, f, pp, 1000, min(n_eval * 6, 9000)), pp)
 
 
 def predictions(model, ds) -> np.ndarray:
@@ -105,7 +105,7 @@ def curve_points(quick):
             [("combined", c) for c in ("prune=0.3+cluster=32", "prune=0.5+cluster=32", "prune=0.5+cluster=16")])
 
 
-def curves(key, quick, out_rows):
+def curves(key, quick, out_rows, points=None, n_eval=None):
     import onnx
 
     from edgec.core.backend import QuantFlavour
@@ -114,7 +114,7 @@ def curves(key, quick, out_rows):
     from edgec.core.quantization.qdq import weight_only
 
     model = optimize(onnx.load(str(SHARED / "models" / MODELS[key][0]))).model
-    h_data, _, ev, _ = splits(key, model, quick)
+    h_data, _, ev, _ = splits(key, model, quick, n_eval)
     ref = predictions(model, ev)
     fp32 = size_report(model, layers=False)
     print(f"\n## {key}: FP32 top-1 {100 * np.mean(ref == ev.labels):.2f} % on {len(ev)} images, weights "
@@ -122,7 +122,8 @@ def curves(key, quick, out_rows):
     print(f"{'technique':10s} {'setting':24s} {'ANS MB':>8s} {'x fp32':>7s} {'bits/w':>7s} {'top-1':>7s} "
           f"{'drop +- se':>14s} {'s':>5s}")
     hs: dict = {}
-    pts = [("int8 only", None)] + curve_points(quick)
+    pts = [("int8 only", None)] + ([(("combined" if "+" in p else p.split("=")[0]), p) for p in points]
+                                   if points else curve_points(quick))
     for tech, spec in pts:
         t0 = time.perf_counter()
         m = compress(model, parse_recipe(spec), calibration=h_data, hessians=hs).model if spec else model
@@ -138,7 +139,7 @@ def curves(key, quick, out_rows):
               flush=True)
 
 
-def recipe(steps, quick, threads, keep):
+def recipe(steps, quick, threads, keep, n_eval=None, variants=None):
     import onnx
 
     import edgec
@@ -151,13 +152,14 @@ def recipe(steps, quick, threads, keep):
 
     model = optimize(onnx.load(str(src))).model
     fp32_w = size_report(model, layers=False)["fp32_bytes"]
-    _, _, ev, pp = splits(key, model, quick)
+    _, _, ev, pp = splits(key, model, quick, n_eval)
     ref = predictions(onnx.load(str(src)), ev)
     calib = str(SHARED / "data" / "imagenet_calib500_jpeg.npz")
     work = Path(keep or tempfile.mkdtemp(prefix="bench-compression-"))
-    variants = [("ort-fp32 dense", "onnxruntime", "fp32", None), ("ov-int8 dense", "openvino", "int8", None),
-                ("ort-fp32 compressed", "onnxruntime", "fp32", steps), ("ort-int8 compressed", "onnxruntime", "int8", steps),
-                ("ov-int8 compressed", "openvino", "int8", steps)]
+    every = [("ort-fp32 dense", "onnxruntime", "fp32", None), ("ov-int8 dense", "openvino", "int8", None),
+             ("ort-fp32 compressed", "onnxruntime", "fp32", steps), ("ort-int8 compressed", "onnxruntime", "int8", steps),
+             ("ov-int8 compressed", "openvino", "int8", steps)]
+    variants = [v for v in every if variants is None or v[0] in variants]
     arts = {}
     print(f"\n## EfficientNet-Lite0 recipe: {[s.to_json() for s in steps] if len(steps) < 4 else f'{len(steps)} steps'}")
     print(f"{'variant':22s} {'top-1':>7s} {'drop +- se (paired)':>20s} {'agree':>6s} {'ANS weights MB':>15s} "
@@ -167,9 +169,10 @@ def recipe(steps, quick, threads, keep):
         t0 = time.perf_counter()
         out = work / name.replace(" ", "_")
         try:
-            art = edgec.compile(str(src), backend=be, precision=prec, calibration=calib, output=str(out),
+            art = edgec.compile(str(src), backend=be, precision=prec, calibration=calib, calib_samples=300,
+                                output=str(out),
                                 preprocess=pp, force=True, compression=st, min_cosine=0.0,
-                                validation=ev)
+                                validation=ev.take(50))  # its own check; the measurement is the pass below
         except Exception as e:  # a backend that cannot run here gets a row saying why
             print(f"{name:22s} failed: {str(e).splitlines()[0][:150]}")
             continue
@@ -228,9 +231,14 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--models", default="efficientnet_lite0,squeezenet1_1,fashion_mnist")
     ap.add_argument("--skip-curves", action="store_true")
+    ap.add_argument("--points", help="curve points, e.g. prune=0.5,cluster=32,prune=0.5+cluster=16 (default: the "
+                                     "full or --quick list)")
+    ap.add_argument("--eval-samples", type=int, help="eval images (default 500, --quick 200; Fashion-MNIST 6x)")
     ap.add_argument("--recipe", default="cluster=32", help="compression steps for the EfficientNet-Lite0 table")
     ap.add_argument("--recipe-steps", help="JSON list of steps (a compress report's chosen_steps, from --max-drop)")
     ap.add_argument("--skip-recipe", action="store_true")
+    ap.add_argument("--variants", help="recipe rows to build (default all): " + ", ".join(
+        ["ort-fp32 dense", "ov-int8 dense", "ort-fp32 compressed", "ort-int8 compressed", "ov-int8 compressed"]))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--keep", help="keep the recipe artifacts in this directory")
     ap.add_argument("--json", help="write every row here")
@@ -240,13 +248,14 @@ def main():
     rows: list = []
     if not args.skip_curves:
         for key in args.models.split(","):
-            curves(key, args.quick, rows)
+            curves(key, args.quick, rows, args.points.split(",") if args.points else None, args.eval_samples)
     if not args.skip_recipe:
         from edgec.core.compression import Step
 
         steps = ([Step(**s) for s in json.loads(Path(args.recipe_steps).read_text())] if args.recipe_steps
                  else parse_recipe(args.recipe))
-        arts = recipe(steps, args.quick, args.threads, args.keep)
+        arts = recipe(steps, args.quick, args.threads, args.keep, args.eval_samples,
+                      args.variants.split(",") if args.variants else None)
         latency(arts, args.threads)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

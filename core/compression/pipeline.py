@@ -28,7 +28,7 @@ from . import cluster as _cluster
 from . import prune as _prune
 from . import sparsegpt as _sparsegpt
 from .entropy import size_report
-from .layers import Layer, find_layers, moments, select, write_back
+from .layers import Layer, correct_bias, find_layers, moments, select, write_back
 
 H_SAMPLES = 32  # as quantization's GPTQ: H of a conv input from 32 images x all positions is well estimated
 
@@ -53,6 +53,7 @@ class Context:
     samples: int = H_SAMPLES
     progress: Callable[[str], None] = lambda msg: None
     _h: dict = field(default_factory=dict)
+    means: dict = field(default_factory=dict)
 
     def hessians(self, layers: Sequence[Layer]) -> dict[str, np.ndarray]:
         need = [ly for ly in layers if ly.name not in self._h]
@@ -61,7 +62,9 @@ class Context:
                 raise InputError("this compression method needs calibration data: pass --calib DATA "
                                  "(or --prune-method magnitude / --cluster-method nearest, which need none)")
             self.progress(f"collecting layer input statistics on {min(self.samples, len(self.calibration))} samples")
-            self._h.update(moments(self.model, need, self.calibration.take(self.samples)))
+            h, mu = moments(self.model, need, self.calibration.take(self.samples))
+            self._h.update(h)
+            self.means.update(mu)
         return self._h
 
 
@@ -131,8 +134,8 @@ def _rel_error(ly: Layer, w_before: np.ndarray, h: np.ndarray, w_ref: np.ndarray
     for g in range(ly.groups):
         sl = slice(g * per, (g + 1) * per)
         d = ly.w[sl] - w_before[sl]
-        num += float(np.einsum("ik,kl,il->", d, h[g], d))
-        den += float(np.einsum("ik,kl,il->", w_ref[sl], h[g], w_ref[sl]))
+        num += float(np.sum((d @ h[g]) * d))
+        den += float(np.sum((w_ref[sl] @ h[g]) * w_ref[sl]))
     return num / max(den, 1e-30)
 
 
@@ -154,11 +157,13 @@ class CompressResult:
 
 def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None, validation=None,
              max_drop: float | None = None, per_channel: bool = True, samples: int = H_SAMPLES,
-             progress: Callable[[str], None] | None = None, hessians: dict | None = None) -> CompressResult:
+             progress: Callable[[str], None] | None = None, hessians: dict | None = None,
+             bias_correction: bool = True) -> CompressResult:
     """Apply `steps` in order; see the module docstring. Returns the model and a JSON-able report.
 
     `hessians` (a dict, filled on first use) shares the layer statistics between calls on the same
-    model and calibration data (benchmarks sweep many settings)."""
+    model and calibration data (benchmarks sweep many settings). `bias_correction` (with calibration
+    data) gives each changed Conv/Gemm back its mean output (layers.correct_bias)."""
     t0 = time.perf_counter()
     say = progress or (lambda msg: None)
     for st in steps:
@@ -169,7 +174,9 @@ def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None,
     base = onnx.ModelProto()
     base.CopyFrom(model)
     base = ensure_node_names(base)
-    ctx = Context(base, calibration, per_channel, samples, say, hessians if hessians is not None else {})
+    shared = hessians if hessians is not None else {}
+    ctx = Context(base, calibration, per_channel, samples, say, shared.setdefault("h", {}),
+                  shared.setdefault("mu", {}))
     all_layers = find_layers(base)
     chosen = {i: {ly.name for ly in select(all_layers, st.layers or None)} for i, st in enumerate(steps)}
     report: dict = {"steps": [st.to_json() for st in steps], "per_channel_grid": per_channel}
@@ -191,6 +198,9 @@ def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None,
         # The chosen per-layer amounts as steps: compress(model, these) rebuilds the same model without a search.
         amounts = report["max_drop"].pop("amounts")
         report["chosen_steps"] = [{**st.to_json(), "per_layer": amounts[i]} for i, st in enumerate(steps)]
+    if bias_correction and calibration is not None:
+        ctx.hessians([ly for ly in layers if ly.done])
+        report["bias_corrected"] = correct_bias(out, layers, {ly.name: ly for ly in all_layers}, ctx.means)
     hs = ctx._h
     rows = []
     originals = {ly.name: ly for ly in all_layers}
