@@ -9,9 +9,10 @@ data-aware assignment) and both, each point stored as INT8 weights (weight-only 
 model: clustered layers land exactly on their levels) and measured as such on onnxruntime. Size is
 the entropy-coded (ANS) weight size; "x" is FP32 weight bytes / that. Accuracy: top-1 on the eval split,
 drop vs FP32 with the paired standard error over the same images.
-Splits: layer statistics (H) from calib[:32]; --max-drop selection (compress_select.py style, see
---select) on calib[200:500]; measurement on imagenet_eval500 (Fashion-MNIST: test[:1000] calibrates /
-selects, test[1000:1000+N] measures).
+Splits: layer statistics (H) from calib[:32]; a --max-drop selection (compress(..., max_drop=X) with
+validation=calib[200:500], whose report's chosen_steps --recipe-steps takes) selects on calibration
+images only; measurement on imagenet_eval500 (Fashion-MNIST: test[:1000] calibrates / selects,
+test[1000:1000+6N] measures).
 
 Recipe table (EfficientNet-Lite0): edgec.compile with the recipe's compression steps on onnxruntime
 (fp32 activations and int8) and OpenVINO (int8), calibrated on calib500, validated on eval500; the

@@ -213,7 +213,11 @@ def unpack(archive, output, force: bool = False) -> dict:
                 gap = seg["offset"] - pos
                 parts.append(rest[rpos:rpos + gap])
                 rpos += gap
-                parts.append(_ans_decode(blob(seg["blob"]), seg["length"]))
+                try:
+                    parts.append(_ans_decode(blob(seg["blob"]), seg["length"]))
+                except Exception as e:  # a corrupt blob can make the decoder itself fail
+                    raise InputError(f"{path}: {f['name']} does not decode ({type(e).__name__}); the archive is "
+                                     "corrupt") from None
                 pos = seg["offset"] + seg["length"]
             parts.append(rest[rpos:])
             buf = b"".join(parts)
