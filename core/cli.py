@@ -111,7 +111,7 @@ def cmd_compile(args) -> int:
     for line in _validation_lines(m["validation"]):
         print(line)
     print("files        " + ", ".join(f"{k} ({v['size'] / 1e6:.2f} MB)" for k, v in m["files"].items()))
-    if m.get("size"):
+    if (m.get("size") or {}).get("weights"):
         from edgec.core.compression.entropy import format_size
         print(format_size(m["size"]["weights"]))
     print(f"compile time {m['compile_seconds']:.1f} s")

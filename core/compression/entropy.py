@@ -190,8 +190,11 @@ def files_report(directory) -> dict:
 
 
 def size_section(model: onnx.ModelProto, directory=None) -> dict:
-    """The manifest's `size`: the lowered model's weights (size_report) and the artifact files."""
-    out = {"weights": size_report(model)}
+    """The manifest's `size`: the lowered model's weights (size_report) and the artifact files.
+
+    A backend's own calibrator can hand over a native model (an openvino.Model from NNCF or fp16):
+    then only the files are counted; `pack` still codes the artifact's int8 constants."""
+    out = {"weights": size_report(model) if isinstance(model, onnx.ModelProto) else None}
     if directory is not None:
         out["files"] = files_report(directory)
     return out
