@@ -37,6 +37,7 @@ def _validation_lines(v: dict) -> list[str]:
 
 def cmd_compile(args) -> int:
     import edgec
+    from edgec.core.compression.command import steps_from_args
 
     options = dict(args.option or [])
     if args.device is not None:
@@ -49,7 +50,8 @@ def cmd_compile(args) -> int:
                             calib_samples=args.calib_samples, calib_method=args.calib_method,
                             val_samples=args.val_samples, options=options, min_cosine=args.min_cosine,
                             force=args.force, threads=args.threads, optimize=not args.no_optimize,
-                            max_drop=args.max_drop, min_agreement=args.min_agreement)
+                            max_drop=args.max_drop, min_agreement=args.min_agreement,
+                            compression=steps_from_args(args), compress_max_drop=args.compress_max_drop)
     except ValidationFailed as e:
         if args.json and getattr(e, "manifest", None):
             _dump(e.manifest)
@@ -74,6 +76,9 @@ def cmd_compile(args) -> int:
     for line in _validation_lines(m["validation"]):
         print(line)
     print("files        " + ", ".join(f"{k} ({v['size'] / 1e6:.2f} MB)" for k, v in m["files"].items()))
+    if (m.get("size") or {}).get("weights"):
+        from edgec.core.compression.entropy import format_size
+        print(format_size(m["size"]["weights"]))
     print(f"compile time {m['compile_seconds']:.1f} s")
     return 0
 
@@ -240,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="artifact directory (default ./<model>-<backend>-<precision>)")
     c.add_argument("--force", action="store_true", help="replace an existing output directory")
     c.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
+    from edgec.core.compression.command import add_parsers as add_compression, add_step_flags
+    add_step_flags(c, compile_verb=True)
     c.set_defaults(func=cmd_compile)
 
     b = sub.add_parser("backends", help="list registered backends and whether they run here")
@@ -282,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from edgec.core.compare.command import add_parser as add_compare
     add_compare(sub)
+    add_compression(sub)
     return p
 
 

@@ -1,6 +1,6 @@
 """The compile flow as a list of named stages over one options object.
 
-    resolve -> load -> data -> optimize -> quantize -> [staging dir] lower -> validate -> publish
+    resolve -> load -> data -> optimize -> compress -> quantize -> [staging dir] lower -> validate -> publish
 
 Each stage is a function of the `Compilation` (options plus what earlier stages produced), in
 `core/stages.py`; a new step (input shapes, compression, fine-tuning) is one more function in the
@@ -37,6 +37,8 @@ class CompileOptions:
     optimize: bool = True
     max_drop: float | None = None
     min_agreement: float | None = None
+    compression: Any = None  # core/compression steps (--prune, --cluster, ...), after the optimizer
+    compress_max_drop: float | None = None
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Compilation:
     val: Any = None
     model: Any = None  # the working model: optimized, then quantized
     passes_report: dict | None = None
+    compressed: Any = None  # core/compression's CompressResult when steps ran
     quant_report: dict | None = None
     ctx: Any = None  # the LoweringContext
     staging: Path | None = None
@@ -69,7 +72,7 @@ class Compilation:
 
 # Before the staging directory exists: nothing is written until a model is ready to lower.
 PREPARE = [("resolve", stages.resolve_backend), ("load", stages.load_source), ("data", stages.open_inputs),
-           ("optimize", stages.optimize_graph), ("quantize", stages.quantize)]
+           ("optimize", stages.optimize_graph), ("compress", stages.compress), ("quantize", stages.quantize)]
 # Inside it: any failure removes the directory, so no half-written artifact is left behind.
 IN_STAGING = [("lower", stages.lower), ("validate", stages.validate), ("publish", stages.publish)]
 

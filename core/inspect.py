@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from edgec.core.compression.entropy import format_size, size_report
 from edgec.core.graph_stats import model_stats
 from edgec.core.model_io import input_specs, load_model, output_specs
 
@@ -27,6 +28,7 @@ def inspect_model(path) -> dict:
         "macs": stats["macs"],
         "weight_bytes": stats["bytes"],
         "op_histogram": dict(ops.most_common()),
+        "size": size_report(model),
     }
 
 
@@ -47,5 +49,6 @@ def format_inspection(info: dict) -> str:
     lines += [f"nodes        {info['nodes']}   initializers {info['initializers']}",
               f"parameters   {_human(info['parameters'])}   weights {_human(info['weight_bytes'], 'B')}",
               f"MACs         {_human(info['macs'])} (symbolic dims counted as 1)",
+              format_size(info["size"]),
               "ops          " + ", ".join(f"{k} {v}" for k, v in info["op_histogram"].items())]
     return "\n".join(lines)

@@ -12,6 +12,7 @@ import onnx
 from edgec.core import progress
 from edgec.core.artifact import check_output, publish as publish_dir
 from edgec.core.backend import PRECISIONS, LoweringContext
+from edgec.core.compression.entropy import size_section
 from edgec.core.data import Dataset, open_dataset
 from edgec.core.errors import EdgecError, InputError, UnsupportedError, ValidationFailed
 from edgec.core.manifest import file_table, write_manifest
@@ -87,6 +88,18 @@ def optimize_graph(c) -> None:
     _check_opset(c.backend, c.model)
 
 
+def compress(c) -> None:
+    """Pruning / weight sharing (core/compression), before quantization so INT8 sees the final weights."""
+    if not c.opts.compression:
+        return
+    from edgec.core.compression.stage import compression_stage
+
+    flavour = c.backend.quant_flavour(c.backend_options)  # cluster on the grid the backend will quantize to
+    c.model, c.compressed = compression_stage(c.model, c.opts.compression, calibration=c.calib, validation=c.val,
+                                              max_drop=c.opts.compress_max_drop, per_channel=flavour.per_channel,
+                                              say=progress.say, qmax=64 if flavour.reduce_range else 127)
+
+
 def quantize(c) -> None:
     """fp16 or int8: the backend's own calibrator when it has one, else the core's, in its flavour."""
     o, be = c.opts, c.backend
@@ -112,6 +125,8 @@ def quantize(c) -> None:
             kwargs["method"] = o.calib_method
         q = core_quantize(c.model, o.precision, **kwargs)
         c.ctx.model, c.quant_report = q.model, q.report
+    if c.compressed is not None:  # pruned zeros and shared levels survive int8 rounding
+        c.ctx.model = c.compressed.enforce(c.ctx.model)
 
 
 def lower(c) -> None:
@@ -143,6 +158,7 @@ def lower(c) -> None:
         "outputs": [s.to_json() for s in output_specs(c.source_model)],
         "passes": c.passes_report,
         "quantization": c.quant_report,
+        "compression": c.compressed.report if c.compressed is not None else None,
         "calibration": _calib_section(c.calib, c.quant_report, o.calib_method),
         "files": {},
     }
@@ -152,6 +168,8 @@ def validate(c) -> None:
     """The artifact on the backend's own runtime against the FP32 model on onnxruntime."""
     o, be, manifest = c.opts, c.backend, c.manifest
     min_cosine = o.min_cosine if o.min_cosine is not None else DEFAULT_MIN_COSINE[o.precision]
+    if o.min_cosine is None and c.compressed is not None:  # compression's own, looser, default
+        min_cosine = min(min_cosine, c.compressed.min_cosine)
     runner = be.load(c.staging, manifest, threads=o.threads)
     try:
         # From the path when there is one: onnxruntime then reads external data (> 2 GB models) itself.
@@ -172,6 +190,7 @@ def validate(c) -> None:
     manifest["validation"] = report
     manifest["backend_info"] = {**c.ctx.info, **({"layers": layer_info} if layer_info else {})}
     manifest["files"] = file_table(c.staging)
+    manifest["size"] = size_section(c.ctx.model, c.staging)
     if not report["passed"]:
         manifest["compile_seconds"] = round(time.perf_counter() - c.started, 3)
         err = ValidationFailed(
