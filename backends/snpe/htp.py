@@ -70,7 +70,7 @@ def session_options(cfg: HtpConfig, context_file: Path | None = None, embed: boo
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # errors come back as exceptions; the EP's own log lines would break one-line errors
     if cfg.threads:
         so.intra_op_num_threads = cfg.threads
         so.inter_op_num_threads = 1
@@ -86,18 +86,34 @@ def session_options(cfg: HtpConfig, context_file: Path | None = None, embed: boo
 
 
 def open_session(model, cfg: HtpConfig, context_file: Path | None = None, embed: bool = False):
-    """An InferenceSession on QNN HTP for `model` (a path or serialized bytes); one-line errors."""
+    """An InferenceSession on QNN HTP for `model` (a path or serialized bytes); one-line errors.
+
+    With cpu_fallback=False, ORT refuses the session without saying which nodes QNN declined; they are
+    found by building the session once more with fallback allowed, so the error can name them."""
+    import dataclasses
+
     import onnxruntime as ort
 
     so = session_options(cfg, context_file, embed)
+    src = model if isinstance(model, (bytes, str)) else str(model)
+    ort.set_default_logger_severity(4)  # the EP's own error lines would break edgec's one-line errors
     try:
-        return ort.InferenceSession(model if isinstance(model, (bytes, str)) else str(model), so)
+        return ort.InferenceSession(src, so)
     except Exception as e:
         msg = " ".join(str(e).split())
         if not cfg.cpu_fallback and "fallback" in msg.lower():
-            raise UnsupportedError(f"QNN HTP cannot run the whole model and -O cpu_fallback=false forbids CPU nodes "
-                                   f"({msg[:300]})") from None
+            try:
+                probe = ort.InferenceSession(src, session_options(dataclasses.replace(cfg, cpu_fallback=True)))
+                cpu = placement(probe)["cpu_nodes"]
+            except Exception:
+                cpu = []
+            named = f"{len(cpu)} node(s) QNN HTP cannot run: {', '.join(cpu[:8])}{' ...' if len(cpu) > 8 else ''}" \
+                if cpu else "QNN HTP cannot run the whole model"
+            raise UnsupportedError(f"{named}; -O cpu_fallback=false forbids CPU nodes (drop it to run them on the "
+                                   "CPU beside the HTP graph)") from None
         raise BackendError(f"onnxruntime-qnn could not build an HTP session: {msg[:300]}") from None
+    finally:
+        ort.set_default_logger_severity(2)
 
 
 def placement(session) -> dict:
@@ -105,7 +121,10 @@ def placement(session) -> dict:
 
     Names are "name (OpType)"; an empty list is empty, not missing. Raises when the session was built
     without recording (then nothing could be proven about where it ran)."""
-    assigned = session.get_provider_graph_assignment_info()
+    try:
+        assigned = session.get_provider_graph_assignment_info()
+    except Exception:  # onnxruntime raises when the session was built without the record
+        assigned = None
     if not assigned:
         raise BackendError("the session recorded no graph assignment (built without "
                            "session.record_ep_graph_assignment_info=1); cannot tell where nodes ran")

@@ -20,12 +20,13 @@ from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlav
 from edgec.core.errors import InputError, UnsupportedError
 
 from edgec.backends.snpe import targets
+from edgec.backends.snpe.shapes import static_batch
 
 CONTEXT_MODEL = "model_ctx.onnx"
 CONTEXT_BIN = "model_ctx_qnn.bin"
 QDQ_MODEL = "model_qdq.onnx"
 ACTIVATIONS = {"u8": "uint8", "u16": "uint16"}
-WEIGHTS = ("s8", "u8")
+WEIGHTS = ("auto", "s8", "u8")
 CALIBRATORS = ("core", "ort")
 ROUNDINGS = ("gptq", "nearest")
 # u8 activations x s8 symmetric per-channel weights: what HTP's Conv/FC kernels take (per-channel
@@ -51,7 +52,8 @@ class QnnBackend(Backend):
         "htp_arch": (None, "override the profile's HTP architecture: 68, 69, 73, 75, 79, 81"),
         "soc_model": (None, "override the profile's QNN SoC id (e.g. 43 = SM8550)"),
         "activations": ("u8", "int8 activation type: u8, or u16 (16-bit activations, 8-bit weights) for accuracy"),
-        "weights": ("s8", "int8 weights: s8 (symmetric per-channel) or u8 (asymmetric per-tensor, ORT's recipe)"),
+        "weights": ("auto", "int8 weights: s8 (symmetric per-channel) or u8 (asymmetric per-tensor); auto = s8 with "
+                            "the core calibrator, u8 (the recipe's default) with calibrator=ort"),
         "calibrator": ("core", "core (edgec's calibration, bias correction, GPTQ) or ort (onnxruntime's QNN "
                                "recipe: get_qnn_qdq_config + quantize, MinMax)"),
         "weight_rounding": ("gptq", "core calibrator: gptq (weights rounded for each layer's output error) or nearest"),
@@ -88,6 +90,8 @@ class QnnBackend(Backend):
         opts["activations"] = o.as_choice(self.name, "activations", opts["activations"], ACTIVATIONS)
         opts["weights"] = o.as_choice(self.name, "weights", opts["weights"], WEIGHTS)
         opts["calibrator"] = o.as_choice(self.name, "calibrator", opts["calibrator"], CALIBRATORS)
+        if opts["weights"] == "auto":
+            opts["weights"] = "u8" if opts["calibrator"] == "ort" else "s8"
         opts["weight_rounding"] = o.as_choice(self.name, "weight_rounding", opts["weight_rounding"], ROUNDINGS)
         opts["cpu_fallback"] = o.as_bool(self.name, "cpu_fallback", opts["cpu_fallback"])
         opts["embed_context"] = o.as_bool(self.name, "embed_context", opts["embed_context"])
@@ -136,10 +140,13 @@ class QnnBackend(Backend):
         t = self._target(opts)
         out = Path(ctx.out_dir)
         src = out / QDQ_MODEL
-        save_model(ctx.model, src)
+        save_model(static_batch(ctx.model), src)
         cfg = self.htp_config(opts, t, ctx.precision, ctx.threads)
         ctx.progress(f"QNN: building the HTP v{t.htp_arch} context binary for {t.name}")
-        session = htp.open_session(src, cfg, context_file=out / CONTEXT_MODEL, embed=opts["embed_context"])
+        # From bytes, not the path: QNN EP hashes the model path into the EPContext node's partition name,
+        # which would make the context model differ between two builds in different temporary folders.
+        model_in = src.read_bytes() if src.stat().st_size < 1_900_000_000 else src
+        session = htp.open_session(model_in, cfg, context_file=out / CONTEXT_MODEL, embed=opts["embed_context"])
         placed = htp.check_on_htp(session, f"qnn {t.name}", opts["cpu_fallback"])
         del session
         files = [CONTEXT_MODEL, QDQ_MODEL] + ([] if opts["embed_context"] else [CONTEXT_BIN])
@@ -192,3 +199,4 @@ class QnnBackend(Backend):
         # What the loaded context model ran: EPContext node(s) on HTP, and any CPU nodes beside them.
         return {"session_htp_nodes": p["htp_nodes"], "session_cpu_nodes": p["cpu_nodes"],
                 "simulator": "libQnnHtp.so on x86-64 (HTP simulator)"}
+

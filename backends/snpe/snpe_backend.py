@@ -19,6 +19,7 @@ from edgec.core.backend import Availability, Backend, LoweringContext, Requireme
 from edgec.core.errors import BackendError, InputError
 
 from edgec.backends.snpe import raw_inputs, sdk as sdk_mod, targets
+from edgec.backends.snpe.shapes import static_batch
 
 DLC = "model.dlc"
 ACT_BITS = {"u8": 8, "u16": 16}
@@ -98,14 +99,12 @@ class SnpeBackend(Backend):
 
         opts = self.validate_options(ctx.options)
         sdk = self._sdk()
-        specs = input_specs(ctx.source_model)
+        model = static_batch(ctx.source_model)  # a symbolic batch becomes 1; other symbolic dims are refused
+        specs = input_specs(model)
         dims = {s.name: s.shape for s in specs}
-        if not all(isinstance(d, int) for s in specs for d in s.shape):
-            raise InputError("snpe needs static input shapes; fix the dynamic dims of "
-                             + ", ".join(s.name for s in specs if not all(isinstance(d, int) for d in s.shape)))
         with tempfile.TemporaryDirectory(prefix="edgec-snpe-") as tmp:
             work = Path(tmp)
-            onnx.save(ctx.source_model, str(work / "model.onnx"))
+            onnx.save(model, str(work / "model.onnx"))
             if ctx.precision == "int8":
                 data = ctx.calibration.take(ctx.calib_samples) if ctx.calibration is not None else None
                 if data is None:
