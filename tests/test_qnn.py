@@ -199,7 +199,7 @@ def test_htp_arch_changes_the_binary_and_embed_mode(data, tmp_path):
         built[target] = art
     assert built["snapdragon-8elite"].manifest["backend_info"]["htp_arch"] == 79
     assert sorted(p.name for p in built["snapdragon-8elite"].path.iterdir()) == ["manifest.json", "model_ctx.onnx",
-                                                                                  "model_qdq.onnx"]
+                                                                                  "model_fp32.onnx"]
     ctx = onnx.load(str(built["snapdragon-8elite"].path / "model_ctx.onnx"))
     attrs = {a.name: a for a in ctx.graph.node[0].attribute}
     assert attrs["embed_mode"].i == 1 and len(attrs["ep_cache_context"].s) > 10_000

@@ -24,7 +24,8 @@ from edgec.backends.snpe.shapes import static_batch
 
 CONTEXT_MODEL = "model_ctx.onnx"
 CONTEXT_BIN = "model_ctx_qnn.bin"
-QDQ_MODEL = "model_qdq.onnx"
+QDQ_MODEL = "model_qdq.onnx"  # int8: the Q/DQ model the binary was compiled from
+FP32_MODEL = "model_fp32.onnx"  # fp16: the FP32 model HTP runs in fp16
 ACTIVATIONS = {"u8": "uint8", "u16": "uint16"}
 WEIGHTS = ("auto", "s8", "u8")
 CALIBRATORS = ("core", "ort")
@@ -139,7 +140,7 @@ class QnnBackend(Backend):
         opts = self.validate_options(ctx.options)
         t = self._target(opts)
         out = Path(ctx.out_dir)
-        src = out / QDQ_MODEL
+        src = out / (QDQ_MODEL if ctx.precision == "int8" else FP32_MODEL)
         save_model(static_batch(ctx.model), src)
         cfg = self.htp_config(opts, t, ctx.precision, ctx.threads)
         ctx.progress(f"QNN: building the HTP v{t.htp_arch} context binary for {t.name}")
@@ -149,7 +150,7 @@ class QnnBackend(Backend):
         session = htp.open_session(model_in, cfg, context_file=out / CONTEXT_MODEL, embed=opts["embed_context"])
         placed = htp.check_on_htp(session, f"qnn {t.name}", opts["cpu_fallback"])
         del session
-        files = [CONTEXT_MODEL, QDQ_MODEL] + ([] if opts["embed_context"] else [CONTEXT_BIN])
+        files = [CONTEXT_MODEL, src.name] + ([] if opts["embed_context"] else [CONTEXT_BIN])
         if not (out / CONTEXT_MODEL).is_file():
             raise UnsupportedError(f"onnxruntime-qnn wrote no context model for {t.name}: QNN took none of the graph")
         if placed["cpu_nodes"]:
