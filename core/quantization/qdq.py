@@ -32,6 +32,9 @@ FIXED_RANGES = {"Softmax": (0.0, 1.0), "Sigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0
 # Integer-only runtimes (TFLite's softmax/logistic/tanh kernels) demand exact 8-bit output grids:
 # scale 1/256 (zero point -128) and 1/128 (zero point 0). These ranges give exactly those.
 FIXED_RANGES_8BIT = {"Softmax": (0.0, 255 / 256), "Sigmoid": (0.0, 255 / 256), "Tanh": (-1.0, 127 / 128)}
+# QNN HTP's 16-bit Sigmoid/Tanh take only these grids (scale 2^-16 zp 0, 2^-15 zp 32768; onnxruntime's QNN
+# recipe forces the same): a uint16 range of exactly 65535 steps.
+QNN16_FIXED_RANGES = {"Sigmoid": (0.0, 65535 / 65536), "Tanh": (-1.0, 32767 / 32768)}
 # TFLite/QNN integer kernels require the output scale of these to equal the input scale. Not
 # GlobalAveragePool (TFLite's MEAN rescales): its output range is far narrower than its input's, and
 # forcing the input scale on SqueezeNet's pooled logits cost 13 points of agreement.
@@ -76,6 +79,8 @@ def constrain_ranges(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, f
         fixed = table.get(node.op_type)
         if fixed and node.output[0] in r:
             r[node.output[0]] = fixed
+        if flavour.placement == "qnn" and levels(flavour.activation_dtype) == 65536 and node.output[0] in r:
+            r[node.output[0]] = QNN16_FIXED_RANGES.get(node.op_type, r[node.output[0]])
     if flavour.placement == "weighted":
         # Concat stays float here, but its output is re-quantized for the next layer: with the inputs'
         # own scales that is a second rounding of every value. One scale for inputs and output makes the
@@ -128,6 +133,11 @@ def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
     }
     if flavour.placement == "qnn":
         extra["MinimumRealRange"] = 1e-4  # QNN HTP rejects near-zero ranges
+        if flavour.per_channel:  # HTP has no per-channel MatMul: those weights per tensor (as ORT's QNN recipe)
+            inits = initializers(model)
+            extra["TensorQuantOverrides"] = {i: [{"quant_type": w_t, "symmetric": flavour.symmetric_weights}]
+                                             for n in model.graph.node if n.op_type == "MatMul"
+                                             for i in n.input if i in inits}
     if flavour.placement == "weighted":
         op_types = list(WEIGHTED_PLACEMENT + PASS_THROUGH)
         exclude = list(exclude) + _float_fed_pass_through(model, set(exclude), only)
