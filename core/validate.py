@@ -61,15 +61,24 @@ def validate_runner(runner: Runner, reference: Runner, data: Dataset | None, *, 
                     min_cosine: float | None = None, desc: str = "validate") -> dict:
     """Compare `runner` to `reference` on `data` (random inputs when None); returns the manifest's
     `validation` section with `passed` set against `min_cosine` (when given)."""
+    degenerate = []
     if data is None:
         if model is None:
             raise ValueError("random validation needs the model to know input shapes")
+        from edgec.core.shapes import degenerate_dims
+
         data = RandomData(input_specs(model))
+        degenerate = degenerate_dims(data.specs)
     names = reference.output_names
     acc = OutputAgreement(names)
+    shapes = None
     for sample in progress.bar(data, total=len(data), desc=desc, unit="sample"):
-        ref = reference.run(sample.feeds)
-        out = runner.run(sample.feeds)
+        if shapes is None:
+            shapes = {k: list(np.shape(v)) for k, v in sample.feeds.items() if hasattr(v, "shape") or np.isscalar(v)}
+        feeds = {k: np.asarray(v) if isinstance(v, (np.generic, int, float, bool)) else v
+                 for k, v in sample.feeds.items()}
+        ref = reference.run(feeds)
+        out = runner.run(feeds)
         missing = [n for n in names if n not in out]
         if missing:
             raise RuntimeError(f"artifact produced no output '{missing[0]}' (it produced {sorted(out)})")
@@ -77,7 +86,24 @@ def validate_runner(runner: Runner, reference: Runner, data: Dataset | None, *, 
     report = acc.summary()
     report["data"] = data.describe() if isinstance(data, RandomData) else getattr(data, "source", "")
     report["random_inputs"] = isinstance(data, RandomData)
+    report["input_shapes"] = shapes  # what was validated (the first sample's shapes)
+    if degenerate:
+        report["degenerate_shape"] = (f"random inputs had to make up {', '.join(degenerate)} (set to 1); give "
+                                      "--input-shape NAME=DxD... or --val data at a realistic shape")
     if min_cosine is not None:
         report["min_cosine"] = min_cosine
-        report["passed"] = bool(report["cosine"] >= min_cosine and not report.get("nonfinite_samples"))
+        report["passed"] = bool(report["cosine"] >= min_cosine and not report.get("mismatches") and not degenerate)
     return report
+
+
+def failure_reason(report: dict) -> str:
+    """Why a validation failed, in the words of what differed (not a cosine a mismatch set to 0)."""
+    if report.get("degenerate_shape"):
+        return f"not a pass at a degenerate shape {report.get('input_shapes')}: {report['degenerate_shape']}"
+    mism = report.get("mismatches") or {}
+    if mism:
+        name, m = next(iter(mism.items()))
+        return f"output '{name}' differs from the reference: {m['reason']} ({m['samples']} of {report['samples']} samples)"
+    worst = min(report.get("per_output", {}).items(), key=lambda kv: kv[1]["cosine"], default=(None, None))
+    where = f" (output '{worst[0]}')" if worst[0] is not None and len(report.get("per_output", {})) > 1 else ""
+    return f"cosine {report['cosine']:.6f} < {report.get('min_cosine')}{where}, max abs error {report['max_abs_err']:.3g}"
