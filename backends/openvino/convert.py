@@ -46,8 +46,24 @@ def conversion_error(e: Exception) -> BackendError:
         op_list = ", ".join(sorted(set(ops)))
         return UnsupportedError(f"OpenVINO cannot convert ONNX op(s) {op_list}; replace them in the model "
                                 "or use another backend (e.g. --backend onnxruntime)")
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
-    return BackendError(f"OpenVINO failed to convert the model: {first[:300]}")
+    return BackendError(f"OpenVINO failed to convert the model: {reason(e)}")
+
+
+_WRAPPER = re.compile(r"^(Exception from src/|Check '.*' failed at src/|\[ ?(GENERAL_ERROR|NOT_IMPLEMENTED) ?\]$)")
+_NODE = re.compile(r"While validating (?:ONNX )?node '([^']+)'|node (?:name|with name)[: ]+'?([\w./:-]+)")
+
+
+def reason(e: Exception, limit: int = 300) -> str:
+    """OpenVINO's messages start with lines that say where (`Exception from src/...cpp:112:`) and then
+    the one that says why: keep the why, and the node it names when it names one."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    why = [ln for ln in lines if not _WRAPPER.match(ln)] or lines or [type(e).__name__]
+    text = why[0]
+    m = next((m for ln in lines for m in [_NODE.search(ln)] if m), None)
+    node = (m.group(1) or m.group(2)) if m else None
+    if node and node not in text:
+        text = f"node {node}: {text}"
+    return text[:limit]
 
 
 def set_batch(ov_model, dynamic: bool, batch: int) -> None:
