@@ -5,6 +5,8 @@ import numpy as np
 
 
 def _numeric(a) -> bool:
+    if a is None or isinstance(a, (list, tuple)):  # a sequence (maybe of ragged tensors) or an empty optional
+        return False
     return np.asarray(a).dtype.kind in "biuf"
 
 

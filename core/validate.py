@@ -28,12 +28,36 @@ class ReferenceRunner(Runner):
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
         src = model if isinstance(model, str) else model.SerializeToString()
-        self.session = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-        self.output_names = [o.name for o in self.session.get_outputs()]
         self.threads = threads
+        self.runtime = "onnxruntime"
+        try:
+            self.session = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        except Exception as ort_error:  # noqa: BLE001
+            # An op or type onnxruntime has no kernel for (uint64 TopK, blocked DequantizeLinear) may still
+            # run on the backend: onnx's reference runtime is then the FP32 reference (slow, but exact).
+            from onnx.reference import ReferenceEvaluator
+
+            try:
+                self.session = ReferenceEvaluator(model)
+            except Exception:  # noqa: BLE001
+                raise ort_error from None
+            self.runtime = "onnx.reference"
+            self.output_names = list(self.session.output_names)
+            self._inputs = set(self.session.input_names)
+            return
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._inputs = {i.name for i in self.session.get_inputs()}
 
     def run(self, feeds):
-        return dict(zip(self.output_names, self.session.run(None, dict(feeds))))
+        feeds = {k: v for k, v in feeds.items() if k in self._inputs}
+        try:
+            return dict(zip(self.output_names, self.session.run(None, feeds)))
+        except Exception as e:  # noqa: BLE001 - the reference itself failing is not the artifact's fault
+            from edgec.core.errors import UnsupportedError
+
+            from edgec.core.diagnose import runtime_error
+            raise UnsupportedError(f"the FP32 reference ({self.runtime}) cannot run the model on this data: "
+                                   f"{runtime_error(e, None, self.runtime)}") from e
 
 
 @dataclass
@@ -85,6 +109,7 @@ def validate_runner(runner: Runner, reference: Runner, data: Dataset | None, *, 
         acc.update(out, ref, sample.label)
     report = acc.summary()
     report["data"] = data.describe() if isinstance(data, RandomData) else getattr(data, "source", "")
+    report["reference_runtime"] = getattr(reference, "runtime", "onnxruntime")
     report["random_inputs"] = isinstance(data, RandomData)
     report["input_shapes"] = shapes  # what was validated (the first sample's shapes)
     if degenerate:

@@ -36,6 +36,11 @@ def _have(mod: str) -> bool:
 BACKENDS = ["onnxruntime",
             pytest.param("openvino", marks=pytest.mark.skipif(not _have("openvino"), reason="openvino not installed")),
             pytest.param("tvm", marks=pytest.mark.skipif(not _have("tvm"), reason="apache-tvm not installed"))]
+# TVM compiles take seconds each on 2 shared cores: the classes that are TVM's own (scalars, unused
+# inputs, the stale module, layout, zero-size dims) run by default, the rest of its cells under -m slow.
+BACKENDS_TVM_SLOW = BACKENDS[:2] + [
+    pytest.param("tvm", marks=[pytest.mark.slow,
+                               pytest.mark.skipif(not _have("tvm"), reason="apache-tvm not installed")])]
 
 
 def model(nodes, inputs, outputs, inits=(), opset=17):
@@ -62,7 +67,7 @@ def compile_and_run(m, backend, samples, tmp_path, **kw):
 
 # 1. OpenVINO pinned dim 0 of every input to 1 --------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS_TVM_SLOW)
 def test_static_leading_dims_are_the_models_own(backend, tmp_path):
     m = model([oh.make_node("Add", ["x", "y"], ["z"])], [vi("x", T.FLOAT, [3, 4, 5]), vi("y", T.FLOAT, [3, 4, 5])],
               [vi("z", T.FLOAT, [3, 4, 5])])
@@ -130,7 +135,7 @@ def test_string_outputs_compare_exactly():
 
 # 5. Non-finite values, shape mismatches ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS_TVM_SLOW)
 def test_correct_inf_and_nan_outputs_pass(backend, tmp_path):
     m = model([oh.make_node("Log", ["x"], ["y"])], [vi("x", T.FLOAT, [4])], [vi("y", T.FLOAT, [4])])
     art, out = compile_and_run(m, backend, [{"x": np.array([0, -1, 1, 2], np.float32)}], tmp_path)
@@ -253,7 +258,7 @@ def dynamic_width_cnn():
                  [vi("x", T.FLOAT, [1, 3, 16, "width"])], [vi("y", T.FLOAT, [1, 4, 16, "width"])], [w])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS_TVM_SLOW)
 def test_input_shape_compiles_a_dynamic_width_model_and_records_it(backend, tmp_path):
     art = edgec.compile(dynamic_width_cnn(), backend=backend, output=tmp_path / "o", input_shapes="x=1x3x16x40",
                         threads=1)
@@ -278,7 +283,7 @@ def test_input_shape_errors_name_the_input(tmp_path):
 # INT8 for opset 11/12 and for models with integer inputs --------------------------------------------------------------
 
 @pytest.mark.parametrize("opset", [11, 12])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS_TVM_SLOW)
 def test_int8_opset_11_12(backend, opset, tmp_path):
     from conftest import build_tiny_cnn
 
@@ -306,7 +311,7 @@ def test_int8_per_tensor_when_the_opset_cannot_be_raised():
     assert "per-tensor" in rep["opset"]["note"]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS_TVM_SLOW)
 def test_int8_with_an_int64_input_quantizes_the_float_part(backend, tmp_path):
     rng = np.random.default_rng(0)
     emb = numpy_helper.from_array(rng.standard_normal((50, 8)).astype(np.float32), "emb")
