@@ -51,7 +51,8 @@ def cmd_compile(args) -> int:
                             val_samples=args.val_samples, options=options, min_cosine=args.min_cosine,
                             force=args.force, threads=args.threads, optimize=not args.no_optimize,
                             max_drop=args.max_drop, min_agreement=args.min_agreement,
-                            compression=steps_from_args(args), compress_max_drop=args.compress_max_drop)
+                            compression=steps_from_args(args), compress_max_drop=args.compress_max_drop,
+                            input_shapes=args.input_shape)
     except ValidationFailed as e:
         if args.json and getattr(e, "manifest", None):
             _dump(e.manifest)
@@ -240,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", help="backend device (e.g. CPU, GPU, NPU for openvino)")
     c.add_argument("--target", help="backend target (e.g. a hardware profile)")
     c.add_argument("--option", "-O", action="append", type=_kv, metavar="KEY=VALUE", help="backend option; repeatable")
+    c.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
+                   help="concrete shape for an input with symbolic dims (e.g. images=1x3x640x640); repeatable")
     c.add_argument("--threads", type=int, help="threads for validation runs")
     c.add_argument("--no-optimize", action="store_true", help="skip the core graph optimizer")
     c.add_argument("-o", "--output", help="artifact directory (default ./<model>-<backend>-<precision>)")

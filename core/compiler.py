@@ -39,6 +39,7 @@ class CompileOptions:
     min_agreement: float | None = None
     compression: Any = None  # core/compression steps (--prune, --cluster, ...), after the optimizer
     compress_max_drop: float | None = None
+    input_shapes: Any = None  # {input: [dims]} or "name=1x3x640x640 ..." (--input-shape): core/shapes.py
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Compilation:
     backend_options: dict = field(default_factory=dict)
     source_model: Any = None  # the FP32 ModelProto as given
     source: dict = field(default_factory=dict)  # path and sha256 of the source
+    input_shapes: dict | None = None  # --input-shape, as applied to source_model
     out: Path | None = None
     calib: Any = None
     val: Any = None
@@ -66,13 +68,15 @@ class Compilation:
 
     def run(self, name: str, stage: Callable[["Compilation"], None]) -> None:
         t = time.perf_counter()
-        stage(self)
+        with stages.one_line_errors(self, name):
+            stage(self)
         self.stage_seconds[name] = round(time.perf_counter() - t, 3)
 
 
 # Before the staging directory exists: nothing is written until a model is ready to lower.
-PREPARE = [("resolve", stages.resolve_backend), ("load", stages.load_source), ("data", stages.open_inputs),
-           ("optimize", stages.optimize_graph), ("compress", stages.compress), ("quantize", stages.quantize)]
+PREPARE = [("resolve", stages.resolve_backend), ("load", stages.load_source), ("shapes", stages.fix_input_shapes),
+           ("data", stages.open_inputs), ("optimize", stages.optimize_graph), ("compress", stages.compress),
+           ("quantize", stages.quantize)]
 # Inside it: any failure removes the directory, so no half-written artifact is left behind.
 IN_STAGING = [("lower", stages.lower), ("validate", stages.validate), ("publish", stages.publish)]
 

@@ -9,6 +9,7 @@ sit in memory together.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
@@ -96,6 +97,47 @@ class ArrayDataset(Dataset):
                          None if self.labels is None else int(self.labels[i]))
 
 
+class SampleList(Dataset):
+    """Each sample is a full set of input tensors exactly as the model takes them: no sample axis is
+    added or taken away, so a sample may hold a batch > 1, a scalar, or inputs of different first dims.
+    The in-memory form of the `.npz` per-sample keys `<i>/<input name>` (see `open_dataset`)."""
+
+    def __init__(self, samples, labels=None, source: str = "<samples>"):
+        self.samples = [dict(s) for s in samples]
+        self.labels = None if labels is None else [None if v is None else int(v) for v in labels]
+        self.source = source
+
+    def __len__(self):
+        return len(self.samples)
+
+    @property
+    def has_labels(self):
+        return self.labels is not None
+
+    def __iter__(self):
+        for i, s in enumerate(self.samples):
+            yield Sample(s, None if self.labels is None else self.labels[i])
+
+
+_PER_SAMPLE_KEY = re.compile(r"^(\d+)/(.+)$")
+
+
+def _per_sample(z, labels, src: str) -> "SampleList | None":
+    """`.npz` keys `<i>/<input name>` (e.g. `0/images`, `0/scale`, `1/images`...): sample i's full tensors."""
+    keys = [k for k in z.files if k not in LABEL_KEYS]
+    matched = [_PER_SAMPLE_KEY.match(k) for k in keys]
+    if not keys or not any(matched):
+        return None
+    if not all(matched):
+        bad = next(k for k, m in zip(keys, matched) if not m)
+        raise _input_error(f"data {src} mixes per-sample keys ('<i>/<input>') with '{bad}'; use one layout")
+    samples: dict[int, dict] = {}
+    for k, m in zip(keys, matched):
+        samples.setdefault(int(m.group(1)), {})[m.group(2)] = z[k]
+    order = sorted(samples)
+    return SampleList([samples[i] for i in order], None if labels is None else np.ravel(labels)[: len(order)], src)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Opening user data. Everything below checks what it yields against the model's input specs, so a wrong
 # name, shape or dtype fails with one line that names the input and the fix, not deep inside a runtime.
@@ -117,6 +159,8 @@ def check_feeds(feeds: Mapping[str, np.ndarray], specs, source: str, index: int)
                                f"{', '.join(sorted(feeds)) or 'nothing'}); name the arrays after the model "
                                f"inputs ({', '.join(names)})")
         a = feeds[s.name]
+        if not hasattr(a, "dtype"):  # a sequence or an empty optional: the runtime checks its elements
+            continue
         if str(a.dtype) != s.dtype:
             raise _input_error(f"data {source}: input '{s.name}' is {a.dtype} but the model expects {s.dtype}; "
                                "convert the data or pass --preprocess for raw images")
@@ -321,6 +365,9 @@ def open_dataset(path, inputs, preprocess=None) -> Dataset:
             _need_pp(pp, src, "a JPEG pack")
             return CheckedDataset(JpegPackDataset(z, specs[0], pp, src), specs)
         labels = next((z[k] for k in LABEL_KEYS if k in z.files), None)
+        per_sample = _per_sample(z, labels, src)
+        if per_sample is not None:
+            return CheckedDataset(per_sample, specs)
         # String arrays (class names, wnids) are metadata, not inputs.
         keys = [k for k in z.files if k not in LABEL_KEYS and z[k].dtype.kind not in "USO"]
         names = {s.name for s in specs}

@@ -52,7 +52,30 @@ def np_dtype(elem_type: int) -> str:
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
 
 
+def value_dtype(tp: onnx.TypeProto) -> str:
+    """A tensor's numpy dtype name; sequences, optionals and maps as `sequence(float32)`,
+    `optional(int64)`, `map(int64,float32)` (no numpy dtype exists for them; runners pass them as lists/None)."""
+    kind = tp.WhichOneof("value")
+    if kind == "tensor_type":
+        return np_dtype(tp.tensor_type.elem_type) if tp.tensor_type.elem_type else "undefined"
+    if kind == "sparse_tensor_type":
+        return f"sparse({np_dtype(tp.sparse_tensor_type.elem_type)})"
+    if kind == "sequence_type":
+        return f"sequence({value_dtype(tp.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({value_dtype(tp.optional_type.elem_type)})"
+    if kind == "map_type":
+        return f"map({np_dtype(tp.map_type.key_type)},{value_dtype(tp.map_type.value_type)})"
+    return "undefined"
+
+
+def is_tensor_dtype(dtype: str) -> bool:
+    return "(" not in dtype and dtype != "undefined"
+
+
 def _shape(t: onnx.ValueInfoProto) -> tuple:
+    if not t.type.HasField("tensor_type") or not t.type.tensor_type.HasField("shape"):
+        return ()
     dims = []
     for d in t.type.tensor_type.shape.dim:
         if d.HasField("dim_value"):
@@ -68,22 +91,26 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 
 def input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
-    return [TensorSpec(i.name, np_dtype(i.type.tensor_type.elem_type), _shape(i)) for i in graph_inputs(model)]
+    return [TensorSpec(i.name, value_dtype(i.type), _shape(i)) for i in graph_inputs(model)]
 
 
 def output_specs(model: onnx.ModelProto) -> list[TensorSpec]:
-    return [TensorSpec(o.name, np_dtype(o.type.tensor_type.elem_type), _shape(o)) for o in model.graph.output]
+    return [TensorSpec(o.name, value_dtype(o.type), _shape(o)) for o in model.graph.output]
 
 
 def concrete_shape(spec: TensorSpec, batch: int = 1) -> tuple[int, ...]:
-    """Symbolic dims become `batch` on axis 0 and 1 elsewhere (used for random validation inputs)."""
-    return tuple(d if isinstance(d, int) and d > 0 else (batch if i == 0 else 1) for i, d in enumerate(spec.shape))
+    """Symbolic dims become `batch` on axis 0 and 1 elsewhere (used for random validation inputs);
+    a zero-size dim is a real size, not a dynamic one."""
+    return tuple(d if isinstance(d, int) and d >= 0 else (batch if i == 0 else 1) for i, d in enumerate(spec.shape))
 
 
 def random_feeds(specs: list[TensorSpec], rng: np.random.Generator) -> dict[str, np.ndarray]:
     feeds = {}
     for s in specs:
         shape = concrete_shape(s)
+        if not is_tensor_dtype(s.dtype):
+            raise InputError(f"input '{s.name}' is a {s.dtype}, which random validation cannot generate; "
+                             "pass --val data (per-sample .npz keys or a list of feeds)")
         dt = np.dtype(s.dtype)
         if dt.kind == "f":
             feeds[s.name] = rng.standard_normal(shape).astype(dt)

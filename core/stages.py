@@ -2,9 +2,11 @@
 fills in what later stages read; none calls another."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
@@ -13,18 +15,48 @@ from edgec.core import progress
 from edgec.core.artifact import check_output, publish as publish_dir
 from edgec.core.backend import PRECISIONS, LoweringContext
 from edgec.core.compression.entropy import size_section
-from edgec.core.data import Dataset, open_dataset
+from edgec.core.data import CheckedDataset, Dataset, SampleList, open_dataset
 from edgec.core.errors import EdgecError, InputError, UnsupportedError, ValidationFailed
 from edgec.core.manifest import file_table, write_manifest
 from edgec.core.model_io import input_specs, load_model, output_specs, sha256_file
 from edgec.core.registry import check_precision, get_backend, require_available
-from edgec.core.validate import DEFAULT_MIN_COSINE, ReferenceRunner, validate_runner
+from edgec.core.validate import DEFAULT_MIN_COSINE, ReferenceRunner, failure_reason, validate_runner
 from edgec.core.version import __version__
+
+
+@contextlib.contextmanager
+def one_line_errors(c, stage: str):
+    """Any exception a stage lets through that is not already an EdgecError becomes one line naming the
+    op or node it concerns (core/diagnose.py): a runtime that cannot load or run the model is the model's
+    limit on that backend (UnsupportedError, exit 2); anything else is an internal error, still one line."""
+    try:
+        yield
+    except (EdgecError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001
+        from edgec.core.diagnose import runtime_error
+
+        model = c.model if c.model is not None else c.source_model
+        be = c.backend.name if c.backend is not None else c.opts.backend
+        if stage in ("validate", "lower"):
+            raise UnsupportedError(f"{be}: {runtime_error(e, model, _runtime_of(e, be))}") from e
+        raise EdgecError(f"internal error in the {stage} stage ({type(e).__name__}): {runtime_error(e, model)}; "
+                         "set EDGEC_DEBUG=1 for the traceback and report it") from e
+
+
+def _runtime_of(e: BaseException, backend: str) -> str:
+    mod = type(e).__module__ or ""
+    return "onnxruntime" if "onnxruntime" in mod or "ONNXRuntimeError" in str(e) else backend
 
 
 def open_data(data, model: onnx.ModelProto, preprocess, what: str) -> Dataset | None:
     if data is None or isinstance(data, Dataset):
         return data
+    if isinstance(data, (list, tuple)):  # [{input: full tensor}, ...]: each a whole sample (data.SampleList)
+        ds = CheckedDataset(SampleList(data, source=f"<{len(data)} samples>"), input_specs(model))
+        if len(ds) == 0:
+            raise InputError(f"{what} data holds no samples")
+        return ds
     ds = open_dataset(data, input_specs(model), preprocess)
     if len(ds) == 0:
         raise InputError(f"{what} data {data} holds no samples")
@@ -61,6 +93,17 @@ def load_source(c) -> None:
     o = c.opts
     c.out = Path(o.output) if o.output is not None else Path.cwd() / f"{stem}-{c.backend.name}-{o.precision}"
     check_output(c.out, o.force)
+
+
+def fix_input_shapes(c) -> None:
+    """--input-shape: the user's concrete shapes written into the graph inputs, so every later stage
+    (data checks, optimizer, backend, validation) works at them; the manifest records them."""
+    from edgec.core.shapes import apply_input_shapes, parse_input_shapes
+
+    shapes = parse_input_shapes(c.opts.input_shapes)
+    if shapes:
+        c.source_model = apply_input_shapes(c.source_model, shapes)
+        c.input_shapes = shapes
 
 
 def open_inputs(c) -> None:
@@ -110,21 +153,33 @@ def quantize(c) -> None:
                             progress=progress.say)
     if o.precision == "fp32":
         return
+    opset_note = None
+    if o.precision == "int8":  # per-channel Q/DQ needs opset 13: convert older models, else per-tensor
+        from edgec.core.quantization.opset import prepare
+
+        c.model, _, opset_note = prepare(c.model, be.quant_flavour(c.backend_options))
+        c.ctx.model = c.ctx.source_model = c.model
+        if opset_note:
+            c.ctx.info["int8_opset"] = opset_note["opset"]
     own = be.calibrate(c.ctx)
     if own is not None:
         c.ctx.model = own
         c.quant_report = c.ctx.info.pop("calibration", None)
+        if opset_note and isinstance(c.quant_report, dict):
+            c.quant_report = {**c.quant_report, **opset_note}
     elif o.precision == "fp16" or be.requirements.core_int8:
         from edgec.core.quantization import quantize as core_quantize
 
         flavour = be.quant_flavour(c.backend_options)
+        if opset_note is not None and opset_note["opset"]["per_channel"] is False:
+            flavour = replace(flavour, per_channel=False)
         progress.say(f"quantizing to {o.precision} ({flavour.placement} flavour)")
         kwargs = dict(flavour=flavour, calibration=c.calib, samples=o.calib_samples, max_drop=o.max_drop,
                       min_agreement=o.min_agreement, validation=c.val, progress=progress.enabled())
         if o.calib_method and o.calib_method != "auto":
             kwargs["method"] = o.calib_method
         q = core_quantize(c.model, o.precision, **kwargs)
-        c.ctx.model, c.quant_report = q.model, q.report
+        c.ctx.model, c.quant_report = q.model, {**q.report, **(opset_note or {})}
     if c.compressed is not None:  # pruned zeros and shared levels survive int8 rounding
         c.ctx.model = c.compressed.enforce(c.ctx.model)
 
@@ -137,9 +192,10 @@ def lower(c) -> None:
         files = be.lower(c.ctx)
     except EdgecError:
         raise
-    except Exception as e:  # a toolchain crash: name the backend and the reason, keep it to one line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise EdgecError(f"backend '{be.name}' failed to lower the model: {first}") from e
+    except Exception as e:  # a toolchain crash: name the backend, the op and the reason, in one line
+        from edgec.core.diagnose import runtime_error
+
+        raise EdgecError(f"backend '{be.name}' failed to lower the model: {runtime_error(e, c.ctx.model, be.name)}") from e
     missing = [f for f in files if not (tmp / f).is_file()]
     if missing:
         raise EdgecError(f"backend '{be.name}' reported file '{missing[0]}' but did not write it (a plugin bug)")
@@ -155,6 +211,7 @@ def lower(c) -> None:
         "source_sha256": c.source["sha256"],
         "preprocess": _describe_pp(o.preprocess),
         "inputs": [s.to_json() for s in input_specs(c.source_model)],
+        "input_shapes": c.input_shapes,
         "outputs": [s.to_json() for s in output_specs(c.source_model)],
         "passes": c.passes_report,
         "quantization": c.quant_report,
@@ -194,9 +251,8 @@ def validate(c) -> None:
     if not report["passed"]:
         manifest["compile_seconds"] = round(time.perf_counter() - c.started, 3)
         err = ValidationFailed(
-            f"validation failed for {be.name} {o.precision}: cosine {report['cosine']:.6f} < "
-            f"{min_cosine} on {report['samples']} samples; try another --calib-method, --max-drop, "
-            "or lower --min-cosine to accept it")
+            f"validation failed for {be.name} {o.precision} on {report['samples']} samples: "
+            f"{failure_reason(report)}; try another --calib-method, --max-drop, or lower --min-cosine to accept it")
         err.manifest = manifest
         raise err
 

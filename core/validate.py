@@ -28,12 +28,36 @@ class ReferenceRunner(Runner):
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
         src = model if isinstance(model, str) else model.SerializeToString()
-        self.session = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-        self.output_names = [o.name for o in self.session.get_outputs()]
         self.threads = threads
+        self.runtime = "onnxruntime"
+        try:
+            self.session = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        except Exception as ort_error:  # noqa: BLE001
+            # An op or type onnxruntime has no kernel for (uint64 TopK, blocked DequantizeLinear) may still
+            # run on the backend: onnx's reference runtime is then the FP32 reference (slow, but exact).
+            from onnx.reference import ReferenceEvaluator
+
+            try:
+                self.session = ReferenceEvaluator(model)
+            except Exception:  # noqa: BLE001
+                raise ort_error from None
+            self.runtime = "onnx.reference"
+            self.output_names = list(self.session.output_names)
+            self._inputs = set(self.session.input_names)
+            return
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._inputs = {i.name for i in self.session.get_inputs()}
 
     def run(self, feeds):
-        return dict(zip(self.output_names, self.session.run(None, dict(feeds))))
+        feeds = {k: v for k, v in feeds.items() if k in self._inputs}
+        try:
+            return dict(zip(self.output_names, self.session.run(None, feeds)))
+        except Exception as e:  # noqa: BLE001 - the reference itself failing is not the artifact's fault
+            from edgec.core.errors import UnsupportedError
+
+            from edgec.core.diagnose import runtime_error
+            raise UnsupportedError(f"the FP32 reference ({self.runtime}) cannot run the model on this data: "
+                                   f"{runtime_error(e, None, self.runtime)}") from e
 
 
 @dataclass
@@ -61,23 +85,50 @@ def validate_runner(runner: Runner, reference: Runner, data: Dataset | None, *, 
                     min_cosine: float | None = None, desc: str = "validate") -> dict:
     """Compare `runner` to `reference` on `data` (random inputs when None); returns the manifest's
     `validation` section with `passed` set against `min_cosine` (when given)."""
+    degenerate = []
     if data is None:
         if model is None:
             raise ValueError("random validation needs the model to know input shapes")
+        from edgec.core.shapes import degenerate_dims
+
         data = RandomData(input_specs(model))
+        degenerate = degenerate_dims(data.specs)
     names = reference.output_names
     acc = OutputAgreement(names)
+    shapes = None
     for sample in progress.bar(data, total=len(data), desc=desc, unit="sample"):
-        ref = reference.run(sample.feeds)
-        out = runner.run(sample.feeds)
+        if shapes is None:
+            shapes = {k: list(np.shape(v)) for k, v in sample.feeds.items() if hasattr(v, "shape") or np.isscalar(v)}
+        feeds = {k: np.asarray(v) if isinstance(v, (np.generic, int, float, bool)) else v
+                 for k, v in sample.feeds.items()}
+        ref = reference.run(feeds)
+        out = runner.run(feeds)
         missing = [n for n in names if n not in out]
         if missing:
             raise RuntimeError(f"artifact produced no output '{missing[0]}' (it produced {sorted(out)})")
         acc.update(out, ref, sample.label)
     report = acc.summary()
     report["data"] = data.describe() if isinstance(data, RandomData) else getattr(data, "source", "")
+    report["reference_runtime"] = getattr(reference, "runtime", "onnxruntime")
     report["random_inputs"] = isinstance(data, RandomData)
+    report["input_shapes"] = shapes  # what was validated (the first sample's shapes)
+    if degenerate:
+        report["degenerate_shape"] = (f"random inputs had to make up {', '.join(degenerate)} (set to 1); give "
+                                      "--input-shape NAME=DxD... or --val data at a realistic shape")
     if min_cosine is not None:
         report["min_cosine"] = min_cosine
-        report["passed"] = bool(report["cosine"] >= min_cosine and not report.get("nonfinite_samples"))
+        report["passed"] = bool(report["cosine"] >= min_cosine and not report.get("mismatches") and not degenerate)
     return report
+
+
+def failure_reason(report: dict) -> str:
+    """Why a validation failed, in the words of what differed (not a cosine a mismatch set to 0)."""
+    if report.get("degenerate_shape"):
+        return f"not a pass at a degenerate shape {report.get('input_shapes')}: {report['degenerate_shape']}"
+    mism = report.get("mismatches") or {}
+    if mism:
+        name, m = next(iter(mism.items()))
+        return f"output '{name}' differs from the reference: {m['reason']} ({m['samples']} of {report['samples']} samples)"
+    worst = min(report.get("per_output", {}).items(), key=lambda kv: kv[1]["cosine"], default=(None, None))
+    where = f" (output '{worst[0]}')" if worst[0] is not None and len(report.get("per_output", {})) > 1 else ""
+    return f"cosine {report['cosine']:.6f} < {report.get('min_cosine')}{where}, max abs error {report['max_abs_err']:.3g}"

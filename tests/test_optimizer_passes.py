@@ -324,13 +324,13 @@ def test_constant_folding_skips_random_ops():
     assert _ops(res.model) == ["RandomUniform", "Add"]
 
 
-def test_dead_code_removes_nodes_initializers_and_inputs():
+def test_dead_code_removes_nodes_and_initializers_but_keeps_the_interface():
     nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["x"], ["unused"]),
              helper.make_node("Add", ["z", "w"], ["unused2"])]
     m = _model(nodes, [_vi("x", [2]), _vi("z", [2])], [_vi("y", None)], [_init("w", [2])])
     res = _run(m, ["dead_code"])
     assert _ops(res.model) == ["Relu"]
-    assert [i.name for i in res.model.graph.input] == ["x"]
+    assert [i.name for i in res.model.graph.input] == ["x", "z"]  # z is unread but the user may feed it
     assert not res.model.graph.initializer
 
 

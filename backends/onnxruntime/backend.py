@@ -89,9 +89,12 @@ class OrtRunner(Runner):
         self.inputs = [_spec(i) for i in self.session.get_inputs()]
         self.outputs = [_spec(o) for o in self.session.get_outputs()]
         self._names = [o.name for o in self.outputs]
+        self._wanted = {i.name for i in self.inputs}
 
     def run(self, feeds):
-        return dict(zip(self._names, self.session.run(None, dict(feeds))))
+        # A feed for an input the saved graph no longer lists (an older artifact's optimizer dropped an
+        # unread input) is accepted and ignored: the artifact's interface is the source model's.
+        return dict(zip(self._names, self.session.run(None, {k: v for k, v in feeds.items() if k in self._wanted})))
 
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",

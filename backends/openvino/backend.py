@@ -39,8 +39,9 @@ class OpenVINOBackend(Backend):
         "weight_range": ("auto", "int8 weight grid with calibrator=core: full (8-bit), reduced (7-bit: x86 CPUs "
                                  "without VNNI sum u8xs8 pairs in int16, which saturates) or auto (reduced for "
                                  "the CPU device on such a host)"),
-        "dynamic_batch": (False, "true: leading input dim dynamic; false: fixed to `batch`"),
-        "batch": (1, "static batch size when dynamic_batch is false"),
+        "dynamic_batch": (False, "true: a symbolic leading input dim stays dynamic; false: fixed to `batch`"),
+        "batch": (1, "static batch size a symbolic leading input dim is fixed to when dynamic_batch is false "
+                     "(inputs whose leading dim the model fixes keep it: their shapes are the model's)"),
     }
 
     # ---------------------------------------------------------------- discovery
@@ -103,13 +104,16 @@ class OpenVINOBackend(Backend):
         if ctx.precision == "int8" and opts["calibrator"] == "core":
             if ctx.calibration is None:
                 return None  # a Q/DQ model made elsewhere (or the core's "needs --calib" error)
+            flavour = self.quant_flavour(opts)
+            if (ctx.info.get("int8_opset") or {}).get("per_channel") is False:  # opset < 13 kept: per-tensor Q/DQ
+                flavour = replace(flavour, per_channel=False)
             if ctx.max_drop is not None or ctx.min_agreement is not None:
                 from edgec.backends.openvino import repair
 
-                q, ctx.info["calibration"] = repair.max_drop(ctx, self.quant_flavour(opts), opts["weight_rounding"],
+                q, ctx.info["calibration"] = repair.max_drop(ctx, flavour, opts["weight_rounding"],
                                                              ctx.max_drop, min_agreement=ctx.min_agreement)
                 return q
-            return core_int8.quantize(ctx, self.quant_flavour(opts), opts["weight_rounding"])
+            return core_int8.quantize(ctx, flavour, opts["weight_rounding"])
         if ctx.precision == "fp16":
             from edgec.backends.openvino import convert
 
@@ -179,11 +183,13 @@ class OpenVINOBackend(Backend):
         except Exception as e:
             from edgec.core.errors import BackendError
 
-            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-            raise BackendError(f"OpenVINO could not compile {xml} for {runtime.device}: {first[:300]}") from e
+            from edgec.backends.openvino.convert import reason
+
+            raise BackendError(f"OpenVINO could not compile {xml} for {runtime.device}: {reason(e)}") from e
         names_in = [d["name"] for d in manifest.get("inputs") or []] or None
         names_out = [d["name"] for d in manifest.get("outputs") or []] or None
-        runner = OpenVINORunner(compiled, runtime, names_in, names_out, time.perf_counter() - t0)
+        dtypes = {d["name"]: d.get("dtype") for d in manifest.get("inputs") or []}
+        runner = OpenVINORunner(compiled, runtime, names_in, names_out, time.perf_counter() - t0, dtypes)
         runner.precision = manifest.get("precision", "fp32")
         return runner
 

@@ -28,7 +28,12 @@ def onnx_to_ov(model_proto):
             # Weights must be read before the directory goes away.
             return ov.convert_model(str(path), share_weights=False)
         except Exception as e:  # OpenVINO raises its own OpConversionFailure / ovc Error types
-            raise conversion_error(e) from e
+            try:
+                # The ONNX frontend via Core.read_model converts some models convert_model refuses (its
+                # extra MOC transformations); weights are read into memory, not mapped from the temp file.
+                return ov.Core().read_model(str(path))
+            except Exception:  # noqa: BLE001
+                raise conversion_error(e) from e
 
 
 def conversion_error(e: Exception) -> BackendError:
@@ -41,22 +46,40 @@ def conversion_error(e: Exception) -> BackendError:
         op_list = ", ".join(sorted(set(ops)))
         return UnsupportedError(f"OpenVINO cannot convert ONNX op(s) {op_list}; replace them in the model "
                                 "or use another backend (e.g. --backend onnxruntime)")
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
-    return BackendError(f"OpenVINO failed to convert the model: {first[:300]}")
+    return BackendError(f"OpenVINO failed to convert the model: {reason(e)}")
+
+
+_WRAPPER = re.compile(r"^(Exception from src/|Check '.*' failed at src/|\[ ?(GENERAL_ERROR|NOT_IMPLEMENTED) ?\]$)")
+_NODE = re.compile(r"While validating (?:ONNX )?node '([^']+)'|node (?:name|with name)[: ]+'?([\w./:-]+)")
+
+
+def reason(e: Exception, limit: int = 300) -> str:
+    """OpenVINO's messages start with lines that say where (`Exception from src/...cpp:112:`) and then
+    the one that says why: keep the why, and the node it names when it names one."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    why = [ln for ln in lines if not _WRAPPER.match(ln)] or lines or [type(e).__name__]
+    text = why[0]
+    m = next((m for ln in lines for m in [_NODE.search(ln)] if m), None)
+    node = (m.group(1) or m.group(2)) if m else None
+    if node and node not in text:
+        text = f"node {node}: {text}"
+    return text[:limit]
 
 
 def set_batch(ov_model, dynamic: bool, batch: int) -> None:
-    """Make the leading dim of every input dynamic (-1) or a fixed size.
+    """Fix a symbolic leading input dim to `batch`, or keep it dynamic (-1).
 
-    Static shapes let the CPU plugin pick its kernels once at compile time; dynamic batch pays a
-    small per-shape cost but serves any batch size from one artifact.
+    Only inputs whose leading dim the model itself leaves symbolic have a batch axis to set: a static
+    leading dim is the model's own shape (weights fed as inputs, shape tensors, `split` sizes, a [3, 4, 5]
+    tensor), and reshaping it breaks the model. Static shapes let the CPU plugin pick its kernels once
+    at compile time; dynamic batch pays a small per-shape cost but serves any batch size.
     """
     import openvino as ov
 
     shapes = {}
     for inp in ov_model.inputs:
         ps = inp.get_partial_shape()
-        if ps.rank.is_dynamic or ps.rank.get_length() == 0:
+        if ps.rank.is_dynamic or ps.rank.get_length() == 0 or ps[0].is_static:
             continue
         dims = list(ps)
         dims[0] = ov.Dimension(-1) if dynamic else ov.Dimension(batch)
@@ -66,10 +89,10 @@ def set_batch(ov_model, dynamic: bool, batch: int) -> None:
     try:
         ov_model.reshape(shapes)
     except Exception as e:
-        mode = "a dynamic batch" if dynamic else f"batch {batch}"
-        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-        raise UnsupportedError(f"the model cannot take {mode} in OpenVINO ({first[:200]}); "
-                               "export it with a symbolic batch dim or keep the default static batch") from e
+        if not dynamic:
+            return  # the symbolic dim is not a batch OpenVINO can fix: keep the model's own (dynamic) shapes
+        raise UnsupportedError(f"the model cannot take a dynamic batch in OpenVINO ({reason(e, 200)}); "
+                               "drop -O dynamic_batch=true, or give --input-shape") from e
 
 
 def save_ir(ov_model, out_dir: Path, compress_to_fp16: bool) -> list[str]:

@@ -20,32 +20,36 @@ def _spec(port, name: str) -> TensorSpec:
     return TensorSpec(name, _OV_TO_NUMPY.get(port.get_element_type().get_type_name(), "float32"), shape)
 
 
-def _match(ports, names: Sequence[str] | None) -> list[tuple[str, object]]:
+def _match(ports, names: Sequence[str] | None, optional: bool = False) -> list[tuple[str, object]]:
     """Pair each wanted ONNX name with the compiled port carrying it (OpenVINO keeps ONNX tensor names
-    as port names); fall back to position for ports whose names were lost in a transformation."""
+    as port names). Position is the fallback only when the counts agree (names lost in a transformation).
+    With `optional` (inputs), a name with no port is an input the graph never reads, which OpenVINO
+    drops: it stays in the artifact's interface, and its feed is accepted and ignored."""
     ports = list(ports)
     if not names:
         return [(p.get_any_name(), p) for p in ports]
     pairs = []
     for i, name in enumerate(names):
         port = next((p for p in ports if name in p.get_names()), None)
-        if port is None and i < len(ports):
+        if port is None and len(ports) == len(names):
             port = ports[i]
-        if port is None:
+        if port is None and not optional:
             raise InputError(f"OpenVINO model has no tensor '{name}'; the artifact does not match its manifest")
         pairs.append((name, port))
     return pairs
 
 
 class OpenVINORunner(Runner):
-    def __init__(self, compiled_model, config, input_names=None, output_names=None, compile_s: float = 0.0):
+    def __init__(self, compiled_model, config, input_names=None, output_names=None, compile_s: float = 0.0,
+                 input_dtypes: Mapping[str, str] | None = None):
         self.compiled = compiled_model
         self.config = config
         self.threads = config.threads
         self.compile_s = compile_s
-        self._in = _match(compiled_model.inputs, input_names)
+        self._in = _match(compiled_model.inputs, input_names, optional=True)
         self._out = _match(compiled_model.outputs, output_names)
-        self.inputs = [_spec(p, n) for n, p in self._in]
+        dtypes = dict(input_dtypes or {})
+        self.inputs = [_spec(p, n) if p is not None else TensorSpec(n, dtypes.get(n, "float32"), ()) for n, p in self._in]
         self.outputs = [_spec(p, n) for n, p in self._out]
         self._request = compiled_model.create_infer_request()
 
@@ -53,8 +57,9 @@ class OpenVINORunner(Runner):
         missing = [s.name for s in self.inputs if s.name not in feeds]
         if missing:
             raise InputError(f"missing input '{missing[0]}' (model inputs: {', '.join(s.name for s in self.inputs)})")
-        return {port: np.ascontiguousarray(feeds[name], dtype=spec.dtype)
-                for (name, port), spec in zip(self._in, self.inputs)}
+        # np.require, not ascontiguousarray: that one turns a 0-d (scalar) input into shape [1].
+        return {port: np.require(feeds[name], spec.dtype, "C")
+                for (name, port), spec in zip(self._in, self.inputs) if port is not None}
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self._request.infer(self._feeds(feeds))

@@ -130,12 +130,26 @@ class TvmBackend(Backend):
         target = tvm.target.Target(rt.tvm_target)
         ctx.progress(f"TVM: importing ONNX into Relax (target {rt.name}: {json.dumps(rt.tvm_target)})")
         mod = build.import_onnx(ctx.model, opts["batch"])
-        fused = build.lower_to_fused_tir(mod, target, opts["layout"])
+        params = build.io_param_names(mod)
+        # NHWC pays only where there are convolutions to vectorize; elsewhere it only adds transposes
+        # (and broke 56 of ONNX's node tests). Where the conversion fails, the model keeps its NCHW.
+        layout = opts["layout"] if build.has_convolutions(ctx.model) else "nchw"
+        try:
+            fused = build.lower_to_fused_tir(mod, target, layout)
+        except Exception as e:  # noqa: BLE001
+            if layout == "nchw":
+                raise UnsupportedError(f"TVM cannot lower the model: {build.tvm_reason(e)}") from e
+            ctx.progress(f"TVM: NHWC conversion failed ({build.tvm_reason(e, 120)}); compiling in NCHW")
+            info_layout = {"layout": "nchw", "layout_fallback": build.tvm_reason(e, 200)}
+            layout = "nchw"
+            fused = build.lower_to_fused_tir(mod, target, layout)
+        else:
+            info_layout = {"layout": layout}
 
         model_bytes = ctx.model.SerializeToString()
-        key = tuning.database_key(model_bytes, rt.tvm_target, opts["batch"], opts["layout"])
+        key = tuning.database_key(model_bytes, rt.tvm_target, opts["batch"], layout)
         db_path = tuning.database_dir(key)
-        info: dict[str, Any] = {"target": rt.describe(), "tuning_database": str(db_path)}
+        info: dict[str, Any] = {"target": rt.describe(), "tuning_database": str(db_path), **info_layout}
         if opts["tune"]:
             info["tuning"] = tuning.tune(fused, target, db_path, opts["trials"], opts["tune_minutes"], ctx.progress,
                                          threads=int(rt.tvm_target.get("num-cores") or 0) or None,
@@ -158,7 +172,10 @@ class TvmBackend(Backend):
 
         ctx.progress(f"TVM: compiling ({'cross: ' + rt.cross_cc if rt.cross_cc else 'host'})")
         lib = ctx.out_dir / LIB
-        info.update(build.compile_module(fused, target, lib, rt.cross_cc))
+        try:
+            info.update(build.compile_module(fused, target, lib, rt.cross_cc))
+        except Exception as e:  # noqa: BLE001
+            raise UnsupportedError(f"TVM cannot compile the model: {build.tvm_reason(e)}") from e
         info["library_machine"] = _elf_machine(lib)
         if rt.cross_cc:
             info["cross_compiler"] = _cc_version(rt.cross_cc)
@@ -168,7 +185,7 @@ class TvmBackend(Backend):
         shapes = build.static_shapes(ctx.model, opts["batch"])
         ins = [TensorSpec(s.name, s.dtype, tuple(shapes[s.name])) for s in input_specs(ctx.model)]
         outs = output_specs(ctx.model)
-        meta = {"inputs": [s.to_json() for s in ins], "outputs": [s.to_json() for s in outs],
+        meta = {"inputs": [s.to_json() for s in ins], "outputs": [s.to_json() for s in outs], "params": params,
                 "target": rt.describe(), "arch": rt.arch, "execution": where}
         (ctx.out_dir / META).write_text(json.dumps(meta, indent=2))
         info["validation_ran_on"] = where["where"]
@@ -196,6 +213,8 @@ class TvmBackend(Backend):
         d = Path(artifact_dir)
         meta = json.loads((d / META).read_text())
         ins = [TensorSpec.from_json(s) for s in meta["inputs"]]
+        if "params" in meta:  # inputs the graph never reads are not parameters of the module: accepted, not fed
+            ins = [s for s in ins if s.name in set(meta["params"])]
         outs = [TensorSpec.from_json(s) for s in meta["outputs"]]
         rpc = str(options.get("rpc", "")).strip()
         if rpc and rpc not in ("auto", "off"):

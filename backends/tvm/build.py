@@ -32,14 +32,14 @@ def static_shapes(model: onnx.ModelProto, batch: int) -> dict[str, list[int]]:
             continue
         dims = []
         for k, d in enumerate(inp.type.tensor_type.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
+            if d.HasField("dim_value") and d.dim_value >= 0:  # 0 is a zero-size dim, not a dynamic one
                 dims.append(int(d.dim_value))
             elif k == 0:
                 dims.append(int(batch))
             else:
                 raise UnsupportedError(f"input '{inp.name}' has a dynamic dimension {k} ({d.dim_param or '?'}); "
-                                       "the TVM backend needs static shapes: fix it in the ONNX model "
-                                       "(e.g. onnxsim --overwrite-input-shape)")
+                                       "the TVM backend needs static shapes: give them with --input-shape "
+                                       f"{inp.name}=DxDx... (edgec.compile(input_shapes=...))")
         shapes[inp.name] = dims
     return shapes
 
@@ -53,8 +53,30 @@ def import_onnx(model: onnx.ModelProto, batch: int):
     except UnsupportedError:
         raise
     except Exception as e:
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
-        raise UnsupportedError(f"TVM's Relax ONNX frontend cannot import the model: {msg}") from e
+        raise UnsupportedError(f"TVM's Relax ONNX frontend cannot import the model{_op_hint(model, e)}: "
+                               f"{tvm_reason(e)}") from e
+
+
+def tvm_reason(e: Exception, limit: int = 300) -> str:
+    """TVM errors end with the line that says why, after a C++ traceback; keep that line only."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("File \"", "Traceback", "File", "^", "...", "  "))] or lines
+    return (lines[-1] if lines else type(e).__name__)[:limit]
+
+
+def _op_hint(model: onnx.ModelProto, e: Exception) -> str:
+    """' (op X)' when the error names one of the model's op types, so the line names what to replace."""
+    text = str(e)
+    ops = sorted({n.op_type for n in model.graph.node if n.op_type in text}, key=len, reverse=True)
+    if ops:
+        return f" (op {ops[0]})"
+    if len(model.graph.node) <= 3:
+        return f" (op {', '.join(sorted({n.op_type for n in model.graph.node}))})"
+    return ""
+
+
+def has_convolutions(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger") for n in model.graph.node)
 
 
 def lower_to_fused_tir(mod, target, layout: str = "nhwc"):
@@ -69,6 +91,12 @@ def lower_to_fused_tir(mod, target, layout: str = "nhwc"):
             mod = to_nhwc(mod)
         mod = relax.get_pipeline("zero")(mod)
     return mod
+
+
+def io_param_names(mod) -> list[str]:
+    """The names of the Relax main function's parameters: the inputs the module actually takes (the
+    frontend drops graph inputs nothing reads)."""
+    return [getattr(p, "name", None) or p.name_hint for p in mod["main"].params]
 
 
 def scheduled_names(mod) -> set[str]:

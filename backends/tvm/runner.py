@@ -58,7 +58,8 @@ class _VmRunner(Runner):
         missing = [s.name for s in self.inputs if s.name not in feeds]
         if missing:
             raise InputError(f"no feed for input '{missing[0]}' (inputs: {[s.name for s in self.inputs]})")
-        return [tvm.runtime.tensor(np.ascontiguousarray(feeds[s.name], dtype=s.dtype), self.dev) for s in self.inputs]
+        # np.require, not ascontiguousarray: that one turns a 0-d (scalar) input into shape [1].
+        return [tvm.runtime.tensor(np.require(feeds[s.name], s.dtype, "C"), self.dev) for s in self.inputs]
 
     def run(self, feeds):
         n = self._feed_batch(feeds)
@@ -71,7 +72,8 @@ class _VmRunner(Runner):
         """The common leading size of the feeds when it differs from the compiled static batch, else None."""
         b = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else None
         sizes = {np.shape(feeds[s.name])[0] for s in self.inputs if s.name in feeds and np.ndim(feeds[s.name])}
-        if b is None or len(sizes) != 1 or sizes == {b}:
+        ranks_match = all(np.ndim(feeds[s.name]) == len(s.shape) for s in self.inputs if s.name in feeds)
+        if b is None or len(sizes) != 1 or sizes == {b} or not ranks_match or b == 0:
             return None
         return sizes.pop()
 
@@ -105,6 +107,25 @@ class _VmRunner(Runner):
                             float(times.mean()), float(times.min()))
 
 
+def load_fresh(lib_path: Path):
+    """tvm.runtime.load_module dlopens by path, and the dynamic loader hands back the library already
+    loaded at that path: recompiling into the same folder and loading again in one process would run
+    the previous model. A private copy under a unique name is always the library on disk now; it is
+    unlinked once loaded (the mapping stays valid)."""
+    import shutil
+    import tempfile
+
+    import tvm
+
+    tmp = tempfile.mkdtemp(prefix="edgec-tvm-")
+    copy = Path(tmp) / f"{os.getpid()}-{time.monotonic_ns()}-{Path(lib_path).name}"
+    try:
+        shutil.copyfile(lib_path, copy)
+        return tvm.runtime.load_module(str(copy))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class LocalRunner(_VmRunner):
     def __init__(self, lib_path: Path, inputs, outputs, threads: int | None = None):
         import tvm
@@ -112,7 +133,7 @@ class LocalRunner(_VmRunner):
         if threads:
             # TVM's one process-wide pool; (affinity mode 0 = none, n threads).
             tvm.get_global_func("runtime.config_threadpool")(0, int(threads))
-        super().__init__(tvm.runtime.load_module(str(lib_path)), tvm.cpu(), inputs, outputs, threads)
+        super().__init__(load_fresh(lib_path), tvm.cpu(), inputs, outputs, threads)
         self.where = "host"
 
 

@@ -33,7 +33,7 @@ def random_inputs(model: ir.Model, seed: int, samples: int) -> list[dict[str, np
         for value in model.graph.inputs:
             if value.is_initializer() or value.dtype is None:
                 continue
-            shape = [d if isinstance(d, int) else 1 for d in (value.shape or [])]
+            shape = [d if isinstance(d, int) and d >= 0 else 1 for d in (value.shape or [])]
             dtype = value.dtype.numpy()
             if np.issubdtype(dtype, np.floating):
                 arr = rng.standard_normal(shape).astype(dtype)
@@ -121,22 +121,48 @@ def compare(ref: list[dict], got: list[dict], rtol: float) -> Comparison:
         for name, a in r.items():
             if name not in g:
                 return Comparison(False, float("inf"), scale, f"output {name!r} disappeared")
-            b = g[name]
-            if a.shape != b.shape:
-                return Comparison(False, float("inf"), scale,
-                                  f"output {name!r} shape {b.shape} != {a.shape}")
-            if np.issubdtype(a.dtype, np.floating):
-                a64, b64 = a.astype(np.float64), b.astype(np.float64)
-                both_nan = np.isnan(a64) & np.isnan(b64)
-                diff = np.where(both_nan, 0.0, np.abs(a64 - b64))
-                finite = np.abs(a64[np.isfinite(a64)])
-                scale = max(scale, float(finite.max()) if finite.size else 0.0)
-                err = max(err, float(np.nan_to_num(diff, nan=np.inf).max()) if diff.size else 0.0)
-            elif not np.array_equal(a, b):
-                return Comparison(False, float("inf"), scale, f"output {name!r} values differ")
+            why, e, s = _compare_value(a, g[name], repr(name))
+            if why:
+                return Comparison(False, float("inf"), scale, why)
+            err, scale = max(err, e), max(scale, s)
     ok = err <= rtol * scale + 1e-7
     reason = "" if ok else f"max abs error {err:.3g} > {rtol:g} x output scale {scale:.3g}"
     return Comparison(ok, err, scale, reason)
+
+
+def _compare_value(a, b, where: str) -> tuple[str, float, float]:
+    """(difference or '', max abs error, output scale) for one output: tensors, sequences (ONNX
+    Sequence* ops return lists), empty optionals (None) and strings."""
+    if a is None or b is None:
+        return ("" if a is None and b is None else f"output {where}: optional emptiness differs"), 0.0, 0.0
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        if not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple))) or len(a) != len(b):
+            return f"output {where}: sequence length differs", 0.0, 0.0
+        err = scale = 0.0
+        for i, (x, y) in enumerate(zip(a, b)):
+            why, e, s = _compare_value(x, y, f"{where}[{i}]")
+            if why:
+                return why, e, s
+            err, scale = max(err, e), max(scale, s)
+        return "", err, scale
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return f"output {where} shape {b.shape} != {a.shape}", 0.0, 0.0
+    if np.issubdtype(a.dtype, np.floating):
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        if not np.array_equal(np.isnan(a64), np.isnan(b64)) or not np.array_equal(np.isinf(a64), np.isinf(b64)):
+            return f"output {where}: NaN/inf positions differ", 0.0, 0.0
+        fin = np.isfinite(a64)
+        if not np.array_equal(a64[np.isinf(a64)], b64[np.isinf(b64)]):
+            return f"output {where}: infinities of other sign", 0.0, 0.0
+        diff = np.abs(a64[fin] - b64[fin])
+        finite = np.abs(a64[fin])
+        return "", float(diff.max()) if diff.size else 0.0, float(finite.max()) if finite.size else 0.0
+    if a.dtype.kind in "OUS" or b.dtype.kind in "OUS":
+        same = np.array_equal(a.astype(str), b.astype(str))
+    else:
+        same = np.array_equal(a, b)
+    return ("" if same else f"output {where} values differ"), 0.0, 0.0
 
 
 class Verifier:
@@ -149,11 +175,17 @@ class Verifier:
         self.reference = None
         self.unavailable = ""
         self.runtime = None
+        self.loads = False  # whether onnxruntime can at least load the original (then every rewrite must too)
         mf = ModelFile(original, large)
         try:
             self.reference, self.runtime = run_any(mf, self.feeds)
-        except Exception as e:  # noqa: BLE001 - e.g. custom ops: checker-only verification
-            self.unavailable = f"original model does not run in onnxruntime ({_short(e)})"
+        except Exception as e:  # noqa: BLE001 - e.g. custom ops, sequence inputs: checker-only verification
+            self.unavailable = f"original model does not run in onnxruntime on random inputs ({_short(e)})"
+            try:
+                mf.session()
+                self.loads = True
+            except Exception:  # noqa: BLE001
+                pass
         finally:
             mf.close()
 
@@ -165,6 +197,11 @@ class Verifier:
             except Exception as e:  # noqa: BLE001
                 return Comparison(False, float("nan"), 0.0, f"onnx.checker: {_short(e)}")
             if self.reference is None:
+                if self.loads:
+                    try:
+                        mf.session()
+                    except Exception as e:  # noqa: BLE001
+                        return Comparison(False, float("nan"), 0.0, f"onnxruntime cannot load it: {_short(e)}")
                 return Comparison(True, float("nan"), 0.0, self.unavailable)
             try:
                 got, _ = run_any(mf, self.feeds[:samples])

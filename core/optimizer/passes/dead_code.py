@@ -1,8 +1,9 @@
 """Dead node, unused initializer and unused graph-input elimination.
 
-Nodes and initializers: onnx-ir's RemoveUnusedNodesPass. It deliberately keeps the model's
-signature, so dropping graph inputs that nothing reads is ours (it changes the interface, which
-is what the issue asks for: a backend should not have to feed an ignored tensor).
+Nodes and initializers: onnx-ir's RemoveUnusedNodesPass, which keeps the model's signature. A graph
+input nothing reads stays too (issue #12): the artifact's interface is the model's, so a user's feed
+that names it is never refused; runners accept it and ignore it. Only IR >= 4 initializers that were
+also listed as inputs and are now unused go.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ def dead_code(model: ir.Model, ctx: PassContext) -> int:
     RemoveUnusedNodesPass()(model)
     dropped = False
     for value in list(g.inputs):
-        if not value.uses() and not value.is_graph_output() and len(g.inputs) > 1:
-            if model.ir_version < 4 and value.is_initializer():
+        if not value.uses() and not value.is_graph_output() and value.is_initializer() and len(g.inputs) > 1:
+            if model.ir_version < 4:
                 continue  # IR < 4: an initializer must stay listed as an input
             g.inputs.remove(value)
             dropped = True
