@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from edgec.core import stages
+from edgec.core import interrupt, stages
 from edgec.core.artifact import Artifact, staging_dir
 
 
@@ -62,6 +62,7 @@ class Compilation:
     stage_seconds: dict = field(default_factory=dict)
 
     def run(self, name: str, stage: Callable[["Compilation"], None]) -> None:
+        interrupt.check()  # a signal whose KeyboardInterrupt a toolchain swallowed stops the compile here
         t = time.perf_counter()
         stage(self)
         self.stage_seconds[name] = round(time.perf_counter() - t, 3)
