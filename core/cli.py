@@ -304,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet_side_effects()
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help / --version (0) or a usage error already printed in one line (2)
+            return e.code if isinstance(e.code, int) else 2
         return args.func(args)
     except EdgecError as e:
         print(f"edgec: error: {e}", file=sys.stderr)

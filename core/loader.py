@@ -9,9 +9,19 @@ from edgec.core.manifest import read_manifest
 from edgec.core.registry import get_backend
 
 
-def load(path, threads: int | None = None, **options) -> Runner:
-    """Load an artifact directory into a Runner on its backend's runtime."""
+def load(path, threads: int | None = None, verify: bool = True, **options) -> Runner:
+    """Load an artifact directory into a Runner on its backend's runtime; with `verify` (the default)
+    every file must first match the manifest's sha256 (core/verify.py)."""
+    from edgec.core.sandbox import quiet_side_effects
+    from edgec.core.verify import verify_files
+
+    quiet_side_effects()
     manifest = read_manifest(Path(path))
+    if not isinstance(manifest, dict):
+        from edgec.core.errors import InputError
+        raise InputError(f"{path}: manifest.json is not a JSON object; recompile the artifact")
+    if verify:
+        verify_files(Path(path), manifest)
     be = get_backend(manifest.get("backend", "?"))
     av = be.available()
     if not av.ok:

@@ -98,7 +98,7 @@ def test_cli_compile_json_run_validate(run_cli, tmp_path, tiny_cnn_path, tiny_da
     report = json.loads(stdout)
     assert code == 0 and report["passed"] and report["samples"] == 32
 
-    code, _, err = run_cli("validate", out, "--data", tiny_data, "--min-cosine", "1.01")
+    code, _, err = run_cli("validate", out, "--data", tiny_data, "--min-cosine", "1")  # int8: cosine < 1
     assert code == 1 and "validation failed" in err
 
 
