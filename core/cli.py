@@ -73,6 +73,10 @@ def cmd_compile(args) -> int:
         print("placement    " + ", ".join(f"{k} {p[k]}" for k in ("int8", "fp16", "fp32") if k in p))
     for line in _validation_lines(m["validation"]):
         print(line)
+    from edgec.core.claims import describe
+    demand = describe(q.get("max_drop") or {})
+    if demand:
+        print(demand)
     print("files        " + ", ".join(f"{k} ({v['size'] / 1e6:.2f} MB)" for k, v in m["files"].items()))
     print(f"compile time {m['compile_seconds']:.1f} s")
     return 0

@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 from edgec.core import interrupt, stages
 from edgec.core.artifact import Artifact, staging_dir
+from edgec.core.claims import reconcile_claims
+from edgec.core.data_guard import data_warnings
 
 
 @dataclass
@@ -72,7 +74,8 @@ class Compilation:
 PREPARE = [("resolve", stages.resolve_backend), ("load", stages.load_source), ("data", stages.open_inputs),
            ("optimize", stages.optimize_graph), ("quantize", stages.quantize)]
 # Inside it: any failure removes the directory, so no half-written artifact is left behind.
-IN_STAGING = [("lower", stages.lower), ("validate", stages.validate), ("publish", stages.publish)]
+IN_STAGING = [("lower", stages.lower), ("validate", stages.validate), ("warnings", data_warnings),
+              ("claims", reconcile_claims), ("publish", stages.publish)]
 
 
 def compile(model, backend: str = "onnxruntime", precision: str = "fp32", **kwargs) -> Artifact:
