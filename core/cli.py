@@ -314,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
             return e.code if isinstance(e.code, int) else 2
         return args.func(args)
     except EdgecError as e:
+        if interrupt.pending() is not None:  # an error a toolchain raised because we interrupted it
+            print("edgec: error: interrupted; nothing was written (a previous output is kept)", file=sys.stderr)
+            return interrupt.EXIT_CODES.get(interrupt.pending(), 130)
         print(f"edgec: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:

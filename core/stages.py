@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnx
 
-from edgec.core import progress
+from edgec.core import interrupt, progress
 from edgec.core.artifact import check_output, publish as publish_dir
 from edgec.core.backend import PRECISIONS, LoweringContext
 from edgec.core.data import Dataset, open_dataset
@@ -33,6 +33,10 @@ def open_data(data, model: onnx.ModelProto, preprocess, what: str) -> Dataset | 
 def resolve_backend(c) -> None:
     """The backend, its precision and options: checked before any model or data is read."""
     o = c.opts
+    from edgec.core.options_check import check_compile_options
+    from edgec.core.sandbox import quiet_side_effects
+    quiet_side_effects()
+    check_compile_options(o)
     if o.precision not in PRECISIONS:
         raise InputError(f"unknown precision '{o.precision}' (choose from {', '.join(PRECISIONS)})")
     c.backend = get_backend(o.backend)
@@ -123,6 +127,7 @@ def lower(c) -> None:
     except EdgecError:
         raise
     except Exception as e:  # a toolchain crash: name the backend and the reason, keep it to one line
+        interrupt.check()  # or a Ctrl-C the toolchain wrapped in its own exception type
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise EdgecError(f"backend '{be.name}' failed to lower the model: {first}") from e
     missing = [f for f in files if not (tmp / f).is_file()]

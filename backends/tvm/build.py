@@ -11,6 +11,8 @@ The wheel on PyPI is built without DNNL/BLAS, so no library offload exists to ch
 """
 from __future__ import annotations
 
+from edgec.core import interrupt
+
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -53,6 +55,7 @@ def import_onnx(model: onnx.ModelProto, batch: int):
     except UnsupportedError:
         raise
     except Exception as e:
+        interrupt.check()  # TVM's FFI turns a Ctrl-C inside the import into its own error
         msg = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
         raise UnsupportedError(f"TVM's Relax ONNX frontend cannot import the model: {msg}") from e
 
@@ -118,6 +121,7 @@ def sampled_schedules(mod, target, seed: int = 0, progress: Callable[[str], None
         try:
             spaces = ctx.generate_design_space()
         except Exception:  # a task MetaSchedule has no rules for keeps its naive loops
+            interrupt.check()  # ... unless the "error" is a Ctrl-C that TVM's FFI wrapped
             continue
         for space in spaces:
             cand = space.copy()
@@ -126,6 +130,7 @@ def sampled_schedules(mod, target, seed: int = 0, progress: Callable[[str], None
                 db.commit_tuning_record(ms.database.TuningRecord(cand.trace, wl, [1.0], target))
                 scheduled += 1
                 break
+        interrupt.check()
         if (i + 1) % 10 == 0:
             progress(f"sampled schedules for {i + 1}/{len(tasks)} tasks")
     return db, {"tasks": len(tasks), "scheduled": scheduled}
