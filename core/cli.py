@@ -209,7 +209,8 @@ def cmd_validate(args) -> int:
         for line in _validation_lines(report):
             print(line)
     if not report["passed"]:
-        print(f"edgec: error: validation failed: cosine {report['cosine']:.6f} < {report['min_cosine']}", file=sys.stderr)
+        print(f"edgec: error: validation failed: cosine {report['cosine']:.6f} < {report['min_cosine']}; recompile "
+              "(another --calib-method, --max-drop) or pass a lower --min-cosine to accept it", file=sys.stderr)
         return 1
     return 0
 

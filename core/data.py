@@ -82,6 +82,11 @@ class ArrayDataset(Dataset):
         self.n = lens.pop()
         self.labels = None if labels is None else np.asarray(labels).reshape(-1)
         self.source = source
+        if self.labels is not None and (len(self.labels) != self.n or self.labels.dtype.kind not in "iub"):
+            from edgec.core.errors import InputError
+            what = (f"{len(self.labels)} labels for {self.n} samples" if len(self.labels) != self.n
+                    else f"labels of dtype {self.labels.dtype}")
+            raise InputError(f"data {source}: {what}; give one integer class id per sample under 'labels'")
 
     def __len__(self):
         return self.n
@@ -299,6 +304,8 @@ def open_dataset(path, inputs, preprocess=None) -> Dataset:
         arrays = sorted(f for f in p.iterdir() if f.suffix in (".npy", ".npz"))
         if arrays:
             ds = NpyFolderDataset(arrays, specs, src)
+        elif not any(f.suffix.lower() in IMAGE_EXT for f in p.rglob("*")):
+            raise _input_error(f"data folder {p} holds no .npy/.npz files or images; give a folder with data in it")
         else:
             _need_single(specs, src, "an image folder")
             _need_pp(pp, src, "an image folder")

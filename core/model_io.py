@@ -33,7 +33,7 @@ def load_model(path: str | Path, check: bool = True) -> onnx.ModelProto:
     if not p.exists():
         raise InputError(f"model file not found: {p} (check the path)")
     if p.is_dir():
-        raise InputError(f"model path is a directory, not an .onnx file: {p}")
+        raise InputError(f"model path is a directory, not an .onnx file: {p}; pass the .onnx file itself")
     check_size_limit(p)
     try:
         model = onnx.load(str(p), load_external_data=False)
@@ -131,9 +131,13 @@ def concrete_shape(spec: TensorSpec, batch: int = 1) -> tuple[int, ...]:
 
 def random_feeds(specs: list[TensorSpec], rng: np.random.Generator) -> dict[str, np.ndarray]:
     feeds = {}
+    from edgec.core.limits import check_bytes, element_count
     for s in specs:
         shape = concrete_shape(s)
         dt = np.dtype(s.dtype)
+        fix = "pass --val data, or give the input a realistic static shape"
+        check_bytes(element_count(shape, f"input '{s.name}'", fix) * dt.itemsize,
+                    f"random validation input '{s.name}' (shape {list(shape)})", fix)
         if dt.kind == "f":
             feeds[s.name] = rng.standard_normal(shape).astype(dt)
         elif dt.kind in "iu":

@@ -32,7 +32,7 @@ def verify_files(path: Path, manifest: dict) -> None:
             inside = False
         if not inside:
             raise InputError(f"artifact {path}: manifest file '{name}' points outside the artifact directory; "
-                             "this artifact is malformed or hostile: do not load it")
+                             "this artifact is malformed or hostile: do not load it; recompile it from the model")
         if not f.is_file():
             raise InputError(f"artifact {path}: file '{name}' is missing (deleted after compile); {FIX}")
         size = f.stat().st_size
