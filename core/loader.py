@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgec.core.backend import Runner
-from edgec.core.errors import BackendError
+from edgec.core.errors import BackendError, EdgecError
 from edgec.core.manifest import read_manifest
 from edgec.core.registry import get_backend
 
@@ -28,4 +28,15 @@ def load(path, threads: int | None = None, verify: bool = True, **options) -> Ru
         raise BackendError(f"backend '{be.name}' is not available: {av.reason}; fix: {av.hint}")
     if not av.can_run:
         raise BackendError(f"backend '{be.name}' can build here but not run: {av.reason}; fix: {av.hint}")
-    return be.load(Path(path), manifest, threads=threads, **options)
+    try:
+        return be.load(Path(path), manifest, threads=threads, **options)
+    except EdgecError:
+        raise
+    except Exception as e:
+        # The files match their hashes, so what the runtime refused is the manifest (edited: it is not
+        # hashed itself) or an artifact from an incompatible toolchain version.
+        from edgec.core import interrupt
+        interrupt.check()
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise BackendError(f"backend '{be.name}' cannot load artifact {path} ({type(e).__name__}: {first}); its "
+                           "manifest was edited or it was built by another toolchain version: recompile it") from None
