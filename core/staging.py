@@ -94,6 +94,7 @@ def clean_stale(out: Path) -> list[str]:
         if m["kind"] == "old" and not out.exists() and (d / "artifact").is_dir():
             try:
                 os.rename(d / "artifact", out)
+                shutil.rmtree(d, ignore_errors=True)
                 done.append(f"restored {out} from {d.name} (a compile was killed while replacing it)")
                 continue
             except OSError:
