@@ -96,7 +96,13 @@ def check_declared_sizes(model: onnx.ModelProto, model_path: Path) -> None:
 
 
 def _check_external(t: TensorProto, label: str, declared: int | None, model_path: Path, base: Path) -> None:
-    info = {e.key: e.value for e in t.external_data}
+    info = {}
+    for e in t.external_data:
+        k, v = e.key, e.value
+        if not isinstance(k, str) or not isinstance(v, str):  # protobuf hands back bytes for invalid UTF-8
+            raise InputError(f"{model_path}: {label} has external-data fields that are not valid UTF-8; "
+                             "the file is corrupt: re-export the model")
+        info[k] = v
     loc = info.get("location", "")
     where = f"{model_path}: {label} keeps its data in external file '{loc}'"
     if not loc:
@@ -152,3 +158,33 @@ def check_input_sizes(model: onnx.ModelProto, path) -> None:
         fix = "give the input a realistic static shape (or a symbolic batch dimension)"
         n = element_count(shape, f"{path}: model input '{s.name}'", fix)
         check_bytes(n * np.dtype(s.dtype).itemsize, f"{path}: model input '{s.name}' (shape {list(shape)})", fix)
+
+
+def check_reference_accepts(model: onnx.ModelProto, path) -> None:
+    """The FP32 reference (onnxruntime) must accept the source model: a model that passes onnx.checker's
+    light check but whose shapes or attributes contradict each other (Conv channels vs weights) would
+    otherwise fail later, inside the optimizer or validation, as an internal error."""
+    import onnxruntime as ort
+    if model.ByteSize() > 1_000_000_000:  # big models: the validation stage's own session will say it
+        return
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    try:
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first.split("failed:", 1)[-1].strip()[:250]
+        raise InputError(f"{path}: onnxruntime, the FP32 reference, cannot load the model ({first}); the model is "
+                         "inconsistent: fix or re-export it") from None
+
+
+def reference_failure(e: Exception, what: str) -> InputError | None:
+    """An onnxruntime run error during validation (the model and the data disagree) as an InputError."""
+    mod = type(e).__module__ or ""
+    if "onnxruntime" not in mod:
+        return None
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:250]
+    return InputError(f"{what} failed in onnxruntime ({first}); check that the data matches the model's inputs "
+                      "and that the model is consistent")

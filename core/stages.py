@@ -59,8 +59,9 @@ def load_source(c) -> None:
     else:
         p = Path(model)
         c.source_model = load_model(p)
-        from edgec.core.model_guard import check_input_sizes
+        from edgec.core.model_guard import check_input_sizes, check_reference_accepts
         check_input_sizes(c.source_model, p)
+        check_reference_accepts(c.source_model, p)
         c.source = {"path": str(p.resolve()), "sha256": sha256_file(p)}
     stem = Path(c.source["path"]).stem if c.source["path"] else "model"
     o = c.opts
@@ -88,7 +89,13 @@ def optimize_graph(c) -> None:
         from edgec.core.optimizer import optimize as run_passes
 
         progress.say("optimizing graph")
-        res = run_passes(c.model, opset_range=reqs.opset_range, progress=progress.say)
+        try:
+            res = run_passes(c.model, opset_range=reqs.opset_range, progress=progress.say)
+        except Exception as e:
+            if type(e).__name__ != "SerdeError":  # onnx-ir cannot represent the model: an input problem
+                raise
+            raise InputError(f"onnx-ir cannot read the model for the optimizer ({str(e).splitlines()[0][:200]}); "
+                             "the model is malformed: re-export it, or pass --no-optimize") from None
         c.model, c.passes_report = res.model, res.report
     _check_opset(c.backend, c.model)
 
@@ -166,8 +173,15 @@ def validate(c) -> None:
         # Without --val, int8 is checked on its calibration samples: random normal inputs are far outside
         # the ranges it was calibrated for and would fail every honest quantization.
         check_data = c.val if c.val is not None else c.calib
-        report = validate_runner(runner, reference, check_data, model=c.source_model, min_cosine=min_cosine,
-                                 desc=f"validate {be.name} {o.precision}")
+        try:
+            report = validate_runner(runner, reference, check_data, model=c.source_model, min_cosine=min_cosine,
+                                     desc=f"validate {be.name} {o.precision}")
+        except Exception as e:
+            from edgec.core.model_guard import reference_failure
+            err = reference_failure(e, f"validating {be.name} {o.precision}")
+            if err is None:
+                raise
+            raise err from None
         layer_info = be.layer_info(runner)
     finally:
         runner.close()
