@@ -137,6 +137,10 @@ def lower(c) -> None:
         raise
     except Exception as e:  # a toolchain crash: name the backend and the reason, keep it to one line
         interrupt.check()  # or a Ctrl-C the toolchain wrapped in its own exception type
+        from edgec.core.staging import disk_full
+        if disk_full(tmp, e):
+            raise InputError(f"no space left on the output's filesystem ({tmp.parent}) while backend '{be.name}' "
+                             "was writing the artifact; free some space or choose another -o") from None
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise EdgecError(f"backend '{be.name}' failed to lower the model: {first}") from e
     missing = [f for f in files if not (tmp / f).is_file()]

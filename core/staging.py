@@ -134,3 +134,18 @@ def output_lock(out: Path):
             if e.errno != errno.ENOENT:
                 raise
         os.close(fd)
+
+
+def disk_full(where: Path, error: BaseException, margin: int = 16 << 20) -> bool:
+    """Whether a toolchain failure was (most likely) a full disk: ENOSPC anywhere in the exception chain,
+    or less than `margin` bytes free where the artifact was being written. TVM reports a full disk
+    as "Compilation error:" from the C compiler, so the errno alone is not enough."""
+    e: BaseException | None = error
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    try:
+        return shutil.disk_usage(where).free < margin
+    except OSError:
+        return False

@@ -237,3 +237,24 @@ def test_calibration_cache_write_leaves_no_partial_file(tmp_path, monkeypatch, f
     assert list((tmp_path / "cache").iterdir()) == []
     cal_mod._save(target, cal)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["x.npz"]
+
+
+def test_full_disk_during_lowering_is_named(tmp_path, monkeypatch):
+    """A toolchain that fails on a full disk (TVM says only "Compilation error:") gets a one-line input
+    error naming the filesystem and the fix, not a backend crash."""
+    import edgec
+    from edgec.backends.onnxruntime.backend import OnnxRuntimeBackend
+    from edgec.core import staging
+    from edgec.core.errors import InputError
+
+    def full(self, ctx):
+        raise RuntimeError("Compilation error:\n/usr/bin/ld: final link failed")
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "lower", full)
+    monkeypatch.setattr(staging.shutil, "disk_usage", lambda p: type("U", (), {"free": 1024})())
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "cache"))
+    model = tmp_path / "m.onnx"
+    model.write_bytes((EXAMPLE / "model.onnx").read_bytes())
+    with pytest.raises(InputError, match="no space left"):
+        edgec.compile(model, output=tmp_path / "out")
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path, "out") == []
