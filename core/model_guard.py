@@ -148,18 +148,6 @@ def check_size_limit(path: Path) -> None:
     check_bytes(size, f"model file {path}", "check that this is the model you meant")
 
 
-def check_input_sizes(model: onnx.ModelProto, path) -> None:
-    """A graph input whose static shape no machine could feed (the optimizer's equivalence check and
-    random validation would allocate it) is refused before compiling."""
-    from edgec.core.model_io import concrete_shape, input_specs
-    import numpy as np
-    for s in input_specs(model):
-        shape = concrete_shape(s)
-        fix = "give the input a realistic static shape (or a symbolic batch dimension)"
-        n = element_count(shape, f"{path}: model input '{s.name}'", fix)
-        check_bytes(n * np.dtype(s.dtype).itemsize, f"{path}: model input '{s.name}' (shape {list(shape)})", fix)
-
-
 def check_reference_accepts(model: onnx.ModelProto, path) -> None:
     """The FP32 reference (onnxruntime) must accept the source model: a model that passes onnx.checker's
     light check but whose shapes or attributes contradict each other (Conv channels vs weights) would

@@ -157,3 +157,14 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
                         location=path.name + ".data")
     else:
         onnx.save_model(model, str(path))
+
+
+def check_input_sizes(model: onnx.ModelProto, path) -> None:
+    """A graph input whose static shape no machine could feed (the optimizer's equivalence check and
+    random validation would allocate it) is refused before compiling."""
+    from edgec.core.limits import check_bytes, element_count
+    for s in input_specs(model):
+        shape = concrete_shape(s)
+        fix = "give the input a realistic static shape (or a symbolic batch dimension)"
+        n = element_count(shape, f"{path}: model input '{s.name}'", fix)
+        check_bytes(n * np.dtype(s.dtype).itemsize, f"{path}: model input '{s.name}' (shape {list(shape)})", fix)

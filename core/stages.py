@@ -59,7 +59,8 @@ def load_source(c) -> None:
     else:
         p = Path(model)
         c.source_model = load_model(p)
-        from edgec.core.model_guard import check_input_sizes, check_reference_accepts
+        from edgec.core.model_guard import check_reference_accepts
+        from edgec.core.model_io import check_input_sizes
         check_input_sizes(c.source_model, p)
         check_reference_accepts(c.source_model, p)
         c.source = {"path": str(p.resolve()), "sha256": sha256_file(p)}
