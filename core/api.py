@@ -46,9 +46,13 @@ def list_backends() -> list[dict]:
 
 
 def validate(artifact, data=None, *, reference=None, preprocess=None, min_cosine: float | None = None,
-             samples: int | None = None, threads: int | None = None) -> dict:
-    """Validate an artifact against its FP32 reference model on `data` (random inputs when None)."""
+             samples: int | None = None, threads: int | None = None, verify: bool = True) -> dict:
+    """Validate an artifact against its FP32 reference model on `data` (random inputs when None); with
+    `verify` its files must first match the manifest's sha256."""
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
+    if verify:  # before the reference is even read: a tampered artifact is refused first
+        from edgec.core.verify import verify_files
+        verify_files(art.path, art.manifest)
     manifest = art.manifest
     ref_path = reference or manifest.get("source")
     if not ref_path or not Path(ref_path).exists():
@@ -67,7 +71,7 @@ def validate(artifact, data=None, *, reference=None, preprocess=None, min_cosine
         ds = ds.take(samples)
     if min_cosine is None:
         min_cosine = DEFAULT_MIN_COSINE.get(manifest.get("precision"), 0.99)
-    runner = load(art.path, threads=threads)
+    runner = load(art.path, threads=threads, verify=False)  # verified above
     try:
         report = validate_runner(runner, ReferenceRunner(ref_model, threads), ds, model=ref_model,
                                  min_cosine=min_cosine, desc="validate")

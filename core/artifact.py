@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from edgec.core import interrupt
 from edgec.core.errors import InputError
+from edgec.core.staging import clean_stale, make_dir, output_lock
 from edgec.core.manifest import MANIFEST, file_table, read_manifest, write_manifest  # noqa: F401 (re-exported)
 
 
@@ -51,29 +52,37 @@ def check_writable_parent(out: Path) -> None:
 
 @contextmanager
 def staging_dir(out: Path):
-    """Yield a temporary directory beside `out`; removed on any failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    """Yield a temporary directory beside `out` (named for its owner, see core/staging.py); removed on
+    any failure or interrupt. Dead compiles' leftovers beside `out` are cleaned up first."""
+    from edgec.core import progress
+    for note in clean_stale(out):
+        progress.say(note)
+    tmp = make_dir(out)
     try:
         yield tmp
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with interrupt.deferred():  # a second Ctrl-C must not stop the cleanup half-way
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def publish(tmp: Path, out: Path, force: bool) -> None:
-    """Atomically move the finished temp dir to `out` (replacing it only with force)."""
-    old = None
-    if out.exists():
-        if not force:
-            raise InputError(f"output {out} already exists; pass --force to replace it or choose another -o")
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except OSError:
+    """Move the finished temp dir to `out` (replacing it only with force), under the output lock and
+    with signals deferred, after a last check that no interrupt arrived (core/interrupt.py)."""
+    with output_lock(out), interrupt.deferred():
+        interrupt.check()
+        old = None
+        if out.exists():
+            if not force:
+                raise InputError(f"output {out} already exists; pass --force to replace it or choose another -o")
+            old = make_dir(out, "old")
+            os.rename(out, old / "artifact")
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if old is not None:
+                os.rename(old / "artifact", out)
+                old.rmdir()
+            raise
         if old is not None:
-            os.rename(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)

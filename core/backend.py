@@ -213,6 +213,7 @@ class Backend:
         unknown = set(options) - set(self.option_defaults)
         if unknown:
             known = ", ".join(sorted(self.option_defaults)) or "none"
-            raise InputError(f"backend '{self.name}' has no option {sorted(unknown)[0]!r} (known: {known})")
+            raise InputError(f"backend '{self.name}' has no option {sorted(unknown)[0]!r} (known: {known}); "
+                             "use one of those with -O KEY=VALUE")
         return {k: options.get(k, default) for k, (default, _help) in self.option_defaults.items()}
 

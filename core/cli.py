@@ -1,7 +1,7 @@
 """`edgec` command line: thin argparse layer over edgec.core.api.
 
 Contract: with --json exactly one JSON document goes to stdout; progress and notes go to stderr.
-Errors are one stderr line; exit 2 for usage/input errors, 1 for failed validation, 3 for internal errors.
+Errors are one stderr line; exit codes in `main`'s docstring (2 input, 1 validation, 130/143 interrupts).
 """
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from edgec.core.cli_common import dump as _dump
 from edgec.core.cli_common import key_value as _kv
 from edgec.core.cli_common import pct as _pct
+from edgec.core.cli_common import Parser, cosine, percent_open, percent_points, positive_int
 from edgec.core.cli_common import table as _table
 from edgec.core.errors import EdgecError, InputError, ValidationFailed
 from edgec.core.version import __version__
@@ -76,6 +76,10 @@ def cmd_compile(args) -> int:
         print("placement    " + ", ".join(f"{k} {p[k]}" for k in ("int8", "fp16", "fp32") if k in p))
     for line in _validation_lines(m["validation"]):
         print(line)
+    from edgec.core.claims import describe
+    demand = describe(q.get("max_drop") or {})
+    if demand:
+        print(demand)
     print("files        " + ", ".join(f"{k} ({v['size'] / 1e6:.2f} MB)" for k, v in m["files"].items()))
     if (m.get("size") or {}).get("weights"):
         from edgec.core.compression.entropy import format_size
@@ -127,7 +131,8 @@ def cmd_optimize(args) -> int:
     load_model(args.model)  # the one-line errors for missing / corrupt / invalid files
     # A path, not a proto: the optimizer reads weights lazily, so models over 2 GB work.
     res = optimize(args.model, skip=args.skip or ())
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    from edgec.core.staging import make_dir
+    stage = make_dir(out)
     try:
         res.save(stage / out.name, external_data=(out.name + ".data") if res.large else None)
         for f in stage.iterdir():
@@ -156,7 +161,7 @@ def cmd_run(args) -> int:
     data = open_dataset(args.input, specs, pp)
     if args.samples:
         data = data.take(args.samples)
-    runner = edgec.load(args.artifact, threads=args.threads)
+    runner = edgec.load(args.artifact, threads=args.threads, verify=not args.no_verify)
     outputs: dict[str, list] = {}
     labels = []
     try:
@@ -201,7 +206,8 @@ def cmd_validate(args) -> int:
     import edgec
 
     report = edgec.validate(args.artifact, args.data, reference=args.reference, preprocess=args.preprocess,
-                            min_cosine=args.min_cosine, samples=args.samples, threads=args.threads)
+                            min_cosine=args.min_cosine, samples=args.samples, threads=args.threads,
+                            verify=not args.no_verify)
     if args.json:
         _dump(report)
     else:
@@ -209,7 +215,8 @@ def cmd_validate(args) -> int:
         for line in _validation_lines(report):
             print(line)
     if not report["passed"]:
-        print(f"edgec: error: validation failed: cosine {report['cosine']:.6f} < {report['min_cosine']}", file=sys.stderr)
+        print(f"edgec: error: validation failed: cosine {report['cosine']:.6f} < {report['min_cosine']}; recompile "
+              "(another --calib-method, --max-drop) or pass a lower --min-cosine to accept it", file=sys.stderr)
         return 1
     return 0
 
@@ -217,7 +224,7 @@ def cmd_validate(args) -> int:
 # ----------------------------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgec", description="Compile ONNX models into validated edge artifacts.")
+    p = Parser(prog="edgec", description="Compile ONNX models into validated edge artifacts.")
     p.add_argument("--version", action="version", version=f"edgec {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -229,21 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--val", help="validation data (same formats; labels enable accuracy)")
     c.add_argument("--preprocess", help="image preprocessing: a preset (imagenet, efficientnet-lite, squeezenet-bgr, "
                                         "unit, fashion-mnist) and/or key=value pairs (order,scale,mean,std,layout,resize,crop)")
-    c.add_argument("--calib-samples", type=int, help="use at most N calibration samples")
+    c.add_argument("--calib-samples", type=positive_int, help="use at most N calibration samples")
     c.add_argument("--calib-method", choices=["auto", "minmax", "percentile", "entropy", "mse"],
                    help="activation range method (default auto: minmax for range-limited ops, mse elsewhere)")
-    c.add_argument("--val-samples", type=int, help="validate on at most N samples")
-    c.add_argument("--max-drop", type=float, help="int8 accuracy budget in points; sensitive layers stay in higher precision")
-    c.add_argument("--min-agreement", type=float, metavar="PCT",
+    c.add_argument("--val-samples", type=positive_int, help="validate on at most N samples")
+    c.add_argument("--max-drop", type=percent_points, help="int8 accuracy budget in points; sensitive layers stay in higher precision")
+    c.add_argument("--min-agreement", type=percent_open, metavar="PCT",
                    help="int8: top-1 agreement with FP32 (%%) to reach on --val; activation tensors return to "
                         "float until a conservative estimate meets it")
-    c.add_argument("--min-cosine", type=float, help="validation threshold (default 0.999 fp32/fp16, 0.99 int8)")
+    c.add_argument("--min-cosine", type=cosine, help="validation threshold (default 0.999 fp32/fp16, 0.99 int8)")
     c.add_argument("--device", help="backend device (e.g. CPU, GPU, NPU for openvino)")
     c.add_argument("--target", help="backend target (e.g. a hardware profile)")
     c.add_argument("--option", "-O", action="append", type=_kv, metavar="KEY=VALUE", help="backend option; repeatable")
     c.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
                    help="concrete shape for an input with symbolic dims (e.g. images=1x3x640x640); repeatable")
-    c.add_argument("--threads", type=int, help="threads for validation runs")
+    c.add_argument("--threads", type=positive_int, help="threads for validation runs")
     c.add_argument("--no-optimize", action="store_true", help="skip the core graph optimizer")
     c.add_argument("-o", "--output", help="artifact directory (default ./<model>-<backend>-<precision>)")
     c.add_argument("--force", action="store_true", help="replace an existing output directory")
@@ -273,9 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("artifact")
     r.add_argument("--input", "-i", required=True, help="input data (.npz, folder, images, JPEG pack)")
     r.add_argument("--preprocess", help="override the artifact's preprocessing spec")
-    r.add_argument("--samples", type=int)
-    r.add_argument("--threads", type=int)
+    r.add_argument("--samples", type=positive_int)
+    r.add_argument("--threads", type=positive_int)
     r.add_argument("-o", "--output", help="write outputs to this .npz")
+    r.add_argument("--no-verify", action="store_true", help="load the artifact even if its files do not match "
+                                                            "the manifest's sha256 (you know why they changed)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
 
@@ -284,9 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data", help="validation data (random inputs when omitted)")
     v.add_argument("--reference", help="FP32 ONNX model (default: the compiled source)")
     v.add_argument("--preprocess")
-    v.add_argument("--samples", type=int)
-    v.add_argument("--min-cosine", type=float)
-    v.add_argument("--threads", type=int)
+    v.add_argument("--samples", type=positive_int)
+    v.add_argument("--min-cosine", type=cosine)
+    v.add_argument("--threads", type=positive_int)
+    v.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the artifact's files")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate)
 
@@ -297,22 +307,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Exit codes: 0 ok, 1 failed validation, 2 usage/input error, 130 SIGINT, 143 SIGTERM, 3 internal error.
+
+    Exit 3 is only for a bug in edgec or a toolchain (any exception that is not an EdgecError): the line
+    says so and EDGEC_DEBUG=1 shows the traceback. Anything a user can pass must end in 2 or 1; the bad-input
+    catalog (tests/test_bad_inputs.py) and the fuzzers (tests/test_fuzz.py) hold the code to that.
+    """
+    from edgec.core import interrupt
+    from edgec.core.sandbox import quiet_side_effects
+
+    interrupt.install()
+    quiet_side_effects()
     try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help / --version (0) or a usage error already printed in one line (2)
+            return e.code if isinstance(e.code, int) else 2
         return args.func(args)
     except EdgecError as e:
+        if interrupt.pending() is not None:  # an error a toolchain raised because we interrupted it
+            print("edgec: error: interrupted; nothing was written (a previous output is kept)", file=sys.stderr)
+            return interrupt.EXIT_CODES.get(interrupt.pending(), 130)
         print(f"edgec: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("edgec: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        code = getattr(e, "exit_code", 130)
+        what = "SIGTERM" if code == 143 else "SIGINT"
+        print(f"edgec: error: interrupted ({what}); nothing was written (a previous output is kept)", file=sys.stderr)
+        return code
     except Exception as e:  # keep the one-line contract; the traceback is one variable away
         if os.environ.get("EDGEC_DEBUG"):
             raise
-        first = (str(e).strip().splitlines() or [""])[0]
-        print(f"edgec: internal error: {type(e).__name__}: {first} (set EDGEC_DEBUG=1 for the traceback)", file=sys.stderr)
+        pending = interrupt.pending()
+        if pending is not None:  # a toolchain turned our KeyboardInterrupt into its own error
+            print("edgec: error: interrupted; nothing was written (a previous output is kept)", file=sys.stderr)
+            return interrupt.EXIT_CODES.get(pending, 130)
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"edgec: internal error: {type(e).__name__}: {first} (a bug: please report it; set EDGEC_DEBUG=1 "
+              "for the traceback)", file=sys.stderr)
         return 3
+    finally:
+        interrupt.restore()
 
 
 if __name__ == "__main__":

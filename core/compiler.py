@@ -13,8 +13,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from edgec.core import stages
+from edgec.core import interrupt, stages
 from edgec.core.artifact import Artifact, staging_dir
+from edgec.core.claims import reconcile_claims
+from edgec.core.data_guard import data_warnings
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Compilation:
     stage_seconds: dict = field(default_factory=dict)
 
     def run(self, name: str, stage: Callable[["Compilation"], None]) -> None:
+        interrupt.check()  # a signal whose KeyboardInterrupt a toolchain swallowed stops the compile here
         t = time.perf_counter()
         with stages.one_line_errors(self, name):
             stage(self)
@@ -78,7 +81,8 @@ PREPARE = [("resolve", stages.resolve_backend), ("load", stages.load_source), ("
            ("data", stages.open_inputs), ("optimize", stages.optimize_graph), ("compress", stages.compress),
            ("quantize", stages.quantize)]
 # Inside it: any failure removes the directory, so no half-written artifact is left behind.
-IN_STAGING = [("lower", stages.lower), ("validate", stages.validate), ("publish", stages.publish)]
+IN_STAGING = [("lower", stages.lower), ("validate", stages.validate), ("warnings", data_warnings),
+              ("claims", reconcile_claims), ("publish", stages.publish)]
 
 
 def compile(model, backend: str = "onnxruntime", precision: str = "fp32", **kwargs) -> Artifact:

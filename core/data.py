@@ -83,6 +83,11 @@ class ArrayDataset(Dataset):
         self.n = lens.pop()
         self.labels = None if labels is None else np.asarray(labels).reshape(-1)
         self.source = source
+        if self.labels is not None and (len(self.labels) != self.n or self.labels.dtype.kind not in "iub"):
+            from edgec.core.errors import InputError
+            what = (f"{len(self.labels)} labels for {self.n} samples" if len(self.labels) != self.n
+                    else f"labels of dtype {self.labels.dtype}")
+            raise InputError(f"data {source}: {what}; give one integer class id per sample under 'labels'")
 
     def __len__(self):
         return self.n
@@ -178,7 +183,9 @@ class CheckedDataset(Dataset):
     """Wraps a dataset and checks every sample against the model inputs as it streams by."""
 
     def __init__(self, base: Dataset, specs):
+        from edgec.core.data_guard import Stats
         self.base, self.specs, self.source = base, list(specs), base.source
+        self.stats = Stats()
 
     def __len__(self):
         return len(self.base)
@@ -188,9 +195,14 @@ class CheckedDataset(Dataset):
         return self.base.has_labels
 
     def __iter__(self):
+        from edgec.core.data_guard import Stats, check_finite
+        stats = Stats()
         for i, s in enumerate(self.base):
             check_feeds(s.feeds, self.specs, self.source, i)
+            check_finite(s.feeds, self.source, i)
+            stats.update(s.feeds)
             yield s
+        self.stats = stats  # a complete pass: what the degenerate-data warning reads
 
 
 class ImageArrayDataset(Dataset):
@@ -279,6 +291,8 @@ class NpyFolderDataset(Dataset):
         self._counts = [self._count(f) for f in files]
 
     def _arrays(self, f) -> tuple[dict, np.ndarray | None]:
+        from edgec.core.data_guard import check_npy, check_npz
+        (check_npy if f.suffix == ".npy" else check_npz)(f)
         if f.suffix == ".npy":
             if len(self.specs) != 1:
                 raise _input_error(f"{f}: .npy files only work for single-input models; use .npz with one key per input")
@@ -334,6 +348,8 @@ def open_dataset(path, inputs, preprocess=None) -> Dataset:
         arrays = sorted(f for f in p.iterdir() if f.suffix in (".npy", ".npz"))
         if arrays:
             ds = NpyFolderDataset(arrays, specs, src)
+        elif not any(f.suffix.lower() in IMAGE_EXT for f in p.rglob("*")):
+            raise _input_error(f"data folder {p} holds no .npy/.npz files or images; give a folder with data in it")
         else:
             _need_single(specs, src, "an image folder")
             _need_pp(pp, src, "an image folder")
@@ -341,8 +357,13 @@ def open_dataset(path, inputs, preprocess=None) -> Dataset:
         if len(ds) == 0:
             raise _input_error(f"data folder {p} holds no .npy/.npz files or images")
         return CheckedDataset(ds, specs)
+    from edgec.core.data_guard import check_npy, check_npz, sniff
+    kind = sniff(p)
+    if kind == "npy" and p.suffix != ".npy":
+        raise _input_error(f"{p} is a .npy array, not an .npz; rename it to .npy")
+    (check_npy if kind == "npy" else check_npz)(p)
     try:
-        if p.suffix == ".npy":
+        if kind == "npy":
             _need_single(specs, src, "a .npy file")
             arrays = {specs[0].name: np.load(p, allow_pickle=False)}
             labels = None

@@ -23,12 +23,17 @@ def as_bool(backend: str, name: str, value: Any) -> bool:
 
 
 def as_number(backend: str, name: str, value: Any, kind=int, minimum: float = 0):
+    import math
+    what = "an integer" if kind is int else "a number"
+    if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+        raise InputError(f"{backend} option {name}={value!r} is not {what}; pass -O {name}=N with N >= {minimum}")
     try:
         n = kind(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{backend} option {name}={value!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if n < minimum:
-        raise InputError(f"{backend} option {name}={n} must be >= {minimum}")
+    except (TypeError, ValueError, OverflowError):  # int(nan) is ValueError, int(inf) OverflowError
+        raise InputError(f"{backend} option {name}={value!r} is not {what}; pass -O {name}=N with N >= {minimum}") from None
+    if not math.isfinite(n) or n < minimum:
+        raise InputError(f"{backend} option {name}={value!r} must be >= {minimum} (and finite); pass -O {name}=N "
+                         f"with N >= {minimum}")
     return n
 
 
@@ -36,5 +41,6 @@ def as_choice(backend: str, name: str, value: Any, choices: Iterable[str]) -> st
     choices = tuple(choices)
     text = str(value).strip().lower()
     if text not in choices:
-        raise InputError(f"{backend} option {name}={value!r} is not one of {', '.join(choices)}")
+        raise InputError(f"{backend} option {name}={value!r} is not one of {', '.join(choices)}; pass "
+                         f"-O {name}=<one of them>")
     return text

@@ -21,6 +21,9 @@ def bar(iterable=None, total=None, desc: str = "", unit: str = "it"):
 
 
 def say(msg: str) -> None:
-    """A one-line status message for people; quiet when progress is off and stderr is not a terminal."""
+    """A one-line status message for people; quiet when progress is off and stderr is not a terminal.
+    Also a checkpoint: a signal whose KeyboardInterrupt a toolchain swallowed stops the work here."""
+    from edgec.core import interrupt
+    interrupt.check()
     if enabled():
         print(f"edgec: {msg}", file=sys.stderr, flush=True)

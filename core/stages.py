@@ -11,7 +11,7 @@ from pathlib import Path
 
 import onnx
 
-from edgec.core import progress
+from edgec.core import interrupt, progress
 from edgec.core.artifact import check_output, publish as publish_dir
 from edgec.core.backend import PRECISIONS, LoweringContext
 from edgec.core.compression.entropy import size_section
@@ -66,6 +66,10 @@ def open_data(data, model: onnx.ModelProto, preprocess, what: str) -> Dataset | 
 def resolve_backend(c) -> None:
     """The backend, its precision and options: checked before any model or data is read."""
     o = c.opts
+    from edgec.core.options_check import check_compile_options
+    from edgec.core.sandbox import quiet_side_effects
+    quiet_side_effects()
+    check_compile_options(o)
     if o.precision not in PRECISIONS:
         raise InputError(f"unknown precision '{o.precision}' (choose from {', '.join(PRECISIONS)})")
     c.backend = get_backend(o.backend)
@@ -88,6 +92,10 @@ def load_source(c) -> None:
     else:
         p = Path(model)
         c.source_model = load_model(p)
+        from edgec.core.model_guard import check_reference_accepts
+        from edgec.core.model_io import check_input_sizes
+        check_input_sizes(c.source_model, p)
+        check_reference_accepts(c.source_model, p)
         c.source = {"path": str(p.resolve()), "sha256": sha256_file(p)}
     stem = Path(c.source["path"]).stem if c.source["path"] else "model"
     o = c.opts
@@ -126,7 +134,13 @@ def optimize_graph(c) -> None:
         from edgec.core.optimizer import optimize as run_passes
 
         progress.say("optimizing graph")
-        res = run_passes(c.model, opset_range=reqs.opset_range, progress=progress.say)
+        try:
+            res = run_passes(c.model, opset_range=reqs.opset_range, progress=progress.say)
+        except Exception as e:
+            if type(e).__name__ != "SerdeError":  # onnx-ir cannot represent the model: an input problem
+                raise
+            raise InputError(f"onnx-ir cannot read the model for the optimizer ({str(e).splitlines()[0][:200]}); "
+                             "the model is malformed: re-export it, or pass --no-optimize") from None
         c.model, c.passes_report = res.model, res.report
     _check_opset(c.backend, c.model)
 
@@ -193,8 +207,12 @@ def lower(c) -> None:
     except EdgecError:
         raise
     except Exception as e:  # a toolchain crash: name the backend, the op and the reason, in one line
+        interrupt.check()  # or a Ctrl-C the toolchain wrapped in its own exception type
         from edgec.core.diagnose import runtime_error
-
+        from edgec.core.staging import disk_full
+        if disk_full(tmp, e):
+            raise InputError(f"no space left on the output's filesystem ({tmp.parent}) while backend '{be.name}' "
+                             "was writing the artifact; free some space or choose another -o") from None
         raise EdgecError(f"backend '{be.name}' failed to lower the model: {runtime_error(e, c.ctx.model, be.name)}") from e
     missing = [f for f in files if not (tmp / f).is_file()]
     if missing:
@@ -234,8 +252,15 @@ def validate(c) -> None:
         # Without --val, int8 is checked on its calibration samples: random normal inputs are far outside
         # the ranges it was calibrated for and would fail every honest quantization.
         check_data = c.val if c.val is not None else c.calib
-        report = validate_runner(runner, reference, check_data, model=c.source_model, min_cosine=min_cosine,
-                                 desc=f"validate {be.name} {o.precision}")
+        try:
+            report = validate_runner(runner, reference, check_data, model=c.source_model, min_cosine=min_cosine,
+                                     desc=f"validate {be.name} {o.precision}")
+        except Exception as e:
+            from edgec.core.model_guard import reference_failure
+            err = reference_failure(e, f"validating {be.name} {o.precision}")
+            if err is None:
+                raise
+            raise err from None
         report["runtime"] = getattr(runner, "where", be.name)  # what actually ran (may not be the artifact)
         layer_info = be.layer_info(runner)
     finally:

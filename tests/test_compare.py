@@ -165,13 +165,15 @@ def test_resume_reuses_unchanged_cells(tmp_path, tiny_cnn_path, tiny_data, compi
 
 
 def test_failed_validation_row_is_cached(tmp_path, tiny_cnn_path, tiny_data, compile_calls, run_cli):
+    # onnxruntime fp32 vs itself after the optimizer's folding is a hair below cosine 1 (above 1 is refused
+    # as out of range)
     args = ["compare", tiny_cnn_path, "--backends", "onnxruntime", "--precisions", "fp32", "--val", tiny_data,
-            "--min-cosine", "1.5", "--runs", "3", "--warmup", "0", "-o", tmp_path / "rep", "--json"]
+            "--min-cosine", "1", "--runs", "3", "--warmup", "0", "-o", tmp_path / "rep", "--json"]
     code, out, err = run_cli(*args)
     assert code == 1 and "no cell produced a validated artifact" in err
     row = json.loads(out)["cells"][0]
     assert row["status"] == "failed_validation" and row["error"].startswith("validation failed for onnxruntime fp32")
-    assert row["cosine"] > 0.999 and row["latency_ms_median"] is None and row["artifact"] is None
+    assert 0.999 < row["cosine"] < 1 and row["latency_ms_median"] is None and row["artifact"] is None
     assert len(compile_calls) == 1
     code, out, _ = run_cli(*args)
     assert code == 1 and len(compile_calls) == 1 and json.loads(out)["cells"][0]["reused"]

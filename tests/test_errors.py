@@ -175,9 +175,11 @@ def test_existing_output_kept_without_force(run_cli, tmp_path, tiny_cnn_path):
     assert (out / "keep.txt").read_text() == "mine"
 
 
-def test_failed_validation_exit_1_and_nothing_written(run_cli, tmp_path, tiny_cnn_path):
-    # A threshold no real artifact can meet: the path under test is "validation below threshold".
-    code, out, err = run_cli("compile", tiny_cnn_path, "--min-cosine", "1.01", "-o", tmp_path / "out")
+def test_failed_validation_exit_1_and_nothing_written(run_cli, tmp_path, tiny_cnn_path, tiny_data):
+    # A threshold int8 cannot meet (cosine exactly 1; above 1 is refused as out of range): the path under
+    # test is "validation below threshold".
+    code, out, err = run_cli("compile", tiny_cnn_path, "--precision", "int8", "--calib", tiny_data,
+                             "--min-cosine", "1", "-o", tmp_path / "out")
     assert code == 1 and "validation failed" in _one_line(err) and "--min-cosine" in err
     _nothing_written(tmp_path)
 

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from edgec.backends.tvm.schedules.common import is_scheduled
+from edgec.core import interrupt
 from edgec.core.errors import UnsupportedError
 
 
@@ -53,6 +54,7 @@ def import_onnx(model: onnx.ModelProto, batch: int):
     except UnsupportedError:
         raise
     except Exception as e:
+        interrupt.check()  # TVM's FFI turns a Ctrl-C inside the import into its own error
         raise UnsupportedError(f"TVM's Relax ONNX frontend cannot import the model{_op_hint(model, e)}: "
                                f"{tvm_reason(e)}") from e
 
@@ -146,6 +148,7 @@ def sampled_schedules(mod, target, seed: int = 0, progress: Callable[[str], None
         try:
             spaces = ctx.generate_design_space()
         except Exception:  # a task MetaSchedule has no rules for keeps its naive loops
+            interrupt.check()  # ... unless the "error" is a Ctrl-C that TVM's FFI wrapped
             continue
         for space in spaces:
             cand = space.copy()
@@ -154,6 +157,7 @@ def sampled_schedules(mod, target, seed: int = 0, progress: Callable[[str], None
                 db.commit_tuning_record(ms.database.TuningRecord(cand.trace, wl, [1.0], target))
                 scheduled += 1
                 break
+        interrupt.check()
         if (i + 1) % 10 == 0:
             progress(f"sampled schedules for {i + 1}/{len(tasks)} tasks")
     return db, {"tasks": len(tasks), "scheduled": scheduled}

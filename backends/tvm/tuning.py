@@ -12,6 +12,8 @@ xgboost (xgboost-cpu in the extra).
 """
 from __future__ import annotations
 
+from edgec.core import interrupt
+
 import hashlib
 import json
 import logging
@@ -248,6 +250,7 @@ def _tune(ms, fused_mod, target, db_path, trials, minutes, progress, seed_with_r
     try:
         _tune_tasks(ms, contexts, weights, db_path, trials, per_iter, db, builder, runner, deadline, progress)
     except Exception:
+        interrupt.check()  # a Ctrl-C wrapped by TVM's FFI is not the budget's normal end
         # Terminating tasks from the measure callback can trip the gradient scheduler's own check
         # (`!task->is_terminated`) once it is past its first round; every measured record is already
         # in the JSON database, so a stop at the budget is a normal end.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgec.core.cli_common import coerce, dump
+from edgec.core.cli_common import coerce, cosine, dump, nonneg_int, positive_int
 
 
 def _backend_option(text: str) -> tuple[str, str, object]:
@@ -28,16 +28,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     c.add_argument("--calib", help="calibration data for int8 (.npz, folder, image folder or JPEG pack)")
     c.add_argument("--val", help="validation data (labels enable top-1 accuracy)")
     c.add_argument("--preprocess", help="image preprocessing preset and/or key=value pairs (see `edgec compile -h`)")
-    c.add_argument("--calib-samples", type=int, help="use at most N calibration samples")
-    c.add_argument("--calib-method", help="activation range method: minmax, percentile, entropy, mse")
-    c.add_argument("--val-samples", type=int, help="validate on at most N samples")
-    c.add_argument("--min-cosine", type=float, help="validation threshold (default 0.999 fp32/fp16, 0.99 int8)")
+    c.add_argument("--calib-samples", type=positive_int, help="use at most N calibration samples")
+    c.add_argument("--calib-method", choices=["auto", "minmax", "percentile", "entropy", "mse"],
+                   help="activation range method (default auto)")
+    c.add_argument("--val-samples", type=positive_int, help="validate on at most N samples")
+    c.add_argument("--min-cosine", type=cosine, help="validation threshold (default 0.999 fp32/fp16, 0.99 int8)")
     c.add_argument("--option", "-O", action="append", type=_backend_option, metavar="BACKEND:KEY=VALUE",
                    help="backend option, e.g. openvino:device=CPU; repeatable")
-    c.add_argument("--threads", type=int, default=1, help="threads for validation and timing, the same for every "
+    c.add_argument("--threads", type=positive_int, default=1, help="threads for validation and timing, the same for every "
                                                           "cell (default 1)")
-    c.add_argument("--runs", type=int, default=50, help="timed runs per cell (default 50)")
-    c.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs per cell (default 5)")
+    c.add_argument("--runs", type=positive_int, default=50, help="timed runs per cell (default 50)")
+    c.add_argument("--warmup", type=nonneg_int, default=5, help="untimed warm-up runs per cell (default 5)")
     c.add_argument("--force", action="store_true", help="recompile every cell even when a cached artifact matches")
     c.add_argument("-o", "--output", required=True, help="report directory (artifacts go under its artifacts/)")
     c.add_argument("--json", action="store_true", help="print report.json on stdout")

@@ -1,0 +1,73 @@
+"""What edgec's runs leave outside the artifact: nothing under ~ but edgec's own cache, no telemetry.
+
+- OpenVINO (and NNCF, which reuses it) sends usage telemetry through `openvino_telemetry` and creates
+  `~/intel/` for its consent file. openvino_telemetry 2025.x honours no environment switch of its own
+  (only a consent file under ~ written by `opt_in_out --opt_out`, or `CI=true`, which other tools read
+  too), so for our process we answer its consent check with "declined" in-process: no sender threads
+  or processes start (their traceback on Ctrl-C goes with them) and nothing is written to ~/intel.
+- onnxruntime (1.2x) writes a telemetry device id and database to $XDG_CACHE_HOME/Microsoft/DeveloperTools
+  (default ~/.cache/Microsoft) and a `.ses` file into $TMPDIR; it reads both variables once, when its
+  library loads (measured: changing them after `import onnxruntime` moves nothing). So we import it
+  with both pointing into edgec's cache ($EDGEC_CACHE_DIR, default ~/.cache/edgec/onnxruntime) and
+  put the user's values back right after: nothing else in the process sees the change.
+Called by the CLI's main and by the Python API's entry points; a process that imported onnxruntime
+before edgec keeps onnxruntime's defaults (too late to move them).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    base = os.environ.get("EDGEC_CACHE_DIR")
+    return Path(base) if base else Path.home() / ".cache" / "edgec"
+
+
+def _decline_openvino_telemetry() -> None:
+    try:
+        from openvino_telemetry.utils import opt_in_checker as oc
+    except Exception:  # not installed (or broken): nothing to silence
+        return
+    if getattr(oc.OptInChecker.check, "_edgec", False):
+        return
+
+    def check(self, *args, **kwargs):
+        return oc.ConsentCheckResult.DECLINED
+
+    check._edgec = True
+    oc.OptInChecker.check = check
+
+
+_done = False
+
+
+def quiet_side_effects() -> None:
+    global _done
+    if _done:
+        return
+    _done = True
+    _decline_openvino_telemetry()
+    _import_onnxruntime_into(cache_root() / "onnxruntime")
+
+
+def _import_onnxruntime_into(where: Path) -> None:
+    import sys
+    if "onnxruntime" in sys.modules:
+        return
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "TMPDIR")}
+    try:
+        (where / "tmp").mkdir(parents=True, exist_ok=True)
+        os.environ["XDG_CACHE_HOME"], os.environ["TMPDIR"] = str(where), str(where / "tmp")
+    except OSError:  # an unwritable cache: onnxruntime's defaults, as without edgec
+        pass
+    try:
+        import onnxruntime  # noqa: F401
+    except Exception:
+        pass
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
