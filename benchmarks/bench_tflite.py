@@ -124,7 +124,6 @@ def micro_conv(tmp: Path, runs: int) -> None:
     """One 1x1 conv (256 -> 256 channels, 28x28), fp32 and int8 on both runtimes, interleaved: whether
     a latency gap is the int8 kernels' ISA (without VNNI, XNNPACK's qs8 GEMM widens to 16-bit madds
     while MLAS's u8s8 uses VPMADDUBSW) rather than the .tflite."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

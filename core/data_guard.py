@@ -97,6 +97,8 @@ def check_npz(path: Path) -> None:
 
 def check_finite(feeds, source: str, index: int) -> None:
     for name, a in feeds.items():
+        if not isinstance(a, np.ndarray):  # sequence/optional inputs: check_feeds leaves them to the runtime
+            continue
         if a.dtype.kind in "fc" and not np.isfinite(a).all():
             bad = int(a.size - np.count_nonzero(np.isfinite(a)))
             kinds = " and ".join(k for k, f in (("NaN", np.isnan), ("Inf", np.isinf)) if f(a).any())
@@ -115,7 +117,7 @@ class Stats:
     def update(self, feeds) -> None:
         self.samples += 1
         for k, a in feeds.items():
-            if a.dtype.kind in "fiub" and a.size:
+            if isinstance(a, np.ndarray) and a.dtype.kind in "fiub" and a.size:
                 lo, hi = float(a.min()), float(a.max())
                 self.lo[k] = min(self.lo.get(k, lo), lo)
                 self.hi[k] = max(self.hi.get(k, hi), hi)

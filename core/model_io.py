@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
 
 from edgec.core.backend import TensorSpec
 from edgec.core.errors import InputError

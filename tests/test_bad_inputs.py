@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
 import bad_inputs_lib as B
-from conftest import build_tiny_cnn
 
 FIX_WORDS = ("pass ", "give ", "use ", "re-", "remove", "choose", "fix", "see ", "put ", "copy", "save ",
              "rename", "recompile", "check", "convert", "name the", "split", "export", "move", "keep", "calibrate",

@@ -4,7 +4,6 @@ options, profiles and bad input. `snpe`: SDK detection, raw files / input lists,
 itself is not installable here, so its tools are only ever run as stand-ins that fail (the error path)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -16,7 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import REPO, SHARED, build_tiny_cnn, build_two_input, shared_path
+from conftest import build_tiny_cnn, build_two_input, shared_path
 
 pytest.importorskip("onnxruntime_qnn", reason="onnxruntime-qnn not installed: pip install 'edgec[qnn]'")
 
@@ -24,7 +23,7 @@ import edgec  # noqa: E402
 from edgec.backends.snpe import htp, raw_inputs, sdk, targets  # noqa: E402
 from edgec.backends.snpe.snpe_backend import SnpeBackend  # noqa: E402
 from edgec.core.backend import TensorSpec  # noqa: E402
-from edgec.core.errors import BackendError, EdgecError, InputError, UnsupportedError  # noqa: E402
+from edgec.core.errors import BackendError, InputError, UnsupportedError  # noqa: E402
 
 ENV = {**os.environ, "EDGEC_PROGRESS": "0"}
 

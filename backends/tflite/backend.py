@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Mapping
 
-import numpy as np
 import onnx
 
 from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlavour, Requirements, Runner

@@ -9,7 +9,7 @@ island (DEQUANTIZE in, QUANTIZE out), which the manifest's op audit shows.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx

@@ -1,7 +1,6 @@
 """Pooling and reductions: MAX_POOL_2D / AVERAGE_POOL_2D, global pools and ReduceMean/Max as MEAN / REDUCE_MAX."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
