@@ -185,6 +185,7 @@ class OpenVINOBackend(Backend):
         names_out = [d["name"] for d in manifest.get("outputs") or []] or None
         runner = OpenVINORunner(compiled, runtime, names_in, names_out, time.perf_counter() - t0)
         runner.precision = manifest.get("precision", "fp32")
+        runner.xml = xml  # for the throughput path, which recompiles with NUM_STREAMS
         return runner
 
     def layer_info(self, runner: Runner) -> dict | None:

@@ -68,6 +68,47 @@ class OpenVINORunner(Runner):
         self._request.infer(prepared, share_inputs=True, share_outputs=True)
         return time.perf_counter() - t0
 
+    has_throughput = True
+    xml = None
+    _tp = None
+
+    def throughput(self, feeds, streams, *, iterations=None, duration=None, threads=None):
+        """benchmark_app's throughput mode: the IR recompiled with the THROUGHPUT hint and NUM_STREAMS=streams
+        (INFERENCE_NUM_THREADS = threads per stream x streams), fed by an AsyncInferQueue of `streams` requests.
+        Latencies are each request's own (InferRequest.latency)."""
+        import openvino as ov
+
+        if self.xml is None:
+            return None
+        key = (streams, threads)
+        if self._tp is None or self._tp[0] != key:
+            core = ov.Core()
+            props = {**self.config.properties(), "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": int(streams)}
+            if threads:
+                props["INFERENCE_NUM_THREADS"] = int(threads) * int(streams)
+            compiled = core.compile_model(core.read_model(str(self.xml)), self.config.device, props)
+            ports = _match(compiled.inputs, [n for n, _ in self._in])
+            self._tp = (key, compiled, ov.AsyncInferQueue(compiled, int(streams)), ports)
+        _, compiled, queue, ports = self._tp
+        arrays = self._feeds(feeds)
+        prepared = {port: arrays[old] for (_, port), (_, old) in zip(ports, self._in)}
+        lat: list[float] = []
+        queue.set_callback(lambda request, _userdata: lat.append(request.latency / 1e3))
+        t0 = time.perf_counter()
+        t_end = None if duration is None else t0 + duration
+        n = 0
+        while (iterations is None or n < iterations) and (t_end is None or time.perf_counter() < t_end):
+            queue.start_async(prepared)
+            n += 1
+        queue.wait_all()
+        wall = time.perf_counter() - t0
+        try:
+            got = int(compiled.get_property("NUM_STREAMS"))
+        except Exception:
+            got = streams
+        return lat, wall, f"OpenVINO AsyncInferQueue of {streams} requests, NUM_STREAMS={got}, THROUGHPUT hint"
+
     def close(self) -> None:
         self._request = None
+        self._tp = None
         self.compiled = None
