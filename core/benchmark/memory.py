@@ -4,8 +4,10 @@ says it allocated.
 
 Each measurement is its own child (`python -m edgec.core.benchmark.memory`), so peaks of several
 artifacts never mix and the parent's own imports (every backend, matplotlib) are not counted. The
-peak is the kernel's: ru_maxrss from wait4() on the child, in the parent; the child also reports its
-VmHWM / VmRSS from /proc at each step (before load, after load, after the runs).
+peak is the kernel's high-water mark of the child's address space, VmHWM in /proc/PID/status, read by
+the child at each step (before load, after load, after the runs). Not wait4()'s ru_maxrss: Linux
+carries the forking parent's peak across exec into it (a 550 MB pytest parent made every child read
+550 MB), while VmHWM belongs to the new address space exec creates.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def _proc_status() -> dict:
             k, _, v = line.partition(":")
             if k in ("VmRSS", "VmHWM"):
                 out[k] = int(v.split()[0]) * KIB
-    except OSError:  # not Linux: the parent's wait4 figure still stands
+    except OSError:  # not Linux: run_child says peak memory is measured on Linux only
         pass
     return out
 
@@ -95,9 +97,7 @@ def _child(argv: list[str]) -> int:
 
 def run_child(backend: str, artifact: str | None = None, feeds: dict | None = None, threads: int | None = None,
               runs: int = 10, timeout: float = 600) -> dict:
-    """Run one child; returns its report plus `peak_rss_bytes`, the kernel's peak (ru_maxrss from wait4)."""
-    import time
-
+    """Run one child; returns its report plus `peak_rss_bytes` (its final VmHWM) and `child_pid`."""
     cmd = [sys.executable, "-m", "edgec.core.benchmark.memory", "--backend", backend, "--runs", str(runs)]
     if threads:
         cmd += ["--threads", str(threads)]
@@ -106,28 +106,20 @@ def run_child(backend: str, artifact: str | None = None, feeds: dict | None = No
         if artifact is not None:
             np.savez(Path(d) / "feeds.npz", **feeds)
             cmd += ["--artifact", str(artifact), "--feeds", str(Path(d) / "feeds.npz")]
-        with open(Path(d) / "out", "wb") as out, open(Path(d) / "err", "wb") as err:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-            deadline = time.monotonic() + timeout
-            while True:  # wait4 rather than Popen.wait: only wait4 hands back the child's own rusage
-                pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                if time.monotonic() > deadline:
-                    proc.kill()
-                    os.wait4(proc.pid, 0)
-                    proc.returncode = -9
-                    raise RuntimeError(f"memory child for {artifact or backend} timed out after {timeout:.0f} s")
-                time.sleep(0.02)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-        text = (Path(d) / "out").read_text()
-        errtext = (Path(d) / "err").read_text(errors="replace")
+        try:
+            proc = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"memory child for {artifact or backend} timed out after {timeout:.0f} s") from None
     if proc.returncode != 0:
-        last = (errtext.strip().splitlines() or ["?"])[-1][:300]
+        last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1][:300]
         raise RuntimeError(f"memory child exited {proc.returncode}: {last}")
-    rec = json.loads(text.strip().splitlines()[-1])
-    rec["peak_rss_bytes"] = int(ru.ru_maxrss) * KIB  # Linux reports KiB
-    rec["child_pid"] = pid
+    rec = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    steps = [rec.get(k) or {} for k in ("before_load", "after_load", "after_runs")]
+    peak = max((s.get("VmHWM", 0) for s in steps), default=0)
+    if not peak:
+        raise RuntimeError("no /proc/self/status in the child: peak memory is measured on Linux only")
+    rec["peak_rss_bytes"] = peak
+    rec["child_pid"] = rec["pid"]
     return rec
 
 
@@ -151,10 +143,10 @@ def measure(artifact, backend: str, feeds: dict, threads: int | None, runs: int 
         "load_increment_bytes": (after - before) if (after is not None and before is not None) else None,
         "runtime_reported": rec.get("runtime"),
         "child_pid": rec["child_pid"],
-        "child_vm_hwm_bytes": (rec.get("after_runs") or {}).get("VmHWM"),
+        "child_rss_bytes": {k: (rec.get(k) or {}).get("VmRSS") for k in ("before_load", "after_load", "after_runs")},
         "runs_in_child": runs,
-        "method": "peak RSS (wait4 ru_maxrss) of a fresh child over load + runs; increment over a child that "
-                  "imported the same backend and runtime and loaded nothing",
+        "method": "peak RSS (VmHWM) of a fresh child over load + runs; increment over a child that imported "
+                  "the same backend and runtime and loaded nothing",
     }
 
 
