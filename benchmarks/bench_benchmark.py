@@ -10,7 +10,7 @@
    compare records medians only, so the noise stated is benchmark's CI; the two runs are minutes apart
    on a shared machine, so drift between runs is on top of it.
 2. Throughput on OpenVINO EfficientNet-Lite0 fp32: 1 stream x 1 thread, 2 streams x 1 thread
-   (AsyncInferQueue, NUM_STREAMS=2) and 1 stream x 2 threads, alternated block by block.
+   (2 async requests, NUM_STREAMS=2) and 1 stream x 2 threads, alternated block by block.
 3. Peak RSS (fresh child per artifact, 3 repeats) fp32 vs int8 on onnxruntime and OpenVINO.
 All at 1 thread unless said; `uptime` printed first and last.
 """

@@ -146,7 +146,7 @@ class Runner:
 
     def throughput(self, feeds: Mapping[str, np.ndarray], streams: int, *, iterations: int | None = None,
                    duration: float | None = None, threads: int | None = None):
-        """The runtime's own parallel-request path (OpenVINO's AsyncInferQueue) as (per-request latencies in s,
+        """The runtime's own parallel-request path (OpenVINO's async requests over NUM_STREAMS) as (per-request latencies in s,
         wall seconds, a description), or None: then `edgec benchmark` runs one thread per stream, each over
         its own runner."""
         return None

@@ -140,7 +140,7 @@ def test_throughput_two_streams(arts):
         _check_latency(a["latency_ms"], tp["requests"])
     by = {a["backend"]: a for a in rep.artifacts}
     if "openvino" in by:
-        assert "AsyncInferQueue" in by["openvino"]["parallel"] and "NUM_STREAMS=2" in by["openvino"]["parallel"]
+        assert "async requests" in by["openvino"]["parallel"] and "NUM_STREAMS=2" in by["openvino"]["parallel"]
     assert by["onnxruntime"]["parallel"] == "2 Python threads, one runner each"
 
 
@@ -230,3 +230,15 @@ def test_bad_inputs_one_line_exit_2(arts, static_art, tmp_path, run_cli, args, n
     assert code == 2, (out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgec: error:") and needle in lines[0], err
+
+
+@pytest.mark.slow
+def test_tvm_host_artifact(tmp_path):
+    """TVM (host target): the compile alone takes ~1.5 min on 2 busy cores, hence slow."""
+    pytest.importorskip("tvm")
+    onnx.save(build_tiny_cnn(), str(tmp_path / "t.onnx"))
+    art = edgec.compile(tmp_path / "t.onnx", backend="tvm", output=tmp_path / "tvm").path
+    a = edgec.benchmark(art, iterations=20, warmup=2)[0]
+    assert a["error"] is None and a["where"] == "host" and not a["emulated"]
+    _check_latency(a["latency_ms"], 20)
+    assert a["memory"]["peak_rss_bytes"] > 20e6

@@ -129,7 +129,7 @@ def benchmark(artifacts, *, threads: int | None = 1, batch: int | None = None, m
     """Benchmark artifact directories on their own runtimes; several are timed interleaved.
 
     mode: "latency" (one request at a time; default) or "throughput" (`streams` parallel requests:
-      OpenVINO's own AsyncInferQueue with NUM_STREAMS, else one thread per stream over its own runner).
+      OpenVINO's own async requests over NUM_STREAMS, else one thread per stream over its own runner).
     threads: intra-op threads per request (per stream in throughput mode). iterations / duration (s or
       "10s"): how long to time (default 100 iterations); warm-up runs are untimed.
     Memory comes from fresh child processes, one per artifact (see `edgec.core.benchmark.memory`).

@@ -144,7 +144,7 @@ def threaded_streams(runners: list[Runner], feeds, *, iterations: int | None = N
 def stream_block(runner: Runner, extra: list[Runner], feeds, streams: int, *, iterations: int | None,
                  duration: float | None, threads: int | None) -> tuple[list[float], float, str]:
     """One throughput block: the runtime's own parallel path when the runner has one
-    (`Runner.throughput`, OpenVINO's AsyncInferQueue), else threads over `[runner] + extra`."""
+    (`Runner.throughput`, OpenVINO's async requests), else threads over `[runner] + extra`."""
     own = runner.throughput(feeds, streams, iterations=iterations, duration=duration, threads=threads)
     if own is not None:
         return own
