@@ -15,6 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edgec
+import edgec.core.errors
 from conftest import build_tiny_cnn
 from edgec.core.benchmark import memory, stats, timing
 from edgec.core.benchmark import api as bench_api
@@ -125,6 +126,9 @@ def test_batch_and_input(arts, tmp_path):
     np.savez(tmp_path / "d.npz", input=np.random.default_rng(0).uniform(0, 1, (3, 3, 16, 16)).astype(np.float32))
     a = edgec.benchmark(arts["onnxruntime"], batch=2, input=tmp_path / "d.npz", measure_memory=False, **FAST)[0]
     assert a["error"] is None and "d.npz" in a["input"]
+    if "openvino" in arts:  # built for batch 1 (the manifest keeps the source's N): the runner's specs decide
+        with pytest.raises(edgec.core.errors.InputError, match="static batch of 1"):
+            edgec.benchmark(arts["openvino"], batch=4, measure_memory=False, **FAST)
 
 
 def test_throughput_two_streams(arts):

@@ -178,6 +178,9 @@ def benchmark(artifacts, *, threads: int | None = 1, batch: int | None = None, m
         for n in names:
             progress.say(f"benchmark: loading {n}")
             runners[n] = _load(n, threads)
+            # The loaded runner's specs are the file's truth (a TFLite / TVM / OpenVINO file may be built for
+            # batch 1 while the manifest keeps the source model's symbolic N).
+            _batch_specs(n, list(runners[n].inputs), batch)
             if mode == "throughput":
                 extra[n] = timing.make_extra(lambda n=n: _load(n, threads), runners[n], streams)
         where = {n: getattr(runners[n], "where", "host") for n in names}
