@@ -118,7 +118,8 @@ class OpenVINORunner(Runner):
             got = int(compiled.get_property("NUM_STREAMS"))
         except Exception:
             got = streams
-        return lat, wall, f"OpenVINO: {streams} async requests in flight, NUM_STREAMS={got}, THROUGHPUT hint"
+        plural = "s" if streams > 1 else ""
+        return lat, wall, f"OpenVINO: {streams} async request{plural} in flight, NUM_STREAMS={got}, THROUGHPUT hint"
 
     def close(self) -> None:
         self._request = None
