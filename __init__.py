@@ -5,5 +5,6 @@ The repository root is this package; `core/` is `edgec.core`, `backends/x/` is `
 from edgec.core.version import __version__
 from edgec.core.api import Artifact, compile, list_backends, load, validate
 from edgec.core.compare import compare
+from edgec.core.benchmark import benchmark
 
-__all__ = ["__version__", "Artifact", "compare", "compile", "list_backends", "load", "validate"]
+__all__ = ["__version__", "Artifact", "benchmark", "compare", "compile", "list_backends", "load", "validate"]

@@ -141,6 +141,16 @@ class Runner:
         return LatencyStats(runs, warmup, getattr(self, "threads", None), float(np.median(times)),
                             float(np.percentile(times, 90)), float(times.mean()), float(times.min()))
 
+    # True where `throughput` drives the runtime's own parallel requests (then no extra runners are loaded).
+    has_throughput = False
+
+    def throughput(self, feeds: Mapping[str, np.ndarray], streams: int, *, iterations: int | None = None,
+                   duration: float | None = None, threads: int | None = None):
+        """The runtime's own parallel-request path (OpenVINO's async requests over NUM_STREAMS) as (per-request latencies in s,
+        wall seconds, a description), or None: then `edgec benchmark` runs one thread per stream, each over
+        its own runner."""
+        return None
+
     def close(self) -> None:
         pass
 

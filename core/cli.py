@@ -303,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     from edgec.core.compare.command import add_parser as add_compare
     add_compare(sub)
     add_compression(sub)
+    from edgec.core.benchmark.command import add_parser as add_benchmark
+    add_benchmark(sub)
     return p
 
 

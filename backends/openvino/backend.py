@@ -191,6 +191,7 @@ class OpenVINOBackend(Backend):
         dtypes = {d["name"]: d.get("dtype") for d in manifest.get("inputs") or []}
         runner = OpenVINORunner(compiled, runtime, names_in, names_out, time.perf_counter() - t0, dtypes)
         runner.precision = manifest.get("precision", "fp32")
+        runner.xml = xml  # for the throughput path, which recompiles with NUM_STREAMS
         return runner
 
     def layer_info(self, runner: Runner) -> dict | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 METRIC_LABEL = {"top1_accuracy": "top-1 accuracy (%)", "top1_agreement": "top-1 agreement with FP32 (%)",
                 "cosine": "cosine similarity to FP32"}
 COLUMNS = ("backend", "precision", "status", "top-1 acc", "agreement", "cosine", "median ms", "p90 ms", "speedup",
-           "size MB", "compile s", "pareto")
+           "size MB", "peak RSS MB", "compile s", "pareto")
 
 
 def _pct(x):
@@ -30,6 +30,7 @@ def cells(row: dict) -> list[str]:
             _num(row["cosine"], ".5f"), _ms(row["latency_ms_median"]), _ms(row["latency_ms_p90"]),
             "" if row["speedup_vs_reference"] is None else f"{row['speedup_vs_reference']:.2f}x",
             "" if row["size_bytes"] is None else f"{row['size_bytes'] / 1e6:.2f}",
+            "" if row.get("peak_rss_bytes") is None else f"{row['peak_rss_bytes'] / 1e6:.0f}",
             _num(row["compile_seconds"], ".1f"), "*" if row["pareto"] else ""]
 
 

@@ -23,7 +23,8 @@ REFERENCE = ("onnxruntime", "fp32")
 # Every row carries every key (None where it does not apply), so scripts and tables never special-case.
 ROW_KEYS = ("backend", "precision", "status", "error", "reference", "reused", "top1_accuracy", "top1_agreement",
             "cosine", "validation_samples", "validated_on", "latency_ms_median", "latency_ms_p90",
-            "speedup_vs_reference", "size_bytes", "compile_seconds", "artifact", "pareto")
+            "speedup_vs_reference", "size_bytes", "peak_rss_bytes", "memory_increment_bytes", "compile_seconds",
+            "artifact", "pareto")
 # ok: compiled, validated, timed. failed_validation: compiled but outside the cosine threshold (metrics, no
 # artifact). error: compile/load/benchmark raised. unavailable: backend missing here. unsupported: precision.
 STATUSES = ("ok", "failed_validation", "error", "unavailable", "unsupported")
@@ -72,6 +73,7 @@ class _Cell:
     validation: dict | None = None
     compile_seconds: float | None = None
     latency: Any = None
+    memory: dict | None = None
 
     @property
     def name(self) -> str:
@@ -156,13 +158,14 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
             calib_samples: int | None = None, val_samples: int | None = None, calib_method: str | None = None,
             options: Mapping[str, Mapping[str, Any]] | None = None, min_cosine: float | None = None,
             threads: int | None = 1, runs: int = 50, warmup: int = 5, force: bool = False,
-            write: bool = True) -> CompareReport:
+            write: bool = True, memory: bool = True) -> CompareReport:
     """Compile, validate and time `model` on every backend x precision; write the report into `output`.
 
     backends: names, or None for every registered backend (unavailable ones get a row saying why).
     options: per-backend options, e.g. {"openvino": {"device": "CPU"}}.
     threads: the one thread count every cell is validated and timed with (1 = comparable on shared hosts).
     force: recompile every cell even when a cached artifact matches.
+    memory: measure each timed cell's peak RSS in a fresh child process (edgec.core.benchmark.memory).
     Speedups are relative to onnxruntime fp32 timed in the same run; it is added when not requested.
     """
     from edgec.core import compiler
@@ -254,6 +257,8 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
 
     feeds, feeds_from = _bench_feeds(model_path, validation, calibration, preprocess)
     _benchmark(cells, feeds, threads=threads, runs=runs, warmup=warmup)
+    if memory:
+        _memory(cells, feeds, threads)
 
     meta = {
         "edgec_version": __version__,
@@ -269,7 +274,9 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
         "calib_samples": calib_samples,
         "val_samples": val_samples,
         "benchmark": {"threads": threads, "runs": runs, "warmup": warmup, "input": feeds_from,
-                      "order": "interleaved round-robin, rotating start"},
+                      "order": "interleaved round-robin, rotating start",
+                      "memory": ("peak RSS of a fresh child per cell over load + 10 runs; increment over a child "
+                                 "that imported the same runtime") if memory else None},
         "notes": [],
     }
     if ref_added:
@@ -317,6 +324,20 @@ def _benchmark(cells: list[_Cell], feeds, *, threads, runs, warmup) -> None:
         c.latency = stats.get(c.name)
 
 
+def _memory(cells: list[_Cell], feeds, threads) -> None:
+    from edgec.core.benchmark.memory import measure
+
+    baselines: dict = {}
+    for c in cells:
+        if c.status != "ok" or c.latency is None:
+            continue
+        progress.say(f"compare: memory of {c.name} in a fresh process")
+        try:
+            c.memory = measure(c.artifact, c.backend, feeds, threads, 10, baselines)
+        except Exception as e:  # memory is a column, not a reason to drop a validated, timed cell
+            c.memory = {"error": first_line(e)}
+
+
 def _rows(cells: list[_Cell]) -> list[dict]:
     ref = next(c for c in cells if c.reference)
     ref_ms = ref.latency.median_ms if ref.latency else None
@@ -333,6 +354,8 @@ def _rows(cells: list[_Cell]) -> list[dict]:
             "latency_ms_median": lat.median_ms if lat else None, "latency_ms_p90": lat.p90_ms if lat else None,
             "speedup_vs_reference": (ref_ms / lat.median_ms) if (lat and ref_ms) else None,
             "size_bytes": _size(c.manifest) if c.status == "ok" else None,
+            "peak_rss_bytes": (c.memory or {}).get("peak_rss_bytes"),
+            "memory_increment_bytes": (c.memory or {}).get("increment_bytes"),
             "compile_seconds": c.compile_seconds,
             "artifact": str(c.artifact.resolve()) if c.status == "ok" and c.artifact else None,
             "pareto": False,
