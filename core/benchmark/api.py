@@ -6,10 +6,8 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
