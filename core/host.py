@@ -29,3 +29,9 @@ def u8s8_saturates() -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
         return False
     return not (cpu_flags() & _VNNI_FLAGS)
+
+
+def reduced_weight_range(choice: str, on_this_cpu: bool = True) -> bool:
+    """The `-O weight_range=auto|full|reduced` rule the CPU backends share: auto means 7-bit weights
+    exactly when the artifact runs on this host's CPU and its int8 kernels saturate."""
+    return choice == "reduced" or (choice == "auto" and on_this_cpu and u8s8_saturates())

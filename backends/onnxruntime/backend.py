@@ -54,8 +54,7 @@ class OnnxRuntimeBackend(Backend):
         return opts
 
     def quant_flavour(self, options):
-        wr = options.get("weight_range", "auto")
-        reduced = wr == "reduced" or (wr == "auto" and host.u8s8_saturates())
+        reduced = host.reduced_weight_range(options.get("weight_range", "auto"))
         return replace(self.requirements.quant, reduce_range=reduced)
 
     def lower(self, ctx: LoweringContext) -> list[str]:

@@ -83,9 +83,8 @@ class OpenVINOBackend(Backend):
     def quant_flavour(self, options):
         """oneDNN's int8 kernels on x86 without VNNI (AVX2, AVX-512F) add u8 x s8 pairs in int16 like
         ORT's do (NNCF's overflow fix answers the same problem), so the CPU device gets 7-bit weights there."""
-        wr = options.get("weight_range", "auto")
         on_cpu = str(options.get("device", "CPU")).upper().startswith(("CPU", "AUTO"))
-        reduced = wr == "reduced" or (wr == "auto" and on_cpu and host.u8s8_saturates())
+        reduced = host.reduced_weight_range(options.get("weight_range", "auto"), on_cpu)
         return replace(self.requirements.quant, reduce_range=reduced)
 
     # ---------------------------------------------------------------- compile

@@ -462,12 +462,7 @@ def clip_bounds(g: Lowering, node):
 
 
 def dequantize(q: np.ndarray, p: QParams) -> np.ndarray:
-    scale = np.asarray(p.scale, np.float32)
-    zp = np.asarray(p.zero_point, np.float32)
-    if scale.size > 1:
-        shape = [1] * q.ndim
-        shape[p.axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    scale, zp = p.broadcast(q.ndim)
     return ((q.astype(np.float32) - zp) * scale).astype(np.float32)
 
 

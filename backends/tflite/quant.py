@@ -85,12 +85,7 @@ def fold(model: onnx.ModelProto) -> Folded:
             p, dt = params(n, consts[n.input[0]].ndim)
             x = consts[n.input[0]].astype(np.float32)
             info = np.iinfo(dt)
-            sc = np.asarray(p.scale, np.float32)
-            zp = np.asarray(p.zero_point, np.float32)
-            if sc.size > 1:
-                shp = [1] * x.ndim
-                shp[p.axis] = -1
-                sc, zp = sc.reshape(shp), zp.reshape(shp)
+            sc, zp = p.broadcast(x.ndim)
             consts[n.output[0]] = np.clip(np.round(x / sc) + zp, info.min, info.max).astype(dt)
             drop.add(id(n))
     for n in nodes:

@@ -31,6 +31,16 @@ class QParams:
     zero_point: tuple[int, ...]
     axis: int = 0
 
+    def broadcast(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, zero_point) as float32 arrays that broadcast against a tensor of rank `ndim`."""
+        scale = np.asarray(self.scale, np.float32)
+        zp = np.asarray(self.zero_point, np.float32)
+        if scale.size > 1:
+            shape = [1] * ndim
+            shape[self.axis] = -1
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        return scale, zp
+
     def same(self, other: "QParams | None") -> bool:
         return other is not None and np.allclose(self.scale, other.scale, rtol=1e-6, atol=0) and \
             tuple(self.zero_point) == tuple(other.zero_point)
