@@ -22,6 +22,9 @@ def add_step_flags(p: argparse.ArgumentParser, compile_verb: bool = False) -> No
                    help="obs: assignment that minimises the layer's output error on --calib (default with --calib)")
     g.add_argument("--layers", help="comma-separated fnmatch patterns on node name, weight name or op type "
                                     "(default: every Conv/Gemm/MatMul except depthwise convs)")
+    from .structured_flags import add_structured_flags
+
+    add_structured_flags(p)
     if compile_verb:
         g.add_argument("--compress-max-drop", type=float, metavar="POINTS",
                        help="compression's own accuracy budget on --val (per-layer sparsity / clusters chosen by "
@@ -45,6 +48,9 @@ def steps_from_args(args) -> list:
         steps.append(Step("cluster", args.cluster, args.cluster_method, layers))
     elif args.cluster_method:
         raise InputError("--cluster-method needs --cluster N")
+    from .structured_flags import structured_steps
+
+    steps = structured_steps(args, layers) + steps
     if layers and not steps:
         raise InputError("--layers selects layers for --prune / --cluster; give one of them")
     return steps
@@ -101,7 +107,8 @@ def cmd_compress(args) -> int:
 
     steps = steps_from_args(args)
     if not steps:
-        raise InputError("nothing to do: give --prune S and/or --cluster N")
+        raise InputError("nothing to do: give --prune S, --cluster N, --prune-channels R, --low-rank E "
+                         "and/or --finetune distill")
     out = Path(args.output)
     if out.exists() and not args.force:
         raise InputError(f"output {out} already exists; pass --force to replace it or choose another -o")

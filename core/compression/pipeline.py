@@ -40,6 +40,7 @@ class Step:
     method: str | None = None      # prune: magnitude | obs | global; cluster: nearest | obs (None: obs with data)
     layers: tuple = ()             # fnmatch patterns on node / weight name / op type; () = the default selection
     per_layer: dict | None = None  # layer name -> amount overriding `amount` (what --max-drop chose; 0 / 255 = none)
+    options: dict | None = None    # technique extras (structured.py: tied channels, fine-tuning epochs)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -167,6 +168,11 @@ def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None,
     data) gives each changed Conv/Gemm back its mean output (layers.correct_bias)."""
     t0 = time.perf_counter()
     say = progress or (lambda msg: None)
+    from .structured import STRUCTURED, apply_structured  # graph-changing steps (issue #19) run first
+
+    model, structured = apply_structured(model, steps, calibration=calibration, validation=validation,
+                                         max_drop=max_drop, progress=say)
+    max_drop, steps = (None if structured else max_drop), [st for st in steps if st.technique not in STRUCTURED]
     for st in steps:
         if st.technique not in TECHNIQUES:
             raise InputError(f"unknown compression technique {st.technique!r}; use one of {', '.join(TECHNIQUES)}")
@@ -218,6 +224,8 @@ def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None,
         rows.append(row)
     report["layers"] = rows
     report["size_before"] = before
+    if structured:
+        report["structured"] = structured
     report["size_after"] = size_report(out, layers=False)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     return CompressResult(out, report, layers)
