@@ -277,3 +277,24 @@ def test_low_rank_factorizes_where_it_cuts_macs_and_is_data_aware():
 def _run_named(m, x):
     s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     return np.concatenate([s.run(None, {"x": xi[None]})[0] for xi in x])
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=pytest.mark.slow),
+                                     pytest.param("tflite", marks=pytest.mark.slow)])
+def test_compile_with_pruned_channels_validates(tiny, tmp_path, backend):
+    """compile --prune-channels: the pruned graph goes through quantize -> lower -> validate on each
+    CPU backend; MACs in the manifest's compression report drop."""
+    import edgec
+    from edgec.core.compression import Step
+
+    if backend != "onnxruntime":
+        pytest.importorskip({"openvino": "openvino", "tflite": "ai_edge_litert"}[backend])
+    src, cal = tmp_path / "m.onnx", tmp_path / "c.npz"
+    onnx.save(tiny, src)
+    np.savez(cal, x=_data(16, 14))
+    art = edgec.compile(str(src), backend=backend, precision="int8", calibration=str(cal),
+                        output=str(tmp_path / "art"), compression=[Step("prune_channels", 0.5)], min_cosine=0.5)
+    man = art.manifest
+    st = man["compression"]["structured"][0]
+    assert st["technique"] == "prune_channels" and st["macs_after"] < 0.8 * st["macs_before"]
+    assert man["validation"]["samples"] > 0

@@ -5,6 +5,9 @@ every backend gets it. One module per technique, one entry in pipeline.TECHNIQUE
   prune.py      magnitude pruning (per layer, or one global threshold), exact sparsity
   sparsegpt.py  one-shot second-order pruning with weight reconstruction (SparseGPT; quantization's H)
   cluster.py    k-means weight sharing on the INT8 grid (<= N integers per layer after quantization)
+Structured steps (structured.py, run before the weight steps; they cut MACs, so they buy speed):
+  channels.py / reconstruct.py  channel groups, channel removal, least-squares re-fit of consumers
+  lowrank.py    data-aware SVD of Gemm / 1x1 Conv;  distill.py  KD fine-tuning (torch, onnx2torch)
 Around them:
   layers.py     the [Cout, K] view of every layer, layer selection, H collection
   pipeline.py   compress(): the step list, the report, --max-drop per-layer selection
