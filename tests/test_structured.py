@@ -298,3 +298,17 @@ def test_compile_with_pruned_channels_validates(tiny, tmp_path, backend):
     st = man["compression"]["structured"][0]
     assert st["technique"] == "prune_channels" and st["macs_after"] < 0.8 * st["macs_before"]
     assert man["validation"]["samples"] > 0
+
+
+@pytest.mark.slow
+def test_max_drop_walks_the_ratio_ladder(tiny):
+    from edgec.core.compression import Step, compress
+
+    calib = ArrayDataset({"x": _data(16, 15)})
+    val = ArrayDataset({"x": _data(32, 16)})  # unlabelled: agreement points
+    res = compress(tiny, [Step("prune_channels", 0.5)], calibration=calib, validation=val, max_drop=100.0)
+    st = res.report["structured"][0]
+    assert st["max_drop"]["met"] and len(st["max_drop"]["trials"]) == 1 and st["ratio"] == 0.5
+    res = compress(tiny, [Step("prune_channels", 0.5)], calibration=calib, validation=val, max_drop=-1.0)
+    st = res.report["structured"][0]
+    assert not st["max_drop"]["met"] and len(st["max_drop"]["trials"]) == 4 and st["ratio"] == 0.0
