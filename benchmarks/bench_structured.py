@@ -29,7 +29,7 @@ expansion group costs EfficientNet-Lite0 far more than least squares can re-fit,
 on 450 images for 2 epochs (12 min, all this machine allowed) won back 12 of the 58 points. What
 would move it: per-group ratios from sensitivity (keep early / sensitive groups), many more
 fine-tuning images and epochs.
-SqueezeNet 1.1 (`--model squeezenet1_1 --ratios 0.2`, same load; FP32 top-1 62.6 %): unpruned INT8
+SqueezeNet 1.1 (`--model squeezenet1_1 --ratios 0.2`, load ~16; FP32 top-1 62.6 %): unpruned INT8
 352M MACs, 24.0 ms; prune0.2 282M MACs, 0.94M params, FP32 drop 31.8+-2.2, INT8 drop 31.4+-2.2,
 27.9 ms = 0.87x: SLOWER despite -20 % MACs (fire-module channel counts that OpenVINO's INT8 kernels
 block worse; measured, so the MAC count is no proxy for this model).
