@@ -123,6 +123,8 @@ class CellBar:
             self.done += 1
         else:
             self.failed += 1
+        where = f" on {outcome.node}" if outcome.node else ""
+        self.note(f"compare: {outcome.name}{where}: {outcome.status}" + (f": {outcome.error}" if outcome.error else ""))
         self._bar.update(1)
         self._show()
 

@@ -29,6 +29,7 @@ $EDGEC_CACHE_DIR/ray. A multi-host cluster is the user's: see the README's "Swee
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import secrets
@@ -137,9 +138,8 @@ class RayExecutor:
                  object_store_memory: int = 256 << 20, max_retries: int = MAX_RETRIES):
         ray = self._ray = _import_ray()
         self.max_retries = max_retries
-        self._saved_env: dict[str, str | None] = {}
-        self._saved_cluster_flag = None
-        self._owns_connection = False
+        self._private_cluster = None
+        self._owns_connection = False  # connected by us to an existing cluster: disconnect on close
         self._private = False
         self._tracker = None
         self._nodes: list[dict] | None = None
@@ -158,31 +158,11 @@ class RayExecutor:
         self._tracker = ray.remote(num_cpus=0)(_Tracker).remote()
 
     def _start_private(self, num_cpus, object_store_memory) -> None:
-        ray = self._ray
-        root = cache_root()
-        temp = root / "ray"
-        temp.mkdir(parents=True, exist_ok=True)
-        env = dict(_PRIVATE_ENV, RAY_TMPDIR=str(root))  # Ray's default temp dir is $RAY_TMPDIR/ray
-        if not os.environ.get("RAY_AUTH_TOKEN"):
-            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
-        for k, v in env.items():
-            self._saved_env[k] = os.environ.get(k)
-            os.environ[k] = v
-        from ray._private import ray_constants
-        # Read once at import: ray may have been imported before us. Put back by close().
-        self._saved_cluster_flag = ray_constants.ENABLE_RAY_CLUSTER
-        ray_constants.ENABLE_RAY_CLUSTER = False
-        self._owns_connection = self._private = True
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _temp_dir=str(temp),
-                 object_store_memory=object_store_memory, namespace="edgec", log_to_driver=False,
-                 configure_logging=False)
-        self.address = ray.get_runtime_context().gcs_address
-        exposed = [n["NodeManagerAddress"] for n in ray.nodes() if n["NodeManagerAddress"] != "127.0.0.1"]
-        if exposed or not self.address.startswith("127.0.0.1:"):
-            self.close()
-            raise EdgecError(f"the private Ray cluster did not bind to 127.0.0.1 (got {exposed or self.address}); "
-                             "refusing to run on a network-reachable cluster; fix: start one yourself and pass "
-                             "--ray-address")
+        self._private_cluster = local_cluster(nodes=1, cpus_per_node=num_cpus or os.cpu_count() or 1,
+                                              object_store_memory=object_store_memory)
+        self._private_cluster.__enter__()
+        self._private = True
+        self.address = self._ray.get_runtime_context().gcs_address
 
     # -- nodes --
 
@@ -272,8 +252,6 @@ class RayExecutor:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 started = ray.get(self._tracker.state.remote())
-                done = {j.name for j in pending.values()}
-                bar.set_running(sum(1 for n in started if n in done))
                 for ref in ready:
                     job = pending.pop(ref)
                     tries = len(started.get(job.name, ())) or 1
@@ -284,8 +262,10 @@ class RayExecutor:
                                                                   f"{first_line(e)}")
                     out.attempts = tries
                     self.attempts[job.name] = tries
+                    bar.set_running(sum(1 for j in pending.values() if j.name in started))
                     bar.finished(out)
                     yield out
+                bar.set_running(sum(1 for j in pending.values() if j.name in started))
                 if not ready and time.monotonic() - last_check > 10:
                     last_check = time.monotonic()
                     if not self._alive():
@@ -363,21 +343,87 @@ class RayExecutor:
                 pass
             self._tracker = None
         if self._owns_connection and ray.is_initialized():
-            ray.shutdown()  # a private cluster stops with it; an attached one only loses this driver
+            ray.shutdown()  # an attached cluster only loses this driver
         self._owns_connection = False
-        for k, v in self._saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        self._saved_env = {}
-        if self._saved_cluster_flag is not None:
-            from ray._private import ray_constants
-            ray_constants.ENABLE_RAY_CLUSTER = self._saved_cluster_flag
-            self._saved_cluster_flag = None
+        if self._private_cluster is not None:
+            cm, self._private_cluster = self._private_cluster, None
+            cm.__exit__(None, None, None)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# Ray's unix sockets live under <temp>/session_<date>_<time>_<us>_<pid>/sockets/; AF_UNIX paths end at 107 bytes.
+_MAX_TEMP_ROOT = 40
+
+
+@contextlib.contextmanager
+def local_cluster(nodes: int = 1, cpus_per_node: int = 1, memory_per_node: int | None = None,
+                  object_store_memory: int = 128 << 20):
+    """A Ray cluster of `nodes` raylets on this machine, bound to 127.0.0.1 only, with this process
+    connected as its driver; stopped on exit. What `--executor ray` without an address runs (one node),
+    and what the tests and benchmarks/bench_ray.py use to stand up several nodes on one host.
+
+    No dashboard, usage stats off, token auth with a random token in this process's environment (put back
+    on exit), and every Ray file under $EDGEC_CACHE_DIR/ray.
+    """
+    ray = _import_ray()
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        raise EdgecError("this process is already connected to a Ray cluster; ray.shutdown() it first")
+    root = cache_root()
+    if len(str(root)) > _MAX_TEMP_ROOT:
+        raise InputError(f"EDGEC_CACHE_DIR {root} is too long for Ray's unix sockets (at most {_MAX_TEMP_ROOT} "
+                         "characters); fix: point EDGEC_CACHE_DIR at a shorter path for --executor ray")
+    temp = root / "ray"
+    temp.mkdir(parents=True, exist_ok=True)
+    env = dict(_PRIVATE_ENV, RAY_TMPDIR=str(root))  # Ray's default temp dir is $RAY_TMPDIR/ray
+    if not os.environ.get("RAY_AUTH_TOKEN"):
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    _refresh_ray_config()
+    # Read once when ray is imported, which may have happened before us.
+    saved_flag, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    node_args = {"num_cpus": cpus_per_node, "object_store_memory": object_store_memory,
+                 "node_ip_address": "127.0.0.1"}
+    if memory_per_node:
+        node_args["memory"] = memory_per_node
+    cluster = None
+    try:
+        cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
+                          head_node_args={**node_args, "include_dashboard": False, "temp_dir": str(temp)})
+        for _ in range(nodes - 1):
+            cluster.add_node(**node_args)
+        ray.init(address=cluster.address, namespace="edgec", log_to_driver=False, configure_logging=False)
+        exposed = sorted({n["NodeManagerAddress"] for n in ray.nodes()} - {"127.0.0.1"})
+        if exposed or not cluster.address.startswith("127.0.0.1:"):
+            raise EdgecError(f"the local Ray cluster did not bind to 127.0.0.1 (got {exposed or cluster.address}); "
+                             "refusing to run on a network-reachable cluster")
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _refresh_ray_config()
+
+
+def _refresh_ray_config() -> None:
+    """Make this process re-read RAY_AUTH_MODE / RAY_AUTH_TOKEN (Ray caches both on first use; ray.init
+    does the same refresh when it turns token auth on for a local cluster)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()

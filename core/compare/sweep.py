@@ -236,7 +236,6 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
             c = by_name[out.name]
             c.status, c.error, c.manifest = out.status, out.error, out.manifest
             c.validation, c.compile_seconds, c.compiled_on = out.validation, out.compile_seconds, out.node
-            progress.say(f"compare: {c.backend} {c.precision}: {c.status}" + (f": {c.error}" if c.error else ""))
 
         feeds, feeds_from = _bench_feeds(model_path, validation, calibration, preprocess)
         groups = ex.time([TimingCell(c.name, c.backend, str(c.artifact), c.resources.get("custom", {}))
