@@ -240,3 +240,10 @@ def test_failing_cell_is_an_error_row_not_a_retry(tmp_path, two_nodes):
     assert row["status"] == "error" and "bad.npz" in row["error"]
     assert len(started["onnxruntime-int8"]) == 1 and rep.meta["executor"]["retried"] == {}
     assert all(len(v) == 1 for v in started.values())
+
+
+@needs_ray
+def test_unreachable_address_is_one_line_error(tmp_path, run_cli):
+    code, _out, err = run_cli("compare", BUNDLED / "model.onnx", "-b", "onnxruntime", "-p", "fp32",
+                              "-o", tmp_path / "r", "--executor", "ray", "--ray-address", "127.0.0.1:1")
+    assert code == 2 and "cannot connect to the Ray cluster at --ray-address 127.0.0.1:1" in err

@@ -107,6 +107,20 @@ def _probe_task(model: str | None, model_sha: str | None, writable: str | None, 
             "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "edgec_version": __version__, "problems": problems}
 
 
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes: ray.init retries an unreachable GCS for a long time."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot connect to the Ray cluster at --ray-address {address}: {e}; fix: give the head "
+                         "node's HOST:PORT (`ray status` on it), or drop --ray-address for a private local "
+                         "cluster") from None
+
+
 class _Tracker:
     """Which cells have started, where and how often (a Ray actor): the bar's running count, the
     report's attempts, and what a fault test needs to find a worker mid-cell."""
@@ -150,7 +164,13 @@ class RayExecutor:
                                  "cannot also be used (drop it, or ray.shutdown() first)")
             self.address = ray.get_runtime_context().gcs_address
         elif address is not None:
-            ray.init(address=address, namespace="edgec", log_to_driver=False, configure_logging=False)
+            _check_reachable(address)
+            try:
+                ray.init(address=address, namespace="edgec", log_to_driver=False, configure_logging=False)
+            except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as e:
+                raise InputError(f"cannot connect to the Ray cluster at --ray-address {address}: {first_line(e)}; "
+                                 "fix: check `ray status` on a node of it (and RAY_AUTH_TOKEN when it uses token "
+                                 "auth), or drop --ray-address for a private local cluster") from None
             self._owns_connection = True
             self.address = ray.get_runtime_context().gcs_address
         else:
