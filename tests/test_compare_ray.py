@@ -132,8 +132,8 @@ def two_nodes():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEC_CACHE_DIR", root)
         try:
-            with local_cluster(nodes=2, cpus_per_node=1, memory_per_node=3 << 30,
-                               object_store_memory=80 << 20) as cluster:
+            with local_cluster(nodes=2, cpus_per_node=1, memory_per_node=3 << 30, object_store_memory=80 << 20,
+                               niceness=15) as cluster:
                 yield cluster
         finally:
             shutil.rmtree(root, ignore_errors=True)
@@ -247,3 +247,51 @@ def test_unreachable_address_is_one_line_error(tmp_path, run_cli):
     code, _out, err = run_cli("compare", BUNDLED / "model.onnx", "-b", "onnxruntime", "-p", "fp32",
                               "-o", tmp_path / "r", "--executor", "ray", "--ray-address", "127.0.0.1:1")
     assert code == 2 and "cannot connect to the Ray cluster at --ray-address 127.0.0.1:1" in err
+
+
+def test_one_bar_counts_done_running_failed(monkeypatch, capsys):
+    from edgec.core.compare.cell import CellBar, CellOutcome
+
+    monkeypatch.setenv("EDGEC_PROGRESS", "1")
+    bar = CellBar(3)
+    bar.set_running(2)
+    bar.finished(CellOutcome("a-fp32", "ok", node="n1"))
+    bar.set_running(1)
+    bar.finished(CellOutcome("b-int8", "error", error="boom", node="n2"))
+    bar.close()
+    err = capsys.readouterr().err
+    for state in ("done 0, running 2, failed 0", "done 1, running 2, failed 0", "done 1, running 1, failed 1"):
+        assert state in err
+    assert "compare: b-int8 on n2: error: boom" in err
+
+
+@pytest.mark.slow
+@needs_ray
+def test_private_cluster_cli_loopback_and_no_stray_files(tmp_path):
+    """`edgec compare --executor ray` with no address, in a fresh process whose HOME and TMPDIR are empty
+    temp dirs: loopback only, and every file Ray or edgec writes is under EDGEC_CACHE_DIR or -o."""
+    import subprocess
+
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    cache = Path(tempfile.mkdtemp(prefix="edgec-rc-"))
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp), "EDGEC_CACHE_DIR": str(cache),
+           "EDGEC_PROGRESS": "0"}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edgec.core.cli", "compare", str(BUNDLED / "model.onnx"),
+                               "-b", "onnxruntime", "-p", "fp32", "--val", str(BUNDLED / "val.npz"),
+                               "--preprocess", "unit", "--val-samples", "32", "--runs", "3", "--warmup", "1",
+                               "-o", str(tmp_path / "r"), "--executor", "ray", "--json"],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rep = json.loads(proc.stdout)
+        assert rep["executor"]["cluster"] == "private, 127.0.0.1 only"
+        assert [n["address"] for n in rep["executor"]["nodes"]] == ["127.0.0.1"]
+        assert rep["cells"][0]["status"] == "ok" and rep["cells"][0]["timed_on"]
+        assert list(home.iterdir()) == [] and list(tmp.iterdir()) == []
+        assert (cache / "ray").is_dir()
+    finally:
+        import shutil
+        shutil.rmtree(cache, ignore_errors=True)

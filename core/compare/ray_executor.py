@@ -382,13 +382,15 @@ _MAX_TEMP_ROOT = 40
 
 @contextlib.contextmanager
 def local_cluster(nodes: int = 1, cpus_per_node: int = 1, memory_per_node: int | None = None,
-                  object_store_memory: int = 128 << 20):
+                  object_store_memory: int = 128 << 20, niceness: int = 0):
     """A Ray cluster of `nodes` raylets on this machine, bound to 127.0.0.1 only, with this process
     connected as its driver; stopped on exit. What `--executor ray` without an address runs (one node),
     and what the tests and benchmarks/bench_ray.py use to stand up several nodes on one host.
 
     No dashboard, usage stats off, token auth with a random token in this process's environment (put back
-    on exit), and every Ray file under $EDGEC_CACHE_DIR/ray.
+    on exit), and every Ray file under $EDGEC_CACHE_DIR/ray. Workers run at `niceness` (Ray's own default
+    is 15, which would let every other process on the host preempt the cells and their timing, unlike a
+    local sweep; tests pass 15 to stay out of the way on a shared machine).
     """
     ray = _import_ray()
     from ray._private import ray_constants
@@ -402,7 +404,7 @@ def local_cluster(nodes: int = 1, cpus_per_node: int = 1, memory_per_node: int |
                          "characters); fix: point EDGEC_CACHE_DIR at a shorter path for --executor ray")
     temp = root / "ray"
     temp.mkdir(parents=True, exist_ok=True)
-    env = dict(_PRIVATE_ENV, RAY_TMPDIR=str(root))  # Ray's default temp dir is $RAY_TMPDIR/ray
+    env = dict(_PRIVATE_ENV, RAY_TMPDIR=str(root), RAY_worker_niceness=str(niceness))  # temp: $RAY_TMPDIR/ray
     if not os.environ.get("RAY_AUTH_TOKEN"):
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     saved = {k: os.environ.get(k) for k in env}
