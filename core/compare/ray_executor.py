@@ -149,9 +149,13 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
-                 object_store_memory: int = 256 << 20, max_retries: int = MAX_RETRIES):
+                 object_store_memory: int = 256 << 20, max_retries: int = MAX_RETRIES, fresh_worker: bool = True):
+        """fresh_worker: one worker process per cell (isolation, every compile from the same process state;
+        costs a Python + toolchain start per cell, seconds that matter only for tiny models). False reuses
+        workers across cells."""
         ray = self._ray = _import_ray()
         self.max_retries = max_retries
+        self.fresh_worker = fresh_worker
         self._private_cluster = None
         self._owns_connection = False  # connected by us to an existing cluster: disconnect on close
         self._private = False
@@ -256,7 +260,7 @@ class RayExecutor:
         self._probe(model=model, model_sha=sha256_file(model), writable=str(Path(jobs[0].artifact).parent),
                     readable=[v for k in ("calibration", "validation")
                               if isinstance(v := jobs[0].compile.get(k), str)])
-        task = ray.remote(max_calls=1)(_cell_task)
+        task = ray.remote(max_calls=1 if self.fresh_worker else 0)(_cell_task)
         bar = CellBar(len(jobs), desc="compare (ray)")
         pending: dict = {}
         try:
@@ -350,7 +354,7 @@ class RayExecutor:
                        "cpus": n["resources"].get("CPU"), "gpus": n["resources"].get("GPU", 0)}
                       for n in (self._nodes or [])],
             "storage": "shared path: each task writes its artifact and cell cache entry under -o itself",
-            "max_retries": self.max_retries,
+            "max_retries": self.max_retries, "fresh_worker_per_cell": self.fresh_worker,
             "retried": {k: v for k, v in self.attempts.items() if v > 1},
         }
 
