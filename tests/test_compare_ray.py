@@ -132,20 +132,42 @@ def two_nodes():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEC_CACHE_DIR", root)
         try:
-            with local_cluster(nodes=2, cpus_per_node=1, memory_per_node=3 << 30, object_store_memory=80 << 20,
-                               niceness=15) as cluster:
+            with local_cluster(nodes=2, cpus_per_node=1, memory_per_node=3 << 30,
+                               object_store_memory=80 << 20) as cluster:
                 yield cluster
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _ov_xml(path: Path) -> str:
+    """OpenVINO numbers the layers it generates with a process-wide counter (Reshape_15 in a fresh process,
+    Reshape_8364 after other compiles in it: see tests/test_determinism.py), so the local executor's
+    in-process compiles name them differently from the Ray executor's fresh workers; the rest of the IR and
+    every weight byte (model.bin, hashed exactly) must match."""
+    import hashlib
+    import re
+    return "normalized:" + hashlib.sha256(re.sub(rb"_\d+\b", b"_#", path.read_bytes())).hexdigest()
 
 
 def _hashes(report) -> dict:
     out = {}
     for r in report.rows:
         if r["status"] == "ok":
-            m = json.loads((Path(r["artifact"]) / "manifest.json").read_text())
-            out[r["backend"], r["precision"]] = {k: v["sha256"] for k, v in m["files"].items()}
+            d = Path(r["artifact"])
+            m = json.loads((d / "manifest.json").read_text())
+            out[r["backend"], r["precision"]] = {
+                k: _ov_xml(d / k) if r["backend"] == "openvino" and k.endswith(".xml") else v["sha256"]
+                for k, v in m["files"].items()}
     return out
+
+
+def _same(row: dict) -> dict:
+    # OpenVINO's IR size moves with the generated layer names' lengths (see _ov_xml); its weights do not.
+    return {k: row[k] for k in SAME if not (k == "size_bytes" and row["backend"] == "openvino")}
+
+
+def _diff(a: dict, b: dict) -> list:
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b), key=str) if a.get(k) != b.get(k)]
 
 
 @pytest.mark.slow
@@ -163,8 +185,10 @@ def test_two_node_sweep_matches_local(tmp_path, two_nodes):
     assert len(nodes) == 2
     ok = [r for r in local.rows if r["status"] == "ok"]
     assert {r["backend"] for r in ok} >= {"onnxruntime", "openvino", "tflite"}, local.rows
-    assert [{k: r[k] for k in SAME} for r in ray_rep.rows] == [{k: r[k] for k in SAME} for r in local.rows]
-    assert _hashes(ray_rep) == _hashes(local)
+    assert [(r["backend"], r["precision"]) for r in ray_rep.rows] == [(r["backend"], r["precision"]) for r in local.rows]
+    row_diffs = [(r["backend"], r["precision"], _diff(_same(r), _same(q))) for r, q in zip(ray_rep.rows, local.rows)
+                 if _same(r) != _same(q)]
+    assert not row_diffs and not _diff(_hashes(ray_rep), _hashes(local)), (row_diffs, _diff(_hashes(ray_rep), _hashes(local)))
     compiled_on = {r["compiled_on"] for r in ray_rep.rows if r["status"] == "ok"}
     assert compiled_on <= nodes and len(compiled_on) == 2, compiled_on  # both nodes compiled cells
     timed_on = {r["timed_on"] for r in ray_rep.rows if r["status"] == "ok"}

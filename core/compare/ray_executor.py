@@ -394,7 +394,7 @@ def local_cluster(nodes: int = 1, cpus_per_node: int = 1, memory_per_node: int |
     No dashboard, usage stats off, token auth with a random token in this process's environment (put back
     on exit), and every Ray file under $EDGEC_CACHE_DIR/ray. Workers run at `niceness` (Ray's own default
     is 15, which would let every other process on the host preempt the cells and their timing, unlike a
-    local sweep; tests pass 15 to stay out of the way on a shared machine).
+    local sweep).
     """
     ray = _import_ray()
     from ray._private import ray_constants
