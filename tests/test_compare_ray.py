@@ -293,29 +293,35 @@ def test_one_bar_counts_done_running_failed(monkeypatch, capsys):
 @needs_ray
 def test_private_cluster_cli_loopback_and_no_stray_files(tmp_path):
     """`edgec compare --executor ray` with no address, in a fresh process whose HOME and TMPDIR are empty
-    temp dirs: loopback only, and every file Ray or edgec writes is under EDGEC_CACHE_DIR or -o."""
+    temp dirs: loopback only, and Ray adds no file outside EDGEC_CACHE_DIR and -o to what the same
+    compare writes with the local executor (matplotlib's font cache and onnxruntime's telemetry id there
+    are the local run's, not Ray's)."""
+    import shutil
     import subprocess
 
-    home, tmp = tmp_path / "home", tmp_path / "tmp"
-    home.mkdir()
-    tmp.mkdir()
-    cache = Path(tempfile.mkdtemp(prefix="edgec-rc-"))
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp), "EDGEC_CACHE_DIR": str(cache),
-           "EDGEC_PROGRESS": "0"}
-    env.pop("RAY_ADDRESS", None)
-    try:
-        proc = subprocess.run([sys.executable, "-m", "edgec.core.cli", "compare", str(BUNDLED / "model.onnx"),
-                               "-b", "onnxruntime", "-p", "fp32", "--val", str(BUNDLED / "val.npz"),
-                               "--preprocess", "unit", "--val-samples", "32", "--runs", "3", "--warmup", "1",
-                               "-o", str(tmp_path / "r"), "--executor", "ray", "--json"],
-                              env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        rep = json.loads(proc.stdout)
-        assert rep["executor"]["cluster"] == "private, 127.0.0.1 only"
-        assert [n["address"] for n in rep["executor"]["nodes"]] == ["127.0.0.1"]
-        assert rep["cells"][0]["status"] == "ok" and rep["cells"][0]["timed_on"]
-        assert list(home.iterdir()) == [] and list(tmp.iterdir()) == []
-        assert (cache / "ray").is_dir()
-    finally:
-        import shutil
-        shutil.rmtree(cache, ignore_errors=True)
+    def run(executor: str):
+        home, tmp = tmp_path / executor / "home", tmp_path / executor / "tmp"
+        home.mkdir(parents=True)
+        tmp.mkdir()
+        cache = Path(tempfile.mkdtemp(prefix="edgec-rc-"))
+        env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp), "EDGEC_CACHE_DIR": str(cache),
+               "EDGEC_PROGRESS": "0"}
+        env.pop("RAY_ADDRESS", None)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "edgec.core.cli", "compare", str(BUNDLED / "model.onnx"),
+                                   "-b", "onnxruntime", "-p", "fp32", "--val", str(BUNDLED / "val.npz"),
+                                   "--preprocess", "unit", "--val-samples", "32", "--runs", "3", "--warmup", "1",
+                                   "-o", str(tmp_path / executor / "r"), "--executor", executor, "--json"],
+                                  env=env, capture_output=True, text=True, timeout=600)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            written = {str(p.relative_to(d.parent)) for d in (home, tmp) for p in d.rglob("*")}
+            return json.loads(proc.stdout), written, (cache / "ray").is_dir()
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+
+    rep, written, ray_dir = run("ray")
+    assert rep["executor"]["cluster"] == "private, 127.0.0.1 only"
+    assert [n["address"] for n in rep["executor"]["nodes"]] == ["127.0.0.1"]
+    assert rep["cells"][0]["status"] == "ok" and rep["cells"][0]["timed_on"] and ray_dir
+    _rep, written_local, _ = run("local")
+    assert written <= written_local, sorted(written - written_local)
