@@ -146,7 +146,7 @@ def _ov_xml(path: Path) -> str:
     every weight byte (model.bin, hashed exactly) must match."""
     import hashlib
     import re
-    return "normalized:" + hashlib.sha256(re.sub(rb"_\d+\b", b"_#", path.read_bytes())).hexdigest()
+    return "normalized:" + hashlib.sha256(re.sub(rb"(?<=[A-Za-z])_\d+", b"_#", path.read_bytes())).hexdigest()
 
 
 def _hashes(report) -> dict:
