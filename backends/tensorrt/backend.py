@@ -25,6 +25,8 @@ PLAN, ONNX, META, LOG, INSPECTOR = "model.plan", "model.onnx", "trt_meta.json", 
 class TensorRTBackend(Backend):
     name = "tensorrt"
     description = "NVIDIA TensorRT engine (model.plan) for RTX GPUs and Jetson; TensorRT-RTX builds without a GPU"
+    # What a sweep cell needs from a cluster node (edgec compare --executor ray): the engine runs on a GPU.
+    cell_resources = {"GPU": 1}
     # NVIDIA's explicit-quantization placement (Q/DQ on the inputs of Conv/Gemm/MatMul and residual Adds),
     # s8 symmetric activations and per-channel weights, biases kept float (the parser rejects int32 DQ);
     # graph outputs float so the classifier's int8 kernel writes FP32 logits (TensorRT fuses DQ -> Gemm).

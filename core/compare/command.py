@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from edgec.core.cli_common import coerce, cosine, dump, nonneg_int, positive_int
+from edgec.core.compare import executor
 
 
 def _backend_option(text: str) -> tuple[str, str, object]:
@@ -42,6 +43,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="recompile every cell even when a cached artifact matches")
     c.add_argument("-o", "--output", required=True, help="report directory (artifacts go under its artifacts/)")
     c.add_argument("--json", action="store_true", help="print report.json on stdout")
+    executor.add_arguments(c)
     c.set_defaults(func=cmd_compare)
     return c
 
@@ -57,7 +59,7 @@ def cmd_compare(args) -> int:
                      calibration=args.calib, validation=args.val, preprocess=args.preprocess,
                      calib_samples=args.calib_samples, val_samples=args.val_samples, calib_method=args.calib_method,
                      options=options, min_cosine=args.min_cosine, threads=args.threads, runs=args.runs,
-                     warmup=args.warmup, force=args.force)
+                     warmup=args.warmup, force=args.force, **executor.executor_kwargs(args))
     if args.json:
         dump(report.to_json())
     else:

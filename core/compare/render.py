@@ -40,8 +40,10 @@ def _problems(report) -> list[str]:
 
 def _settings(report) -> str:
     m, b = report.meta, report.meta["benchmark"]
+    where = "; ".join(f"timed on {g['node']} ({g['node_type']})" for g in b.get("groups") or [])
     return (f"{Path(m['model']).name}; latency: {b['runs']} interleaved runs after {b['warmup']} warm-up, "
-            f"threads={b['threads']}, input: {b['input']}; speedup vs onnxruntime fp32 from the same run")
+            f"threads={b['threads']}, input: {b['input']}; speedup vs onnxruntime fp32 from the same run"
+            + (f" on the same node; {where}" if where else ""))
 
 
 def markdown(report) -> str:

@@ -14,8 +14,10 @@ from typing import Any, Iterable, Mapping, Sequence
 from edgec.core import progress
 from edgec.core.backend import PRECISIONS
 from edgec.core.compare import cache
-from edgec.core.compare.bench import first_line, interleaved
-from edgec.core.errors import InputError, ValidationFailed
+from edgec.core.compare.bench import first_line
+from edgec.core.compare.cell import CellJob, cell_resources
+from edgec.core.compare.executor import TimingCell, merge_timing, open_executor
+from edgec.core.errors import InputError
 from edgec.core.version import __version__
 
 REFERENCE = ("onnxruntime", "fp32")
@@ -24,7 +26,7 @@ REFERENCE = ("onnxruntime", "fp32")
 ROW_KEYS = ("backend", "precision", "status", "error", "reference", "reused", "top1_accuracy", "top1_agreement",
             "cosine", "validation_samples", "validated_on", "latency_ms_median", "latency_ms_p90",
             "speedup_vs_reference", "size_bytes", "peak_rss_bytes", "memory_increment_bytes", "compile_seconds",
-            "artifact", "pareto")
+            "artifact", "pareto", "compiled_on", "timed_on")
 # ok: compiled, validated, timed. failed_validation: compiled but outside the cosine threshold (metrics, no
 # artifact). error: compile/load/benchmark raised. unavailable: backend missing here. unsupported: precision.
 STATUSES = ("ok", "failed_validation", "error", "unavailable", "unsupported")
@@ -74,6 +76,10 @@ class _Cell:
     compile_seconds: float | None = None
     latency: Any = None
     memory: dict | None = None
+    resources: dict = field(default_factory=dict)
+    compiled_on: str | None = None
+    timed_on: str | None = None  # "node type @ node": speedups only against the reference timed on the same node
+    ref_ms: float | None = None
 
     @property
     def name(self) -> str:
@@ -99,8 +105,9 @@ def _plan(backends: Sequence[str], precisions: Sequence[str]) -> tuple[list[_Cel
     return cells, added
 
 
-def _screen(cell: _Cell) -> None:
-    """Mark cells that cannot be compiled here (unknown/unavailable backend, unsupported precision)."""
+def _screen(cell: _Cell, executor, threads, model_bytes: int) -> None:
+    """Mark cells that cannot be compiled here (unknown/unavailable backend, unsupported precision); a
+    backend that builds here but runs only elsewhere passes when the executor can place it there."""
     from edgec.core.registry import get_backend
 
     try:
@@ -108,11 +115,12 @@ def _screen(cell: _Cell) -> None:
     except Exception as e:
         cell.status, cell.error = "unavailable", first_line(e)
         return
+    cell.resources = cell_resources(be, threads, model_bytes)
     av = be.available()
     if not av.ok:
         cell.status = "unavailable"
         cell.error = f"backend '{be.name}' is not available: {av.reason}" + (f"; fix: {av.hint}" if av.hint else "")
-    elif not av.can_run:
+    elif not av.can_run and not (cell.resources["custom"] and executor.offers(cell.resources["custom"])):
         cell.status = "unavailable"
         cell.error = f"backend '{be.name}' can build here but not run: {av.reason}" + (f"; fix: {av.hint}" if av.hint else "")
     elif cell.precision not in be.requirements.precisions:
@@ -158,7 +166,7 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
             calib_samples: int | None = None, val_samples: int | None = None, calib_method: str | None = None,
             options: Mapping[str, Mapping[str, Any]] | None = None, min_cosine: float | None = None,
             threads: int | None = 1, runs: int = 50, warmup: int = 5, force: bool = False,
-            write: bool = True, memory: bool = True) -> CompareReport:
+            write: bool = True, memory: bool = True, executor="local", ray_address: str | None = None) -> CompareReport:
     """Compile, validate and time `model` on every backend x precision; write the report into `output`.
 
     backends: names, or None for every registered backend (unavailable ones get a row saying why).
@@ -166,9 +174,11 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
     threads: the one thread count every cell is validated and timed with (1 = comparable on shared hosts).
     force: recompile every cell even when a cached artifact matches.
     memory: measure each timed cell's peak RSS in a fresh child process (edgec.core.benchmark.memory).
-    Speedups are relative to onnxruntime fp32 timed in the same run; it is added when not requested.
+    executor: "local" (this process), "ray" (a Ray cluster: ray_address "auto"/HOST:PORT, or a private
+    loopback one), or an executor object the caller owns (see core/compare/executor.py).
+    Speedups are relative to onnxruntime fp32 timed in the same run on the same node; it is added when not
+    requested.
     """
-    from edgec.core import compiler
     from edgec.core.model_io import sha256_file
 
     model_path = Path(model) if not hasattr(model, "graph") else None
@@ -213,52 +223,29 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
         "min_cosine": min_cosine,
     }
 
-    for i, cell in enumerate(cells, 1):
-        tag = f"compare [{i}/{len(cells)}] {cell.backend} {cell.precision}"
-        _screen(cell)
-        if cell.status != "pending":
-            progress.say(f"{tag}: {cell.status}: {cell.error}")
-            continue
-        cell.artifact = art_root / cell.name
-        inputs = {**common, "backend": cell.backend, "precision": cell.precision,
-                  "options": options.get(cell.backend, {}), "toolchain": _toolchain(cell.backend)}
-        key = cache.cell_key(inputs)
-        hit = None if force else cache.lookup(cell.artifact, key)
-        if hit is not None:
-            cell.reused = True
-            cell.status, cell.error = hit["status"], hit.get("error")
-            cell.manifest = hit.get("manifest")
-            cell.validation = (cell.manifest or {}).get("validation") or hit.get("validation")
-            cell.compile_seconds = (cell.manifest or {}).get("compile_seconds", hit.get("compile_seconds"))
-            progress.say(f"{tag}: reusing {'artifact' if cell.status == 'ok' else 'cached result'} ({cell.status})")
-            continue
-        cache.forget(cell.artifact)
-        progress.say(f"{tag}: compiling")
-        try:
-            art = compiler.compile(model_path, backend=cell.backend, precision=cell.precision,
-                                   calibration=calibration, validation=validation, output=cell.artifact,
-                                   preprocess=preprocess, calib_samples=calib_samples, calib_method=calib_method,
-                                   val_samples=val_samples, options=options.get(cell.backend), min_cosine=min_cosine,
-                                   force=True, threads=threads)
-        except ValidationFailed as e:
-            m = getattr(e, "manifest", None) or {}
-            cell.status, cell.error = "failed_validation", first_line(e)
-            cell.validation, cell.compile_seconds = m.get("validation"), m.get("compile_seconds")
-            # Deterministic for the same key, so cached: a resumed sweep does not redo a known failure.
-            cache.store(cell.artifact, key, inputs, cell.status, error=cell.error, validation=cell.validation,
-                        compile_seconds=cell.compile_seconds)
-        except Exception as e:  # any other failure is this cell's row, not the sweep's end; not cached
-            cell.status, cell.error = "error", first_line(e)
-        else:
-            cell.status, cell.manifest = "ok", art.manifest
-            cell.validation, cell.compile_seconds = art.manifest.get("validation"), art.manifest.get("compile_seconds")
-            cache.store(cell.artifact, key, inputs, "ok")
-        progress.say(f"{tag}: {cell.status}" + (f": {cell.error}" if cell.error else ""))
+    ex, owned = open_executor(executor, ray_address)
+    try:
+        # Absolute paths: a job may run in another process or on another node, whose working directory differs.
+        jobs = _jobs(cells, ex, common, options, model_path, art_root, force=force, threads=threads,
+                     compile_args=dict(calibration=_absolute(calibration), validation=_absolute(validation),
+                                       preprocess=preprocess,
+                                       calib_samples=calib_samples, calib_method=calib_method,
+                                       val_samples=val_samples, min_cosine=min_cosine, threads=threads))
+        by_name = {c.name: c for c in cells}
+        for out in ex.compile(jobs):
+            c = by_name[out.name]
+            c.status, c.error, c.manifest = out.status, out.error, out.manifest
+            c.validation, c.compile_seconds, c.compiled_on = out.validation, out.compile_seconds, out.node
 
-    feeds, feeds_from = _bench_feeds(model_path, validation, calibration, preprocess)
-    _benchmark(cells, feeds, threads=threads, runs=runs, warmup=warmup)
-    if memory:
-        _memory(cells, feeds, threads)
+        feeds, feeds_from = _bench_feeds(model_path, validation, calibration, preprocess)
+        groups = ex.time([TimingCell(c.name, c.backend, str(c.artifact), c.resources.get("custom", {}))
+                          for c in cells if c.status == "ok"], feeds,
+                         threads=threads, runs=runs, warmup=warmup, memory=memory)
+        _apply_timing(cells, groups)
+        executor_meta = ex.describe()
+    finally:
+        if owned:
+            ex.close()
 
     meta = {
         "edgec_version": __version__,
@@ -276,7 +263,10 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
         "benchmark": {"threads": threads, "runs": runs, "warmup": warmup, "input": feeds_from,
                       "order": "interleaved round-robin, rotating start",
                       "memory": ("peak RSS of a fresh child per cell over load + 10 runs; increment over a child "
-                                 "that imported the same runtime") if memory else None},
+                                 "that imported the same runtime") if memory else None,
+                      "groups": [{"node_type": g.node_type, "node": g.node, "cells": sorted(g.results)}
+                                 for g in groups]},
+        "executor": executor_meta,
         "notes": [],
     }
     if ref_added:
@@ -297,50 +287,57 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
     return report
 
 
-def _benchmark(cells: list[_Cell], feeds, *, threads, runs, warmup) -> None:
-    import edgec
-
-    runners = {}
-    try:
-        for c in cells:
-            if c.status != "ok":
-                continue
-            try:
-                runners[c.name] = edgec.load(c.artifact, threads=threads)
-            except Exception as e:
-                c.status, c.error = "error", f"load failed: {first_line(e)}"
-        progress.say(f"compare: timing {len(runners)} cells interleaved, {runs} runs each after {warmup} warm-up, "
-                     f"threads={threads}")
-        stats, errors = interleaved(runners, feeds, runs=runs, warmup=warmup, threads=threads)
-    finally:
-        for r in runners.values():
-            try:
-                r.close()
-            except Exception:
-                pass
-    for c in cells:
-        if c.name in errors:
-            c.status, c.error = "error", errors[c.name]
-        c.latency = stats.get(c.name)
-
-
-def _memory(cells: list[_Cell], feeds, threads) -> None:
-    from edgec.core.benchmark.memory import measure
-
-    baselines: dict = {}
-    for c in cells:
-        if c.status != "ok" or c.latency is None:
+def _jobs(cells: list[_Cell], ex, common: dict, options: dict, model_path: Path, art_root: Path, *, force: bool,
+          threads, compile_args: dict) -> list[CellJob]:
+    """Screen every cell, reuse cached outcomes, and turn the rest into jobs for the executor."""
+    model_bytes = model_path.stat().st_size
+    jobs = []
+    for i, cell in enumerate(cells, 1):
+        tag = f"compare [{i}/{len(cells)}] {cell.backend} {cell.precision}"
+        _screen(cell, ex, threads, model_bytes)
+        if cell.status != "pending":
+            progress.say(f"{tag}: {cell.status}: {cell.error}")
             continue
-        progress.say(f"compare: memory of {c.name} in a fresh process")
-        try:
-            c.memory = measure(c.artifact, c.backend, feeds, threads, 10, baselines)
-        except Exception as e:  # memory is a column, not a reason to drop a validated, timed cell
-            c.memory = {"error": first_line(e)}
+        cell.artifact = art_root / cell.name
+        inputs = {**common, "backend": cell.backend, "precision": cell.precision,
+                  "options": options.get(cell.backend, {}), "toolchain": _toolchain(cell.backend)}
+        key = cache.cell_key(inputs)
+        hit = None if force else cache.lookup(cell.artifact, key)
+        if hit is not None:
+            cell.reused = True
+            cell.status, cell.error = hit["status"], hit.get("error")
+            cell.manifest = hit.get("manifest")
+            cell.validation = (cell.manifest or {}).get("validation") or hit.get("validation")
+            cell.compile_seconds = (cell.manifest or {}).get("compile_seconds", hit.get("compile_seconds"))
+            cell.compiled_on = hit.get("compiled_on")
+            progress.say(f"{tag}: reusing {'artifact' if cell.status == 'ok' else 'cached result'} ({cell.status})")
+            continue
+        jobs.append(CellJob(cell.name, cell.backend, cell.precision, str(cell.artifact.resolve()), key, inputs,
+                            {"model": str(model_path.resolve()), **compile_args, "options": options.get(cell.backend)},
+                            cell.resources))
+    return jobs
+
+
+def _absolute(data):
+    return str(Path(data).resolve()) if isinstance(data, (str, Path)) and Path(data).exists() else data
+
+
+def _apply_timing(cells: list[_Cell], groups) -> None:
+    chosen = merge_timing(groups)
+    ref = next(c for c in cells if c.reference)
+    for c in cells:
+        if c.name not in chosen:
+            continue
+        g, res = chosen[c.name]
+        if res["error"]:
+            c.status, c.error = "error", res["error"]
+        c.latency, c.memory = res["latency"], res["memory"]
+        c.timed_on = g.node if g.node_type == g.node else f"{g.node_type} @ {g.node}"
+        ref_lat = (g.results.get(ref.name) or {}).get("latency")
+        c.ref_ms = ref_lat.median_ms if ref_lat else None
 
 
 def _rows(cells: list[_Cell]) -> list[dict]:
-    ref = next(c for c in cells if c.reference)
-    ref_ms = ref.latency.median_ms if ref.latency else None
     rows = []
     for c in cells:
         v = c.validation or {}
@@ -352,13 +349,13 @@ def _rows(cells: list[_Cell]) -> list[dict]:
             "cosine": v.get("cosine"), "validation_samples": v.get("samples"),
             "validated_on": _validated_on(v) if v else None,
             "latency_ms_median": lat.median_ms if lat else None, "latency_ms_p90": lat.p90_ms if lat else None,
-            "speedup_vs_reference": (ref_ms / lat.median_ms) if (lat and ref_ms) else None,
+            "speedup_vs_reference": (c.ref_ms / lat.median_ms) if (lat and c.ref_ms) else None,
             "size_bytes": _size(c.manifest) if c.status == "ok" else None,
             "peak_rss_bytes": (c.memory or {}).get("peak_rss_bytes"),
             "memory_increment_bytes": (c.memory or {}).get("increment_bytes"),
             "compile_seconds": c.compile_seconds,
             "artifact": str(c.artifact.resolve()) if c.status == "ok" and c.artifact else None,
-            "pareto": False,
+            "pareto": False, "compiled_on": c.compiled_on, "timed_on": c.timed_on,
         })
     return rows
 
@@ -383,7 +380,10 @@ def _mark_pareto(rows: list[dict]) -> str | None:
     metric = accuracy_metric(rows)
     if metric is None:
         return None
-    pts = [r for r in rows if r["status"] == "ok" and r["latency_ms_median"] is not None]
+    ref_node = next((r.get("timed_on") for r in rows if r.get("reference")), None)
+    # Only latencies from the node that timed the reference are compared (one host per ratio).
+    pts = [r for r in rows if r["status"] == "ok" and r["latency_ms_median"] is not None
+           and r.get("timed_on") == ref_node]
     for r in pts:
         lat, acc = r["latency_ms_median"], r[metric]
         r["pareto"] = not any(o is not r and o["latency_ms_median"] <= lat and o[metric] >= acc
