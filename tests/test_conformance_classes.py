@@ -465,3 +465,45 @@ def test_model_class_compiles_or_is_cleanly_unsupported(backend, name, precision
                         output=tmp_path / "o", threads=1, **kw)
     v = art.manifest["validation"]
     assert v["passed"] and v["input_shapes"] == {k: list(np.shape(a)) for k, a in val[0].items()}
+
+
+# Fixes found by the full node-test runs ----------------------------------------------------------------------------
+
+def test_model_without_inputs_loads(tmp_path):  # ONNX test_constant: the manifest's empty input list is valid
+    m = model([oh.make_node("Constant", [], ["y"], value=numpy_helper.from_array(np.arange(3, dtype=np.float32)))],
+              [], [vi("y", T.FLOAT, [3])])
+    art = edgec.compile(m, backend="onnxruntime", output=tmp_path / "o", validation=[{}], threads=1)
+    r = edgec.load(art.path)
+    np.testing.assert_array_equal(r.run({})["y"], [0, 1, 2])
+    r.close()
+
+
+def test_empty_multi_dim_constants_are_not_folded():
+    # ONNX test_causal_conv_with_state_kernel_size_one_expanded: a folded [2, 4, 0] zero pad into a Concat is a
+    # model OpenVINO's frontend cannot convert; the computed one it can
+    from edgec.core.optimizer import optimize
+
+    shape = numpy_helper.from_array(np.array([2, 4, 0], np.int64), "shape")
+    m = model([oh.make_node("ConstantOfShape", ["shape"], ["z"]), oh.make_node("Concat", ["z", "x"], ["y"], axis=2)],
+              [vi("x", T.FLOAT, [2, 4, 8])], [vi("y", T.FLOAT, [2, 4, 8])], [shape])
+    out = optimize(m).model
+    ops = [n.op_type for n in (out.graph.node if isinstance(out, onnx.ModelProto) else out.graph)]
+    assert "ConstantOfShape" in ops
+
+
+def test_reference_falls_back_when_onnxruntime_cannot_run_the_data():
+    # onnxruntime cannot take bfloat16 feeds from Python; onnx's reference runtime is then the FP32 reference,
+    # and the metrics compare bfloat16 values as numbers
+    import ml_dtypes
+
+    from edgec.core.validate import ReferenceRunner
+
+    m = model([oh.make_node("Add", ["a", "b"], ["y"])], [vi("a", T.BFLOAT16, [3]), vi("b", T.BFLOAT16, [3])],
+              [vi("y", T.BFLOAT16, [3])], opset=14)
+    a = np.array([1, 2, 3], ml_dtypes.bfloat16)
+    ref = ReferenceRunner(m)
+    y = ref.run({"a": a, "b": a})["y"]
+    assert ref.runtime == "onnx.reference" and y.astype(np.float32).tolist() == [2, 4, 6]
+    acc = OutputAgreement(["y"])
+    acc.update({"y": y}, {"y": y})
+    assert acc.summary()["cosine"] == pytest.approx(1.0)
