@@ -528,7 +528,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="every case's result, written after each case (a checkpoint: a rerun with the "
                                    "same file skips the cases it holds; --rerun-failed runs edgec's failures again)")
     ap.add_argument("--rerun-failed", action="store_true",
-                    help="with --json: run again the checkpoint's cases that edgec failed or that crashed")
+                    help="with --json: run again the checkpoint's cases that crashed or that edgec failed where the raw "
+                         "runtime passed (or has no raw runner)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
@@ -543,7 +544,10 @@ def main(argv=None) -> int:
     names = select_cases(cases, args.cases, args.limit, args.seed, args.per_op)
     done = {(r["backend"], r["case"]): r for r in load_checkpoint(args.json)}
     if args.rerun_failed:
-        done = {k: r for k, r in done.items() if "crash" not in r and r.get("edgec")}
+        # edgec's failures (the raw runtime passed, or there is none) and crashes; both-fail cases keep
+        # their result (a rerun could only add rescues)
+        done = {k: r for k, r in done.items()
+                if "crash" not in r and (r.get("edgec") or ("raw" in r and not r["raw"]))}
     t0 = time.monotonic()
     summaries = {}
     for b in backends:
