@@ -507,3 +507,13 @@ def test_reference_falls_back_when_onnxruntime_cannot_run_the_data():
     acc = OutputAgreement(["y"])
     acc.update({"y": y}, {"y": y})
     assert acc.summary()["cosine"] == pytest.approx(1.0)
+
+
+def test_openvino_unsupported_type_names_the_type():
+    from edgec.backends.openvino.convert import conversion_error
+
+    m = model([oh.make_node("Cast", ["x"], ["y"], to=T.FLOAT8E4M3FNUZ)], [vi("x", T.FLOAT, [2])],
+              [vi("y", T.FLOAT8E4M3FNUZ, [2])], opset=19)
+    err = conversion_error(RuntimeError("Check 'false' failed at src/frontends/common/src/frontend.cpp:47:\n"
+                                        "Loading input model\nUnsupported type\n"), m)
+    assert isinstance(err, UnsupportedError) and "FLOAT8E4M3FNUZ" in str(err)
