@@ -1,6 +1,15 @@
 """Conformance: ONNX's own node tests through a raw runtime and through edgec, case by case.
 
-    python benchmarks/bench_conformance.py --backend onnxruntime,openvino,tvm --limit 300 --jobs 2
+    python benchmarks/bench_conformance.py --backend onnxruntime,openvino --json conf.json      # all 1,884
+    python benchmarks/bench_conformance.py --backend tvm --per-op 1 --limit 60 --json conf.json  # stratified
+    python benchmarks/bench_conformance.py --backend tflite,qnn,tensorrt --per-op 1 --limit 80 --json conf.json
+
+`--json` is a checkpoint, written every 15 s: a run killed by `timeout` resumes where it stopped, and
+`--rerun-failed` runs edgec's failures again after a fix. Backends without a raw runner (TFLite, QNN,
+TensorRT: the runtime only runs what edgec built) are counted against the cases plain onnxruntime
+passes (from the same checkpoint), with the backend's clean refusals (UnsupportedError) apart; QNN's
+HTP has no fp32, so it runs fp16 (tolerance 1e-2); TensorRT without a GPU is build-only here: its
+compile's validation ran the built-from ONNX on onnxruntime, and that is what passes.
 
 Cases come from the installed `onnx` package (`onnx.backend.test.case.node.collect_testcases`, built in
 memory: the wheel ships no data files). Each case runs
