@@ -52,7 +52,7 @@ def check_schema(m, mf: Path) -> None:
         raise bad("'precision' is not a string")
     for key in ("inputs", "outputs"):
         specs = m.get(key)
-        if not isinstance(specs, list) or not specs:
+        if not isinstance(specs, list) or (key == "outputs" and not specs):  # a model may have no inputs
             raise bad(f"'{key}' is missing or not a list of tensors")
         for s in specs:
             if not (isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("dtype"), str)

@@ -7,7 +7,16 @@ import numpy as np
 def _numeric(a) -> bool:
     if a is None or isinstance(a, (list, tuple)):  # a sequence (maybe of ragged tensors) or an empty optional
         return False
-    return np.asarray(a).dtype.kind in "biuf"
+    dt = np.asarray(a).dtype
+    if dt.kind in "biuf":
+        return True
+    if dt.kind in "OUSMm":
+        return False
+    try:  # ml_dtypes' bfloat16 / float8 (kind 'V') are numbers that cast to float64
+        np.zeros(0, dt).astype(np.float64)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _len(x) -> str:

@@ -28,6 +28,7 @@ class ReferenceRunner(Runner):
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
         src = model if isinstance(model, str) else model.SerializeToString()
+        self._model = model
         self.threads = threads
         self.runtime = "onnxruntime"
         try:
@@ -53,6 +54,17 @@ class ReferenceRunner(Runner):
         try:
             return dict(zip(self.output_names, self.session.run(None, feeds)))
         except Exception as e:  # noqa: BLE001 - the reference itself failing is not the artifact's fault
+            if self.runtime == "onnxruntime":  # a kernel's own refusal (an Attention mask shape, bfloat16
+                try:                            # feeds): onnx's reference runtime, as when it cannot load
+                    from onnx.reference import ReferenceEvaluator
+
+                    ref = ReferenceEvaluator(self._model)
+                    out = dict(zip(ref.output_names, ref.run(None, {k: v for k, v in feeds.items()
+                                                                    if k in set(ref.input_names)})))
+                    self.session, self.runtime = ref, "onnx.reference"
+                    return out
+                except Exception:  # noqa: BLE001 - neither runs it: report onnxruntime's reason
+                    pass
             from edgec.core.errors import UnsupportedError
 
             from edgec.core.diagnose import runtime_error

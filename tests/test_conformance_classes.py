@@ -19,7 +19,7 @@ from onnx import helper as oh
 from onnx import numpy_helper
 
 import edgec
-from edgec.core.errors import EdgecError, InputError, ValidationFailed
+from edgec.core.errors import EdgecError, InputError, UnsupportedError, ValidationFailed
 from edgec.core.metrics import OutputAgreement
 
 REPO = Path(__file__).resolve().parents[1]
@@ -345,3 +345,175 @@ def test_node_case_sample_through_every_backend(backend, tmp_path):
     lost = [r["case"] for r in res if r.get("raw") and not r.get("edgec")]
     raw = sum(1 for r in res if r.get("raw"))
     assert len(lost) <= max(1, raw // 50), (lost, proc.stdout[-3000:])
+
+
+# Every model class of the issue, fp32 (fp16 on QNN's HTP, which has no fp32) and int8, on every CPU backend ----------
+# Each cell either compiles and validates at a realistic shape (the manifest records it), or is the backend's
+# clean one-line UnsupportedError naming the op it cannot run. TVM's cells (an LLVM build each) are slow-marked,
+# and so are cells that repeat what another test above already covers; the default run keeps one of each kind.
+
+def _w(rng, name, shape, s=0.3):
+    return numpy_helper.from_array((rng.standard_normal(shape) * s).astype(np.float32), name)
+
+
+def _conv_relu(rng, x, y, cin, cout, pre=""):
+    return ([oh.make_node("Conv", [x, pre + "w", pre + "b"], [pre + "c"], pads=[1, 1, 1, 1]),
+             oh.make_node("Relu", [pre + "c"], [y])], [_w(rng, pre + "w", (cout, cin, 3, 3)), _w(rng, pre + "b", (cout,), 0.1)])
+
+
+def _f32(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def class_model(name):
+    """(model, sample(rng) -> feeds, compile kwargs) for one of the issue's model classes."""
+    from conftest import build_tiny_cnn
+
+    rng = np.random.default_rng(1)
+    if name in ("opset11", "opset12"):
+        return build_tiny_cnn(opset=int(name[-2:])), lambda r: {"input": _f32(r, 1, 3, 16, 16)}, {}
+    if name == "dynamic_width":
+        n, i = _conv_relu(rng, "x", "y", 3, 4)
+        return (model(n, [vi("x", T.FLOAT, [1, 3, 16, "width"])], [vi("y", T.FLOAT, [1, 4, 16, "width"])], i),
+                lambda r: {"x": _f32(r, 1, 3, 16, 40)}, {"input_shapes": "x=1x3x16x40"})
+    if name == "int_input":
+        return (model([oh.make_node("Gather", ["emb", "ids"], ["e"]), oh.make_node("MatMul", ["e", "w"], ["y"])],
+                      [vi("ids", T.INT64, [1, 6])], [vi("y", T.FLOAT, [1, 6, 4])],
+                      [_w(rng, "emb", (50, 8), 1), _w(rng, "w", (8, 4), 1)], opset=13),
+                lambda r: {"ids": r.integers(0, 50, (1, 6)).astype(np.int64)}, {})
+    if name == "scalar_input":
+        return (model([oh.make_node("MatMul", ["x", "w"], ["h"]), oh.make_node("Mul", ["h", "s"], ["y"])],
+                      [vi("x", T.FLOAT, [2, 6]), vi("s", T.FLOAT, [])], [vi("y", T.FLOAT, [2, 4])], [_w(rng, "w", (6, 4), 1)]),
+                lambda r: {"x": _f32(r, 2, 6), "s": np.array(r.uniform(0.5, 2), np.float32)}, {})
+    if name == "several_inputs":
+        n1, i1 = _conv_relu(rng, "a", "ra", 3, 4, "a_")
+        n2, i2 = _conv_relu(rng, "b", "rb", 3, 4, "b_")
+        return (model(n1 + n2 + [oh.make_node("Add", ["ra", "rb"], ["y"])],
+                      [vi("a", T.FLOAT, [1, 3, 8, 8]), vi("b", T.FLOAT, [1, 3, 8, 8])], [vi("y", T.FLOAT, [1, 4, 8, 8])],
+                      i1 + i2), lambda r: {"a": _f32(r, 1, 3, 8, 8), "b": _f32(r, 1, 3, 8, 8)}, {})
+    if name == "nhwc":
+        n, i = _conv_relu(rng, "t", "c2", 3, 4)
+        return (model([oh.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2])] + n
+                      + [oh.make_node("Transpose", ["c2"], ["y"], perm=[0, 2, 3, 1])],
+                      [vi("x", T.FLOAT, [1, 16, 16, 3])], [vi("y", T.FLOAT, [1, 16, 16, 4])], i),
+                lambda r: {"x": _f32(r, 1, 16, 16, 3)}, {})
+    if name == "ml_ops":  # ai.onnx.ml Scaler in front of a float MatMul
+        g = oh.make_graph([oh.make_node("Scaler", ["x"], ["s"], domain="ai.onnx.ml", offset=[0.5] * 4, scale=[2.0] * 4),
+                           oh.make_node("MatMul", ["s", "w"], ["y"])], "g", [vi("x", T.FLOAT, [2, 4])],
+                          [vi("y", T.FLOAT, [2, 3])], [_w(rng, "w", (4, 3), 1)])
+        m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("ai.onnx.ml", 3)])
+        m.ir_version = 8
+        onnx.checker.check_model(m)
+        return m, lambda r: {"x": _f32(r, 2, 4)}, {}
+    if name == "sequence":
+        return (model([oh.make_node("MatMul", ["x", "w"], ["h"]), oh.make_node("SplitToSequence", ["h"], ["seq"], axis=0)],
+                      [vi("x", T.FLOAT, [3, 6])], [oh.make_tensor_sequence_value_info("seq", T.FLOAT, None)],
+                      [_w(rng, "w", (6, 6), 1)]), lambda r: {"x": _f32(r, 3, 6)}, {})
+    if name == "optional":
+        return (model([oh.make_node("MatMul", ["x", "w"], ["h"]), oh.make_node("Optional", ["h"], ["o"]),
+                       oh.make_node("OptionalGetElement", ["o"], ["y"])],
+                      [vi("x", T.FLOAT, [3, 6])], [vi("y", T.FLOAT, [3, 6])], [_w(rng, "w", (6, 6), 1)], opset=18),
+                lambda r: {"x": _f32(r, 3, 6)}, {})
+    raise KeyError(name)
+
+
+CLASS_NAMES = ["opset11", "opset12", "dynamic_width", "int_input", "scalar_input", "several_inputs", "nhwc",
+               "ml_ops", "sequence", "optional"]
+# What each backend cannot run, as measured: the op named in its UnsupportedError.
+UNSUPPORTED = {
+    "openvino": {"ml_ops": "Scaler", "sequence": "Sequence", "optional": "Optional"},
+    "tflite": {"int_input": "Gather", "ml_ops": "Scaler", "sequence": "SplitToSequence", "optional": "Optional"},
+    "qnn": {"ml_ops": "Scaler"},
+    "tvm": {"ml_ops": "Scaler"},
+}
+# The default run: every backend, each precision once, on the classes whose cells found bugs (TFLite's scalar,
+# QNN's all-CPU ml model) or are not covered by a test above; the rest of the matrix is -m slow.
+DEFAULT_CELLS = {("onnxruntime", "ml_ops"), ("onnxruntime", "sequence"), ("onnxruntime", "nhwc"),
+                 ("openvino", "several_inputs"), ("openvino", "ml_ops"),
+                 ("tflite", "scalar_input"), ("tflite", "nhwc"), ("tflite", "sequence"),
+                 ("qnn", "scalar_input"), ("qnn", "ml_ops"), ("qnn", "dynamic_width")}
+_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tvm": "tvm", "tflite": "ai_edge_litert",
+            "qnn": "onnxruntime_qnn"}
+
+
+def _class_cells():
+    for backend, mod in _MODULES.items():
+        for name in CLASS_NAMES:
+            for precision in ("fp16" if backend == "qnn" else "fp32", "int8"):
+                marks = [pytest.mark.skipif(not _have(mod), reason=f"{mod} not installed")]
+                if backend == "tvm" or (backend, name) not in DEFAULT_CELLS:
+                    marks.append(pytest.mark.slow)
+                yield pytest.param(backend, name, precision, marks=marks, id=f"{backend}-{name}-{precision}")
+
+
+@pytest.mark.parametrize("backend,name,precision", list(_class_cells()))
+def test_model_class_compiles_or_is_cleanly_unsupported(backend, name, precision, tmp_path):
+    m, sample, kw = class_model(name)
+    rng = np.random.default_rng(2)
+    calib = [sample(rng) for _ in range(32)] if precision == "int8" else None  # 8 left outputs past their range
+    val = [sample(rng) for _ in range(2)]
+    refused = UNSUPPORTED.get(backend, {}).get(name)
+    if refused:
+        with pytest.raises(UnsupportedError) as ei:
+            edgec.compile(m, backend=backend, precision=precision, calibration=calib, validation=val,
+                          output=tmp_path / "o", threads=1, **kw)
+        msg = str(ei.value)
+        assert "\n" not in msg and refused in msg, msg
+        assert not (tmp_path / "o").exists()
+        return
+    art = edgec.compile(m, backend=backend, precision=precision, calibration=calib, validation=val,
+                        output=tmp_path / "o", threads=1, **kw)
+    v = art.manifest["validation"]
+    assert v["passed"] and v["input_shapes"] == {k: list(np.shape(a)) for k, a in val[0].items()}
+
+
+# Fixes found by the full node-test runs ----------------------------------------------------------------------------
+
+def test_model_without_inputs_loads(tmp_path):  # ONNX test_constant: the manifest's empty input list is valid
+    m = model([oh.make_node("Constant", [], ["y"], value=numpy_helper.from_array(np.arange(3, dtype=np.float32)))],
+              [], [vi("y", T.FLOAT, [3])])
+    art = edgec.compile(m, backend="onnxruntime", output=tmp_path / "o", validation=[{}], threads=1)
+    r = edgec.load(art.path)
+    np.testing.assert_array_equal(r.run({})["y"], [0, 1, 2])
+    r.close()
+
+
+def test_empty_multi_dim_constants_are_not_folded():
+    # ONNX test_causal_conv_with_state_kernel_size_one_expanded: a folded [2, 4, 0] zero pad into a Concat is a
+    # model OpenVINO's frontend cannot convert; the computed one it can
+    from edgec.core.optimizer import optimize
+
+    shape = numpy_helper.from_array(np.array([2, 4, 0], np.int64), "shape")
+    m = model([oh.make_node("ConstantOfShape", ["shape"], ["z"]), oh.make_node("Concat", ["z", "x"], ["y"], axis=2)],
+              [vi("x", T.FLOAT, [2, 4, 8])], [vi("y", T.FLOAT, [2, 4, 8])], [shape])
+    out = optimize(m).model
+    ops = [n.op_type for n in (out.graph.node if isinstance(out, onnx.ModelProto) else out.graph)]
+    assert "ConstantOfShape" in ops
+
+
+def test_reference_falls_back_when_onnxruntime_cannot_run_the_data():
+    # onnxruntime cannot take bfloat16 feeds from Python; onnx's reference runtime is then the FP32 reference,
+    # and the metrics compare bfloat16 values as numbers
+    import ml_dtypes
+
+    from edgec.core.validate import ReferenceRunner
+
+    m = model([oh.make_node("Add", ["a", "b"], ["y"])], [vi("a", T.BFLOAT16, [3]), vi("b", T.BFLOAT16, [3])],
+              [vi("y", T.BFLOAT16, [3])], opset=14)
+    a = np.array([1, 2, 3], ml_dtypes.bfloat16)
+    ref = ReferenceRunner(m)
+    y = ref.run({"a": a, "b": a})["y"]
+    assert ref.runtime == "onnx.reference" and y.astype(np.float32).tolist() == [2, 4, 6]
+    acc = OutputAgreement(["y"])
+    acc.update({"y": y}, {"y": y})
+    assert acc.summary()["cosine"] == pytest.approx(1.0)
+
+
+def test_openvino_unsupported_type_names_the_type():
+    from edgec.backends.openvino.convert import conversion_error
+
+    m = model([oh.make_node("Cast", ["x"], ["y"], to=T.FLOAT8E4M3FNUZ)], [vi("x", T.FLOAT, [2])],
+              [vi("y", T.FLOAT8E4M3FNUZ, [2])], opset=19)
+    err = conversion_error(RuntimeError("Check 'false' failed at src/frontends/common/src/frontend.cpp:47:\n"
+                                        "Loading input model\nUnsupported type\n"), m)
+    assert isinstance(err, UnsupportedError) and "FLOAT8E4M3FNUZ" in str(err)

@@ -33,11 +33,45 @@ def onnx_to_ov(model_proto):
                 # extra MOC transformations); weights are read into memory, not mapped from the temp file.
                 return ov.Core().read_model(str(path))
             except Exception:  # noqa: BLE001
-                raise conversion_error(e) from e
+                raise conversion_error(e, model_proto) from e
 
 
-def conversion_error(e: Exception) -> BackendError:
+# ONNX element types OpenVINO's frontend refuses with a bare "Unsupported type".
+_EXOTIC = {"FLOAT8E4M3FNUZ", "FLOAT8E5M2FNUZ", "FLOAT4E2M1", "FLOAT8E8M0", "UINT4", "INT4", "INT2", "UINT2",
+           "FLOAT8E4M3FN", "FLOAT8E5M2", "STRING", "COMPLEX64", "COMPLEX128"}
+
+
+def _exotic_types(model) -> list[str]:
+    import onnx
+
+    seen = set()
+    g = model.graph
+    for v in list(g.input) + list(g.output) + list(g.value_info):
+        if v.type.HasField("tensor_type"):
+            seen.add(v.type.tensor_type.elem_type)
+    seen.update(t.data_type for t in g.initializer)
+    for n in g.node:
+        for a in n.attribute:
+            if a.name == "to":
+                seen.add(a.i)
+            elif a.type == onnx.AttributeProto.TENSOR:
+                seen.add(a.t.data_type)
+    names = []
+    for t in seen:
+        try:
+            names.append(onnx.TensorProto.DataType.Name(t))
+        except ValueError:
+            pass
+    return sorted(set(names) & _EXOTIC)
+
+
+def conversion_error(e: Exception, model=None) -> BackendError:
     text = str(e)
+    if model is not None and re.search(r"^Unsupported type$", text, re.M):
+        types = _exotic_types(model)
+        if types:
+            return UnsupportedError(f"OpenVINO cannot load tensor type(s) {', '.join(types)} in this model; "
+                                    "use another backend (e.g. --backend onnxruntime)")
     m = _NO_RULE.search(text)
     ops = [o.strip() for o in m.group(1).split(",")] if m else _FAILED_OP.findall(text)
     if not ops:
@@ -49,7 +83,7 @@ def conversion_error(e: Exception) -> BackendError:
     return BackendError(f"OpenVINO failed to convert the model: {reason(e)}")
 
 
-_WRAPPER = re.compile(r"^(Exception from src/|Check '.*' failed at src/|\[ ?(GENERAL_ERROR|NOT_IMPLEMENTED) ?\]$)")
+_WRAPPER = re.compile(r"^(Exception from src/|Check '.*' failed at src/|Loading input model$|\[ ?(GENERAL_ERROR|NOT_IMPLEMENTED) ?\]$)")
 _NODE = re.compile(r"While validating (?:ONNX )?node '([^']+)'|node (?:name|with name)[: ]+'?([\w./:-]+)")
 
 

@@ -58,7 +58,7 @@ class OpenVINORunner(Runner):
         if missing:
             raise InputError(f"missing input '{missing[0]}' (model inputs: {', '.join(s.name for s in self.inputs)})")
         # np.require, not ascontiguousarray: that one turns a 0-d (scalar) input into shape [1].
-        return {port: np.require(feeds[name], spec.dtype, "C")
+        return {port: np.require(feeds[name], _np_dtype(feeds[name], spec.dtype), "C")
                 for (name, port), spec in zip(self._in, self.inputs) if port is not None}
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -130,3 +130,14 @@ class OpenVINORunner(Runner):
         self._request = None
         self._tp = None
         self.compiled = None
+
+
+def _np_dtype(value, name: str):
+    """The numpy dtype `name`, or None (keep the feed's) when numpy has no such name: bfloat16 and the
+    float8 types are ml_dtypes' dtypes, which numpy cannot look up by their name."""
+    if getattr(getattr(value, "dtype", None), "name", None) == name:
+        return None
+    try:
+        return np.dtype(name)
+    except TypeError:
+        return None

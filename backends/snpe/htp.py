@@ -139,6 +139,11 @@ def check_on_htp(session, what: str, cpu_fallback: bool = True) -> dict:
     """The placement of `session`, after refusing a session QNN took nothing of (the silent-CPU case)
     and, with cpu_fallback=False, one with any CPU node."""
     p = placement(session)
+    if not p["htp_nodes"] and EP in _providers(session):
+        # attached, and it took nothing: every op (or its types) is one HTP cannot run
+        raise UnsupportedError(f"{what}: QNN HTP runs none of the model's nodes (all on CPU: "
+                               f"{', '.join(p['cpu_nodes'][:8])}{' ...' if len(p['cpu_nodes']) > 8 else ''}); "
+                               "use another backend for this model (e.g. --backend onnxruntime)")
     if not p["htp_nodes"]:
         raise BackendError(f"{what}: no node ran on QNN HTP (all {len(p['cpu_nodes'])} on CPU); the QNN EP was not "
                            "attached (providers=['QNNExecutionProvider'] without plugin registration runs on CPU)")
@@ -147,6 +152,13 @@ def check_on_htp(session, what: str, cpu_fallback: bool = True) -> dict:
                                f"{', '.join(p['cpu_nodes'][:8])}{' ...' if len(p['cpu_nodes']) > 8 else ''}; "
                                "-O cpu_fallback=true accepts them")
     return p
+
+
+def _providers(session) -> list:
+    try:
+        return list(session.get_providers())
+    except Exception:  # noqa: BLE001 - a session without the query: treat the EP as not attached
+        return []
 
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",

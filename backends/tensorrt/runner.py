@@ -76,7 +76,7 @@ class EngineRunner(Runner):
             if spec.name not in feeds:
                 raise InputError(f"missing input '{spec.name}' (engine inputs: {', '.join(s.name for s in self.inputs)})")
             dtype = trt.nptype(self.engine.get_tensor_dtype(spec.name))
-            x = np.ascontiguousarray(feeds[spec.name], dtype=dtype)
+            x = np.asarray(feeds[spec.name], dtype=dtype, order="C")  # keeps a scalar rank 0
             if not ctx.set_input_shape(spec.name, x.shape):
                 raise InputError(f"input '{spec.name}' shape {x.shape} is outside the engine's optimization profile")
             ptr = self._buffer(spec.name, x.nbytes)

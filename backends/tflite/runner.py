@@ -81,7 +81,7 @@ class TFLiteRunner(Runner):
                     info = np.iinfo(want)
                     v = c / e["scale"]  # std::round, as TFLite's QUANTIZE: halves away from zero
                     c = np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + e["zero_point"], info.min, info.max)
-                c = np.ascontiguousarray(c, dtype=want)
+                c = np.asarray(c, dtype=want, order="C")  # not ascontiguousarray: it makes a scalar [1]
                 if c.shape != file_shape:
                     raise InputError(f"input '{e['name']}' has shape {list(x.shape)}, the model wants {list(onnx_shape)}")
                 out.append(c)

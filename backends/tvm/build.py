@@ -49,6 +49,12 @@ def import_onnx(model: onnx.ModelProto, batch: int):
     """Relax IRModule with the weights folded in as constants (one self-contained .so)."""
     from tvm.relax.frontend.onnx import from_onnx
 
+    if any(n.op_type == "OptionalHasElement" and not n.input for n in model.graph.node):
+        # the optimizer's IR drops an empty optional input (""); TVM's frontend wants the slot there
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        for n in model.graph.node:
+            if n.op_type == "OptionalHasElement" and not n.input:
+                n.input.append("")
     try:
         return from_onnx(model, shape_dict=static_shapes(model, batch), keep_params_in_input=False)
     except UnsupportedError:

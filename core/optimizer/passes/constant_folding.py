@@ -115,6 +115,11 @@ def constant_folding(model: ir.Model, ctx: PassContext) -> int:
         results = [np.asarray(r) for r in results]
         if any(r.dtype == object for r in results):
             continue
+        # An empty multi-dim constant ([2, 4, 0] padding into a Concat) is valid ONNX that OpenVINO's
+        # frontend cannot convert; computed, the runtime sees the op it was given (an empty 1-D shape or
+        # axes list still folds: backends need those constant)
+        if any(r.size == 0 and r.ndim > 1 for r in results):
+            continue
         names, replacements = [], []
         for old, arr in zip(node.outputs, results):
             if old.dtype is not None and arr.dtype != old.dtype.numpy():
