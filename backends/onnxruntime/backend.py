@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from edgec.core import host
+from edgec.core import host, probe
 from edgec.core.backend import Backend, LoweringContext, QuantFlavour, Requirements, Runner, TensorSpec
 from edgec.core.errors import InputError
-from edgec.core.model_io import save_model
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 WEIGHT_RANGES = ("auto", "full", "reduced")
+# The distributions that install the `onnxruntime` module (the CPU wheel first).
+ORT_DISTS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml", "onnxruntime-qnn")
 
 
 class OnnxRuntimeBackend(Backend):
@@ -35,10 +36,7 @@ class OnnxRuntimeBackend(Backend):
     }
 
     def toolchain(self) -> dict[str, str]:
-        import onnx
-        import onnxruntime as ort
-
-        return {"onnxruntime": ort.__version__, "onnx": onnx.__version__}
+        return {"onnxruntime": probe.version("onnxruntime", *ORT_DISTS), "onnx": probe.version("onnx")}
 
     def validate_options(self, options):
         opts = super().validate_options(options)
@@ -58,6 +56,8 @@ class OnnxRuntimeBackend(Backend):
         return replace(self.requirements.quant, reduce_range=reduced)
 
     def lower(self, ctx: LoweringContext) -> list[str]:
+        from edgec.core.model_io import save_model
+
         save_model(ctx.model, ctx.out_dir / "model.onnx")
         ctx.info["provider"] = ctx.options["provider"]
         return ["model.onnx"]

@@ -12,16 +12,17 @@ import json
 from pathlib import Path
 from typing import Mapping
 
-import onnx
-
 from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlavour, Requirements, Runner
+from edgec.core import probe
 from edgec.core.options import as_choice, as_number
 
 FILE = "model.tflite"
 IO_FILE = "tflite_io.json"
 
 
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+def _copy(model: "onnx.ModelProto") -> "onnx.ModelProto":
+    import onnx
+
     m = onnx.ModelProto()
     m.CopyFrom(model)
     return m
@@ -51,11 +52,9 @@ class TFLiteBackend(Backend):
     }
 
     def available(self) -> Availability:
-        try:
-            import ai_edge_litert.interpreter  # noqa: F401
-            import flatbuffers  # noqa: F401
-        except ImportError:
-            return Availability.missing_module("ai_edge_litert", "ai-edge-litert", extra="tflite")
+        for module, dist in (("ai_edge_litert", "ai-edge-litert"), ("flatbuffers", "flatbuffers")):
+            if not probe.installed(module):  # found, not imported: listing backends stays cheap
+                return Availability.missing_module(module, dist, extra="tflite")
         return Availability(True)
 
     def toolchain(self) -> dict[str, str]:
