@@ -45,7 +45,7 @@ class TFLiteBackend(Backend):
         "int8": ("full", "int8 flavour: full (every tensor integer) or dynamic (int8 weights, float activations: "
                          "dynamic-range / hybrid kernels, no calibration data needed)"),
         "batch": (1, "batch size the file is built for when the model's leading dim is dynamic"),
-        "weight_rounding": ("auto", "full int8: auto (the core's: gptq only with --max-drop/--min-agreement), "
+        "weight_rounding": ("auto", "full int8: auto (gptq only with --max-drop/--min-agreement), "
                                     "nearest, or gptq (weights rounded for each layer's output error; "
                                     "EfficientNet-Lite0 cosine 0.99768 -> 0.99838 at the same 98.6 % agreement, "
                                     "~5x calibration time)"),
@@ -109,8 +109,10 @@ class TFLiteBackend(Backend):
             kwargs = dict(flavour=flavour, calibration=ctx.calibration, samples=ctx.calib_samples,
                           max_drop=ctx.max_drop, min_agreement=ctx.min_agreement, validation=ctx.validation,
                           progress=True)
-            if opts["weight_rounding"] != "auto":
-                kwargs["weight_rounding"] = opts["weight_rounding"] == "gptq"
+            # auto keeps this backend's measured choice: GPTQ only with --max-drop/--min-agreement (the core's
+            # default became gptq in issue 17; on LiteRT it did not change agreement and cost ~5x calibration)
+            repair = ctx.max_drop is not None or ctx.min_agreement is not None
+            kwargs["weight_rounding"] = opts["weight_rounding"] == "gptq" or (opts["weight_rounding"] == "auto" and repair)
             if ctx.calib_method and ctx.calib_method != "auto":
                 kwargs["method"] = ctx.calib_method
             q = quantize(ctx.source_model, "int8", **kwargs)
