@@ -126,3 +126,32 @@ def save_arrays(kind: str, k: str, arrays: dict) -> None:
     buf = io.BytesIO()
     np.savez(buf, __key__=np.array(k), **arrays)
     _write_atomic(_path(kind, k, ".npz"), buf.getvalue())
+
+
+# ------------------------------------------------------------------------------- bytes + a JSON sidecar
+
+def load_blob(kind: str, k: str) -> tuple[bytes, Any] | None:
+    """(bytes, meta) stored under `k`, or None."""
+    meta = recall(kind, k)
+    if meta is None:
+        return None
+    try:
+        data = _path(kind, k, ".bin").read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):  # truncated or replaced: a miss
+        return None
+    return data, meta.get("meta")
+
+
+def save_blob(kind: str, k: str, data: bytes, meta: Any) -> None:
+    if not enabled():
+        return
+    _write_atomic(_path(kind, k, ".bin"), data)  # the blob first: a sidecar never points at a missing blob
+    _write_atomic(_path(kind, k, ".json"),
+                  json.dumps({"key": k, "value": {"sha256": hashlib.sha256(data).hexdigest(), "meta": meta}}).encode())
+
+
+def code_key(package_dir) -> str:
+    """sha256 of a package's Python sources: results of edited code are never read back."""
+    return key(*[p.read_bytes() for p in sorted(Path(package_dir).rglob("*.py"))])

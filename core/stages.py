@@ -131,17 +131,21 @@ def optimize_graph(c) -> None:
     c.model = c.source_model
     reqs = c.backend.requirements
     if c.opts.optimize:
-        from edgec.core.optimizer import optimize as run_passes
+        from edgec.core import optimize_cache  # the same model optimizes the same way: remembered
+
+        def run_passes(model, **kw):  # imported only on a cache miss (onnx-ir and the passes take a while)
+            from edgec.core.optimizer import optimize
+
+            return optimize(model, **kw)
 
         progress.say("optimizing graph")
         try:
-            res = run_passes(c.model, opset_range=reqs.opset_range, progress=progress.say)
+            c.model, c.passes_report = optimize_cache.optimize(c.model, reqs.opset_range, run_passes, progress.say)
         except Exception as e:
             if type(e).__name__ != "SerdeError":  # onnx-ir cannot represent the model: an input problem
                 raise
             raise InputError(f"onnx-ir cannot read the model for the optimizer ({str(e).splitlines()[0][:200]}); "
                              "the model is malformed: re-export it, or pass --no-optimize") from None
-        c.model, c.passes_report = res.model, res.report
     _check_opset(c.backend, c.model)
 
 
