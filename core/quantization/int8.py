@@ -104,7 +104,7 @@ def quantize_int8(model: onnx.ModelProto, report: dict, *, flavour: QuantFlavour
                          weight_rounding=bool(weight_rounding or (weight_rounding is None and repair)),
                          progress=progress)
     report.update(parts.report)
-    q = parts.build()
+    q = pc.cached_model(parts, parts.build)  # ORT's quantizer takes seconds per call: the same parts, the same model
 
     if repair:
         evaluator = Evaluator(model, validation, progress=progress)

@@ -46,3 +46,24 @@ def cached(what: str, key: str, compute: Callable[[], dict], report: dict) -> di
 
 def table_digest(table: dict[str, np.ndarray]) -> str:
     return cache.key(*[x for k in sorted(table) for x in (k, np.ascontiguousarray(table[k]).tobytes())])
+
+
+def cached_model(parts, build: Callable[[], "onnx.ModelProto"]):
+    """The Q/DQ model `parts.build()` makes, remembered under everything it is made from."""
+    import onnx
+
+    cal = parts.report.get("calibration") or {}
+    if not cache.enabled() or not cal.get("data_sha256"):
+        return build()
+    from .graph import model_sha256
+
+    key = parts_key("qdq-model", model_sha256(parts.model), cal["data_sha256"], cal.get("samples", 0), parts.ranges,
+                    parts.flavour, parts.excluded, [table_digest(parts.rounding), table_digest(parts.deltas)])
+    hit = cache.load_blob(KIND, key)
+    if hit is not None:
+        m = onnx.ModelProto()
+        m.ParseFromString(hit[0])
+        return m
+    m = build()
+    cache.save_blob(KIND, key, m.SerializeToString(), None)
+    return m
