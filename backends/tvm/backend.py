@@ -258,8 +258,8 @@ def _llvm_version() -> str | None:
     if "tvm" in sys.modules:
         from tvm.target import codegen
 
-        return cache.remember("tvm-llvm", key, lambda: str(codegen.llvm_version_major()))
-    return cache.recall("tvm-llvm", key)
+        return cache.remember("probe", key, lambda: str(codegen.llvm_version_major()))
+    return cache.recall("probe", key)
 
 
 def _prim_funcs(mod):
