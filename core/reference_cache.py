@@ -23,12 +23,28 @@ KIND = "reference"
 MAX_BYTES = int(float(os.environ.get("EDGEC_REFERENCE_CACHE_MB", "256")) * (1 << 20))
 
 
-def feeds_digest(feeds) -> str:
+def _update(h, v) -> bool:
+    if isinstance(v, (list, tuple)):  # a sequence input: its arrays in order
+        h.update(f"seq{len(v)}".encode())
+        return all(_update(h, x) for x in v)
+    if v is None:  # an absent optional input
+        h.update(b"none")
+        return True
+    a = np.asarray(v)
+    if a.dtype == object:
+        return False
+    a = np.ascontiguousarray(a)
+    h.update(str(a.dtype).encode()); h.update(str(a.shape).encode()); h.update(a.data)
+    return True
+
+
+def feeds_digest(feeds) -> str | None:
+    """sha256 of the feeds, or None for feeds that cannot be hashed exactly (then nothing is cached)."""
     h = hashlib.sha256()
     for k in sorted(feeds):
-        a = np.ascontiguousarray(feeds[k])
-        h.update(k.encode()); h.update(str(a.dtype).encode()); h.update(str(a.shape).encode())
-        h.update(a.data if a.dtype != object else repr(a.tolist()).encode())
+        h.update(k.encode())
+        if not _update(h, feeds[k]):
+            return None
     return h.hexdigest()[:32]
 
 
@@ -75,15 +91,20 @@ class CachedReference(Runner):
 
     def run(self, feeds):
         digest = feeds_digest(feeds)
+        if digest is None:
+            self.misses += 1
+            return self._session().run(feeds)
         got = self._stored.get(digest) or self._new.get(digest)
         if got is not None and all(v is not None for v in got):
             self.hits += 1
             return dict(zip(self.output_names, got))
         self.misses += 1
         out = self._session().run(feeds)
-        values = [np.asarray(out[n]) for n in self._session().output_names]
+        values = [out[n] for n in self._session().output_names]
+        if not all(isinstance(v, np.ndarray) and v.dtype != object for v in values):
+            return out  # sequence / map outputs are not stored
         size = sum(v.nbytes for v in values)
-        if self._new_bytes + size <= MAX_BYTES and all(v.dtype != object for v in values):
+        if self._new_bytes + size <= MAX_BYTES:
             self._new[digest] = values
             self._new_bytes += size
         return out
