@@ -17,9 +17,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: `edgec backends` imports this module and must stay cheap
+    import numpy as np
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -135,6 +136,8 @@ class Runner:
         return time.perf_counter() - t0
 
     def benchmark(self, feeds: Mapping[str, np.ndarray], runs: int = 50, warmup: int = 5) -> LatencyStats:
+        import numpy as np
+
         for _ in range(warmup):
             self.run(feeds)
         times = np.array([self.time_once(feeds) for _ in range(runs)]) * 1e3

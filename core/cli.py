@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("backends", help="list registered backends and whether they run here")
     b.add_argument("--json", action="store_true")
-    b.set_defaults(func=cmd_backends)
+    b.set_defaults(func=cmd_backends, imports_no_toolchain=True)
 
     i = sub.add_parser("inspect", help="opsets, inputs/outputs, op histogram, parameters, MACs, size")
     i.add_argument("model")
@@ -319,13 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     from edgec.core.sandbox import quiet_side_effects
 
     interrupt.install()
-    quiet_side_effects()
     try:
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # --help / --version (0) or a usage error already printed in one line (2)
             return e.code if isinstance(e.code, int) else 2
+        if not getattr(args, "imports_no_toolchain", False):  # `edgec backends` stays cheap (issue 17)
+            quiet_side_effects()
         return args.func(args)
     except EdgecError as e:
         if interrupt.pending() is not None:  # an error a toolchain raised because we interrupted it

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from edgec.core import interrupt, stages
+from edgec.core import interrupt, progress, stages
 from edgec.core.artifact import Artifact, staging_dir
 from edgec.core.claims import reconcile_claims
 from edgec.core.data_guard import data_warnings
@@ -70,10 +70,14 @@ class Compilation:
 
     def run(self, name: str, stage: Callable[["Compilation"], None]) -> None:
         interrupt.check()  # a signal whose KeyboardInterrupt a toolchain swallowed stops the compile here
-        t = time.perf_counter()
-        with stages.one_line_errors(self, name):
-            stage(self)
-        self.stage_seconds[name] = round(time.perf_counter() - t, 3)
+        t, ok = time.perf_counter(), False
+        try:
+            with stages.one_line_errors(self, name):
+                stage(self)
+            ok = True
+        finally:  # one line per stage on stderr (core/progress.py), the failed one too
+            self.stage_seconds[name] = round(time.perf_counter() - t, 3)
+            progress.stage(name, self.stage_seconds[name], time.perf_counter() - self.started, ok)
 
 
 # Before the staging directory exists: nothing is written until a model is ready to lower.

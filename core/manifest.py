@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 from edgec.core.errors import InputError
-from edgec.core.model_io import sha256_file
 
 MANIFEST = "manifest.json"
 
@@ -79,6 +78,8 @@ def check_schema(m, mf: Path) -> None:
 
 
 def file_table(directory: Path) -> dict:
+    from edgec.core.model_io import sha256_file  # imports onnx: not for every --json dump
+
     return {p.relative_to(directory).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST}
 

@@ -66,6 +66,35 @@ def all_backends() -> dict[str, Backend]:
     return dict(_backends())
 
 
+def list_backends() -> list[dict]:
+    """Every registered backend with availability, reason and install hint, toolchain, precisions."""
+    rows = []
+    for name, be in all_backends().items():
+        av = be.available()
+        row = {"name": name, "description": be.description, "available": av.ok, "can_run": av.ok and av.can_run,
+               "precisions": list(be.requirements.precisions), "layout": be.requirements.layout,
+               "quantization": be.requirements.quant.__dict__.copy(), "plugin": type(be).__module__}
+        if av.ok:
+            try:
+                row["toolchain"] = be.toolchain()
+            except Exception as e:  # a half-installed toolchain must not hide the other backends
+                row["toolchain"] = {}
+                row["toolchain_error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        else:
+            row["toolchain"] = {}
+        if av.reason:
+            row["reason"] = av.reason
+        if av.hint:
+            row["hint"] = av.hint
+        rows.append(row)
+    for name, reason in sorted(BROKEN.items()):
+        if name not in {r["name"] for r in rows}:
+            rows.append({"name": name, "description": "broken plugin", "available": False, "can_run": False,
+                         "precisions": [], "toolchain": {}, "reason": reason,
+                         "hint": f"reinstall or uninstall the package providing '{name}'"})
+    return rows
+
+
 def get_backend(name: str) -> Backend:
     backends = _backends()
     if name not in backends:

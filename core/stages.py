@@ -20,7 +20,7 @@ from edgec.core.errors import EdgecError, InputError, UnsupportedError, Validati
 from edgec.core.manifest import file_table, write_manifest
 from edgec.core.model_io import input_specs, load_model, output_specs, sha256_file
 from edgec.core.registry import check_precision, get_backend, require_available
-from edgec.core.validate import DEFAULT_MIN_COSINE, ReferenceRunner, failure_reason, validate_runner
+from edgec.core.validate import DEFAULT_MIN_COSINE, failure_reason, validate_runner
 from edgec.core.version import __version__
 
 
@@ -131,17 +131,21 @@ def optimize_graph(c) -> None:
     c.model = c.source_model
     reqs = c.backend.requirements
     if c.opts.optimize:
-        from edgec.core.optimizer import optimize as run_passes
+        from edgec.core import optimize_cache  # the same model optimizes the same way: remembered
+
+        def run_passes(model, **kw):  # imported only on a cache miss (onnx-ir and the passes take a while)
+            from edgec.core.optimizer import optimize
+
+            return optimize(model, **kw)
 
         progress.say("optimizing graph")
         try:
-            res = run_passes(c.model, opset_range=reqs.opset_range, progress=progress.say)
+            c.model, c.passes_report = optimize_cache.optimize(c.model, reqs.opset_range, run_passes, progress.say)
         except Exception as e:
             if type(e).__name__ != "SerdeError":  # onnx-ir cannot represent the model: an input problem
                 raise
             raise InputError(f"onnx-ir cannot read the model for the optimizer ({str(e).splitlines()[0][:200]}); "
                              "the model is malformed: re-export it, or pass --no-optimize") from None
-        c.model, c.passes_report = res.model, res.report
     _check_opset(c.backend, c.model)
 
 
@@ -192,6 +196,8 @@ def quantize(c) -> None:
                       min_agreement=o.min_agreement, validation=c.val, progress=progress.enabled())
         if o.calib_method and o.calib_method != "auto":
             kwargs["method"] = o.calib_method
+        if c.backend_options.get("weight_rounding") in ("gptq", "nearest"):  # -O weight_rounding=nearest
+            kwargs["weight_rounding"] = c.backend_options["weight_rounding"] == "gptq"
         q = core_quantize(c.model, o.precision, **kwargs)
         c.ctx.model, c.quant_report = q.model, {**q.report, **(opset_note or {})}
     if c.compressed is not None:  # pruned zeros and shared levels survive int8 rounding
@@ -248,7 +254,10 @@ def validate(c) -> None:
     runner = be.load(c.staging, manifest, threads=o.threads)
     try:
         # From the path when there is one: onnxruntime then reads external data (> 2 GB models) itself.
-        reference = ReferenceRunner(c.source["path"] or c.source_model, threads=o.threads)
+        from edgec.core.reference_cache import CachedReference  # outputs remembered across compiles
+
+        ref_sha = c.source["sha256"] if c.source["path"] else hashlib.sha256(c.source_model.SerializeToString()).hexdigest()
+        reference = CachedReference(c.source["path"] or c.source_model, ref_sha, threads=o.threads)
         # Without --val, int8 is checked on its calibration samples: random normal inputs are far outside
         # the ranges it was calibrated for and would fail every honest quantization.
         check_data = c.val if c.val is not None else c.calib
@@ -262,6 +271,8 @@ def validate(c) -> None:
                 raise
             raise err from None
         report["runtime"] = getattr(runner, "where", be.name)  # what actually ran (may not be the artifact)
+        report["reference_cache"] = reference.report()
+        reference.save()
         layer_info = be.layer_info(runner)
     finally:
         runner.close()

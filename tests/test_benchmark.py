@@ -58,6 +58,7 @@ def _check_latency(lat: dict, runs: int):
     assert lo <= lat["median"] <= hi and hi > lo
 
 
+@pytest.mark.slow  # minutes on the shared 2-core machine (issue 17: default run <= 5 min); `pytest -m slow`
 def test_numbers_well_formed_and_interleaved(arts):
     names = [str(p) for p in arts.values()]
     rep = edgec.benchmark(names, **FAST)
@@ -86,6 +87,7 @@ def test_numbers_well_formed_and_interleaved(arts):
     assert rep.artifacts[0]["vs_first"]["latency_ratio"] == 1.0
 
 
+@pytest.mark.slow  # minutes on the shared 2-core machine (issue 17: default run <= 5 min); `pytest -m slow`
 def test_memory_child_measures_the_load(tmp_path):
     """A model with a 40 MB weight must raise the child's peak over the runtime-only child by about that."""
     rng = np.random.default_rng(0)

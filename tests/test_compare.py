@@ -127,6 +127,7 @@ def test_failing_compile_is_a_row_and_the_sweep_goes_on(tmp_path, tiny_cnn_path,
     assert compile_calls == [("onnxruntime", "int8")]  # fp16 raised in the wrapper before counting
 
 
+@pytest.mark.slow  # minutes on the shared 2-core machine (issue 17: default run <= 5 min); `pytest -m slow`
 def test_resume_reuses_unchanged_cells(tmp_path, tiny_cnn_path, tiny_data, compile_calls):
     kw = dict(output=tmp_path / "rep", calibration=tiny_data, validation=tiny_data, **FAST)
     first = edgec.compare(tiny_cnn_path, ["onnxruntime"], ["fp32", "int8"], **kw)
@@ -235,6 +236,7 @@ def test_interleaved_rotates_and_isolates_failures():
     assert np.isclose(stats["b"].mean_ms, 2.0)
 
 
+@pytest.mark.slow  # minutes on the shared 2-core machine (issue 17: default run <= 5 min); `pytest -m slow`
 def test_example_script_runs(tmp_path, tiny_cnn_path, tiny_data):
     import os
     import subprocess

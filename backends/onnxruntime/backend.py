@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from edgec.core import host
+from edgec.core import host, probe
 from edgec.core.backend import Backend, LoweringContext, QuantFlavour, Requirements, Runner, TensorSpec
 from edgec.core.errors import InputError
-from edgec.core.model_io import save_model
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 WEIGHT_RANGES = ("auto", "full", "reduced")
+# The distributions that install the `onnxruntime` module (the CPU wheel first).
+ORT_DISTS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml", "onnxruntime-qnn")
 
 
 class OnnxRuntimeBackend(Backend):
@@ -30,15 +31,14 @@ class OnnxRuntimeBackend(Backend):
     option_defaults = {
         "provider": ("CPUExecutionProvider", "execution provider to run with (see onnxruntime.get_available_providers())"),
         "graph_optimization": ("all", "session graph optimization level: disable|basic|extended|all"),
+        "weight_rounding": ("gptq", "int8 weight rounding: gptq (each layer's integers chosen for its output error "
+                                    "on the calibration data; EfficientNet-Lite0 agreement 98.2 -> 99.2 %) or nearest"),
         "weight_range": ("auto", "int8 weight grid: full (8-bit), reduced (7-bit, for x86 CPUs without VNNI, "
                                  "whose u8xs8 kernels saturate) or auto (reduced when this host lacks VNNI)"),
     }
 
     def toolchain(self) -> dict[str, str]:
-        import onnx
-        import onnxruntime as ort
-
-        return {"onnxruntime": ort.__version__, "onnx": onnx.__version__}
+        return {"onnxruntime": probe.version("onnxruntime", *ORT_DISTS), "onnx": probe.version("onnx")}
 
     def validate_options(self, options):
         opts = super().validate_options(options)
@@ -47,6 +47,8 @@ class OnnxRuntimeBackend(Backend):
         if opts["provider"] not in ort.get_available_providers():
             raise InputError(f"onnxruntime provider '{opts['provider']}' is not available here "
                              f"(available: {', '.join(ort.get_available_providers())})")
+        if opts["weight_rounding"] not in ("gptq", "nearest"):
+            raise InputError(f"weight_rounding={opts['weight_rounding']!r}: use one of gptq, nearest")
         if opts["weight_range"] not in WEIGHT_RANGES:
             raise InputError(f"weight_range={opts['weight_range']!r}: use one of {', '.join(WEIGHT_RANGES)}")
         if opts["graph_optimization"] not in OPT_LEVELS:
@@ -58,6 +60,8 @@ class OnnxRuntimeBackend(Backend):
         return replace(self.requirements.quant, reduce_range=reduced)
 
     def lower(self, ctx: LoweringContext) -> list[str]:
+        from edgec.core.model_io import save_model
+
         save_model(ctx.model, ctx.out_dir / "model.onnx")
         ctx.info["provider"] = ctx.options["provider"]
         return ["model.onnx"]

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
-from edgec.core import host
+from edgec.core import host, probe
 from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlavour, Requirements, Runner
 from edgec.core.errors import InputError
 
@@ -46,22 +46,14 @@ class OpenVINOBackend(Backend):
 
     # ---------------------------------------------------------------- discovery
     def available(self) -> Availability:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
+        if not probe.installed("openvino"):
             return Availability.missing_module("openvino", "openvino", extra="openvino")
         return Availability(True)
 
     def toolchain(self) -> dict[str, str]:
-        import openvino
-
-        tools = {"openvino": openvino.get_version()}
-        try:
-            import nncf
-
-            tools["nncf"] = nncf.__version__
-        except ImportError:
-            pass
+        tools = {"openvino": probe.version("openvino", attr="get_version")}
+        if probe.installed("nncf"):
+            tools["nncf"] = probe.version("nncf")
         return tools
 
     def validate_options(self, options):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping
 
 from edgec.core import options as o
+from edgec.core import probe
 from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlavour, Requirements, Runner
 from edgec.core.errors import InputError, UnsupportedError
 
@@ -64,23 +65,22 @@ class QnnBackend(Backend):
 
     # ---------------------------------------------------------------- discovery
     def available(self) -> Availability:
-        try:
-            import onnxruntime as ort
-            import onnxruntime_qnn  # noqa: F401
-        except ImportError:
+        if not (probe.installed("onnxruntime") and probe.installed("onnxruntime_qnn")):
             return Availability.missing_module("onnxruntime_qnn", "onnxruntime-qnn", extra="qnn")
-        if not hasattr(ort, "register_execution_provider_library"):
-            return Availability(False, f"onnxruntime {ort.__version__} has no plugin execution providers "
+        # Plugin execution providers (register_execution_provider_library) came in onnxruntime 1.24.2; read
+        # from its metadata, so that listing backends does not import onnxruntime.
+        ort_version = probe.version("onnxruntime", "onnxruntime", "onnxruntime-gpu")
+        if probe.release(ort_version) < (1, 24, 2):
+            return Availability(False, f"onnxruntime {ort_version} has no plugin execution providers "
                                        "(onnxruntime-qnn 2.x needs onnxruntime >= 1.24.2)",
                                 "pip install -U 'edgec[qnn]'")
         return Availability(True)
 
     def toolchain(self) -> dict[str, str]:
-        import onnx
-        import onnxruntime as ort
-        import onnxruntime_qnn
+        import onnxruntime_qnn  # light: its package info, not the EP library
 
-        tools = {"onnxruntime": ort.__version__, "onnxruntime-qnn": onnxruntime_qnn.__version__, "onnx": onnx.__version__}
+        tools = {"onnxruntime": probe.version("onnxruntime", "onnxruntime", "onnxruntime-gpu"),
+                 "onnxruntime-qnn": probe.version("onnxruntime_qnn", "onnxruntime-qnn"), "onnx": probe.version("onnx")}
         qnn_sdk = getattr(onnxruntime_qnn.build_and_package_info, "qnn_version", None)
         if qnn_sdk:
             tools["qnn-sdk"] = str(qnn_sdk)

@@ -17,7 +17,7 @@ from typing import Mapping
 from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlavour, Requirements, Runner, TensorSpec
 from edgec.core.errors import BackendError, UnsupportedError
 
-from . import build, config, network, qdq_check, targets, toolchain
+from . import build, config, network, targets, toolchain
 
 PLAN, ONNX, META, LOG, INSPECTOR = "model.plan", "model.onnx", "trt_meta.json", "trt_build.log", "engine_inspector.json"
 
@@ -42,16 +42,18 @@ class TensorRTBackend(Backend):
     # ------------------------------------------------------------------ contract
 
     def available(self) -> Availability:
-        try:
-            tc = toolchain.resolve("auto")
-        except BackendError:
-            return Availability(False, "no TensorRT is installed (neither tensorrt nor tensorrt_rtx imports)",
+        if not toolchain.installed():
+            return Availability(False, "no TensorRT is installed (neither tensorrt nor tensorrt_rtx is found)",
                                 "pip install 'edgec[tensorrt]' (TensorRT-RTX); standard TensorRT comes from NVIDIA")
         gpu = toolchain.gpu()
         if not gpu.present:
             return Availability(True, f"build-only: {gpu.reason}; engines are built here and validated on the ONNX "
                                       "they were built from", "run the engine on a machine with an NVIDIA GPU "
                                 "(edgec validate ARTIFACT there)", can_run=False)
+        try:
+            tc = toolchain.resolve("auto")
+        except BackendError as e:  # found but broken (a missing libnvinfer raises at import)
+            return Availability(False, str(e).split("; fix:")[0], toolchain.INSTALL["tensorrt-rtx"])
         if tc.is_rtx and gpu.compute_capability not in tc.compute_capabilities():
             return Availability(True, f"build-only: TensorRT-RTX cannot run on {gpu.name} ({gpu.compute_capability})",
                                 "install standard TensorRT for this GPU", can_run=False)
@@ -60,7 +62,7 @@ class TensorRTBackend(Backend):
     def toolchain(self) -> dict[str, str]:
         out = {}
         for name in toolchain.installed():
-            out[name] = toolchain.resolve(name).version
+            out[name] = toolchain.version(name)
         try:
             import cuda.bindings
 
@@ -97,6 +99,8 @@ class TensorRTBackend(Backend):
         gpu = toolchain.gpu()
         target = targets.resolve(opts["target"], tc, gpu)
         out = Path(ctx.out_dir)
+        from . import qdq_check  # imports onnx: not at listing time
+
         qdq_nodes = qdq_check.check(ctx.model)
 
         from edgec.core.model_io import input_specs, output_specs, save_model

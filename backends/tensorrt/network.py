@@ -15,8 +15,10 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
+if TYPE_CHECKING:  # annotations only: importing the backend (to list it) must not import onnx
+    import onnx
 
 from edgec.core.errors import UnsupportedError
 

@@ -14,6 +14,7 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
+from edgec.core import probe
 from edgec.core.errors import BackendError
 
 TOOLCHAINS = ("auto", "tensorrt", "tensorrt-rtx")
@@ -71,8 +72,20 @@ def _import(name: str) -> tuple[ModuleType, str] | None:
     return None
 
 
+# Distributions whose metadata carries each toolchain's version (JetPack's tensorrt has none: imported then).
+DISTS = {
+    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu12-bindings", "tensorrt-cu13-bindings"),
+    "tensorrt-rtx": ("tensorrt-rtx", "tensorrt-rtx-cu12-bindings", "tensorrt-rtx-cu13-bindings"),
+}
+
+
 def installed() -> list[str]:
-    return [n for n in MODULES if _import(n) is not None]
+    """The toolchains whose module is found (not imported: listing backends must stay cheap)."""
+    return [n for n in MODULES if any(probe.installed(m) for m in MODULES[n])]
+
+
+def version(name: str) -> str:
+    return probe.dist_version(*DISTS[name]) or resolve(name).version
 
 
 def resolve(choice: str = "auto") -> Toolchain:

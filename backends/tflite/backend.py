@@ -12,16 +12,17 @@ import json
 from pathlib import Path
 from typing import Mapping
 
-import onnx
-
 from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlavour, Requirements, Runner
+from edgec.core import probe
 from edgec.core.options import as_choice, as_number
 
 FILE = "model.tflite"
 IO_FILE = "tflite_io.json"
 
 
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+def _copy(model: "onnx.ModelProto") -> "onnx.ModelProto":
+    import onnx
+
     m = onnx.ModelProto()
     m.CopyFrom(model)
     return m
@@ -44,18 +45,16 @@ class TFLiteBackend(Backend):
         "int8": ("full", "int8 flavour: full (every tensor integer) or dynamic (int8 weights, float activations: "
                          "dynamic-range / hybrid kernels, no calibration data needed)"),
         "batch": (1, "batch size the file is built for when the model's leading dim is dynamic"),
-        "weight_rounding": ("auto", "full int8: auto (the core's: gptq only with --max-drop/--min-agreement), "
+        "weight_rounding": ("auto", "full int8: auto (gptq only with --max-drop/--min-agreement), "
                                     "nearest, or gptq (weights rounded for each layer's output error; "
                                     "EfficientNet-Lite0 cosine 0.99768 -> 0.99838 at the same 98.6 % agreement, "
                                     "~5x calibration time)"),
     }
 
     def available(self) -> Availability:
-        try:
-            import ai_edge_litert.interpreter  # noqa: F401
-            import flatbuffers  # noqa: F401
-        except ImportError:
-            return Availability.missing_module("ai_edge_litert", "ai-edge-litert", extra="tflite")
+        for module, dist in (("ai_edge_litert", "ai-edge-litert"), ("flatbuffers", "flatbuffers")):
+            if not probe.installed(module):  # found, not imported: listing backends stays cheap
+                return Availability.missing_module(module, dist, extra="tflite")
         return Availability(True)
 
     def toolchain(self) -> dict[str, str]:
@@ -110,8 +109,10 @@ class TFLiteBackend(Backend):
             kwargs = dict(flavour=flavour, calibration=ctx.calibration, samples=ctx.calib_samples,
                           max_drop=ctx.max_drop, min_agreement=ctx.min_agreement, validation=ctx.validation,
                           progress=True)
-            if opts["weight_rounding"] != "auto":
-                kwargs["weight_rounding"] = opts["weight_rounding"] == "gptq"
+            # auto keeps this backend's measured choice: GPTQ only with --max-drop/--min-agreement (the core's
+            # default became gptq in issue 17; on LiteRT it did not change agreement and cost ~5x calibration)
+            repair = ctx.max_drop is not None or ctx.min_agreement is not None
+            kwargs["weight_rounding"] = opts["weight_rounding"] == "gptq" or (opts["weight_rounding"] == "auto" and repair)
             if ctx.calib_method and ctx.calib_method != "auto":
                 kwargs["method"] = ctx.calib_method
             q = quantize(ctx.source_model, "int8", **kwargs)

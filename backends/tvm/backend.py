@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edgec.backends.tvm import build, targets, tuning
+from edgec.backends.tvm import targets, tuning
 from edgec.backends.tvm.runner import DEFAULT_BOARD, LocalRunner, RpcRunner, listening, parse_hostport
 from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlavour, Requirements, Runner, TensorSpec
+from edgec.core import probe
 from edgec.core.errors import BackendError, InputError, UnsupportedError
 from edgec.core.options import as_bool, as_number
 
@@ -62,25 +64,21 @@ class TvmBackend(Backend):
     # ------------------------------------------------------------------ contract
 
     def available(self) -> Availability:
-        try:
-            import tvm  # noqa: F401
-            from tvm.relax.frontend import onnx as _  # noqa: F401
-        except ImportError:
+        # Found, not imported: importing tvm takes seconds and `edgec backends` must not (issue 17). A broken
+        # install (e.g. an incompatible apache-tvm-ffi) shows when a compile imports it (validate_options).
+        if not probe.installed("tvm"):
             return Availability.missing_module("tvm", "apache-tvm", extra="tvm")
-        except Exception as e:  # a broken install (e.g. an incompatible apache-tvm-ffi) fails at import
-            return Availability(False, f"apache-tvm fails to import: {(str(e).strip().splitlines() or [''])[0][:200]}",
-                                "pip install 'edgec[tvm]' (pins apache-tvm 0.27 and apache-tvm-ffi 0.1.14.post1)")
         return Availability(True)
 
     def toolchain(self) -> dict[str, str]:
-        import tvm
-        import tvm_ffi
-        from tvm.target import codegen
-
-        return {"tvm": tvm.__version__, "tvm_ffi": getattr(tvm_ffi, "__version__", "?"),
-                "llvm": str(codegen.llvm_version_major())}
+        tools = {"tvm": probe.version("tvm", "apache-tvm"), "tvm_ffi": probe.version("tvm_ffi", "apache-tvm-ffi")}
+        llvm = _llvm_version()
+        if llvm:
+            tools["llvm"] = llvm
+        return tools
 
     def validate_options(self, options):
+        _import_tvm()  # a broken install fails here, before any model is read
         opts = super().validate_options(options)
         opts["tune"] = as_bool("tvm", "tune", opts["tune"])
         opts["use_database"] = as_bool("tvm", "use_database", opts["use_database"])
@@ -113,6 +111,8 @@ class TvmBackend(Backend):
 
     def lower(self, ctx: LoweringContext) -> list[str]:
         import tvm
+
+        from edgec.backends.tvm import build
 
         opts = ctx.options
         rt = targets.resolve(opts["target"])
@@ -233,6 +233,35 @@ class TvmBackend(Backend):
         return LocalRunner(d / LIB, ins, outs, threads)
 
 
+def _import_tvm():
+    try:
+        import tvm
+        from tvm.relax.frontend import onnx as _  # noqa: F401
+    except ImportError as e:
+        raise BackendError(f"backend 'tvm': Python module '{e.name or 'tvm'}' is not installed; "
+                           "fix: pip install 'edgec[tvm]'") from None
+    except Exception as e:  # a broken install (e.g. an incompatible apache-tvm-ffi) fails at import
+        raise BackendError(f"backend 'tvm': apache-tvm fails to import: "
+                           f"{(str(e).strip().splitlines() or [''])[0][:200]}; fix: pip install 'edgec[tvm]' "
+                           "(pins apache-tvm 0.27 and apache-tvm-ffi 0.1.14.post1)") from None
+    return tvm
+
+
+def _llvm_version() -> str | None:
+    """LLVM's major version, which only the loaded library knows: asked when tvm is imported (a compile),
+    remembered in edgec's cache for listings, keyed by the library file, so a reinstall asks again."""
+    from edgec.core import cache
+
+    key = cache.file_key(probe.module_file("tvm", "lib/libtvm_compiler.so"))
+    if key is None:
+        return None
+    if "tvm" in sys.modules:
+        from tvm.target import codegen
+
+        return cache.remember("probe", key, lambda: str(codegen.llvm_version_major()))
+    return cache.recall("probe", key)
+
+
 def _prim_funcs(mod):
     import tvm
 
@@ -244,6 +273,8 @@ def _count_prim_funcs(mod) -> int:
 
 
 def _count_scheduled(mod) -> int:
+    from edgec.backends.tvm import build
+
     return len(build.scheduled_names(mod))
 
 

@@ -6,6 +6,9 @@ timing.py  the interleaved round-robin loop (also behind `edgec compare`) and pa
 memory.py  child-process peak-RSS measurement
 api.py     `benchmark()`; command.py the CLI verb
 """
-from edgec.core.benchmark.api import BenchmarkReport, benchmark
+from edgec.core.lazy import exports
+
+__getattr__, __dir__ = exports(globals(), {  # imported on first use: the CLI verb lives in this package
+    "benchmark": "edgec.core.benchmark.api", "BenchmarkReport": "edgec.core.benchmark.api"})
 
 __all__ = ["benchmark", "BenchmarkReport"]

@@ -77,7 +77,9 @@ def _child(argv: list[str]) -> int:
 
     be = get_backend(a.backend)
     be.available()
-    be.toolchain()  # imports the runtime module, as loading would: the baseline carries it too
+    from edgec.core.probe import import_toolchain
+
+    import_toolchain(be.toolchain())  # the runtime modules, as loading would import them: the baseline carries them too
     rec = {"pid": os.getpid(), "before_load": _proc_status()}
     if a.artifact:
         from edgec.core.loader import load

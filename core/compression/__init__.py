@@ -28,7 +28,11 @@ What it buys: storage (flash, OTA payload), not latency. onnxruntime, OpenVINO, 
 kernels run a 70 %-sparse or 16-level layer as a dense one (benchmarks/bench_compression.py
 measures it); the saving is in the entropy-coded bytes.
 """
-from .entropy import size_report, size_section
-from .pipeline import TECHNIQUES, CompressResult, Step, compress
+from edgec.core.lazy import exports
+
+__getattr__, __dir__ = exports(globals(), {  # imported on first use: the CLI verbs live in this package
+    "size_report": "edgec.core.compression.entropy", "size_section": "edgec.core.compression.entropy",
+    "TECHNIQUES": "edgec.core.compression.pipeline", "CompressResult": "edgec.core.compression.pipeline",
+    "Step": "edgec.core.compression.pipeline", "compress": "edgec.core.compression.pipeline"})
 
 __all__ = ["compress", "Step", "CompressResult", "TECHNIQUES", "size_report", "size_section"]

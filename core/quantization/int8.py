@@ -10,6 +10,7 @@ import onnx
 from edgec.core.backend import QuantFlavour
 from edgec.core.errors import InputError
 
+from . import parts_cache as pc
 from .calibration import bounded_outputs, collect
 from .qdq import check_flavour, constrain_ranges, insert_qdq, levels
 from .repair import Evaluator, apply_bias, bias_deltas, max_drop_repair
@@ -69,14 +70,21 @@ def prepare_int8(model: onnx.ModelProto, calibration, *, flavour: QuantFlavour, 
         # The grid (scales) comes from ORT's quantizer; only the integers change, so every later
         # insert_qdq of the same weights (bias correction, repair candidates) can take the table.
         n_r = min(ROUNDING_SAMPLES, len(data))
-        grid = insert_qdq(model, ranges, flavour, exclude=excluded)
-        parts.rounding = optimise_rounding(model, grid, data.take(n_r), reduce_range=flavour.reduce_range)
-        report["weight_rounding"] = {"method": "gptq", "layers": len(parts.rounding), "samples": n_r}
+        report["weight_rounding"] = {"method": "gptq", "samples": n_r}
+        parts.rounding = pc.cached("gptq", pc.parts_key("gptq", cal.model_sha256, cal.data_sha256, n_r, ranges, flavour, excluded),
+                                   lambda: optimise_rounding(model, insert_qdq(model, ranges, flavour, exclude=excluded),
+                                                             data.take(n_r), reduce_range=flavour.reduce_range),
+                                   report["weight_rounding"])
+        report["weight_rounding"]["layers"] = len(parts.rounding)
     if bias_correction:
         n_bc = min(BIAS_CORRECTION_SAMPLES, len(data))
-        parts.deltas = bias_deltas(model, ranges, flavour, excluded, data.take(n_bc), progress=progress,
-                                   rounding=parts.rounding)
-        report["bias_correction"] = {"layers": len(parts.deltas), "samples": n_bc}
+        report["bias_correction"] = {"samples": n_bc}
+        key = pc.parts_key("bias", cal.model_sha256, cal.data_sha256, n_bc, ranges, flavour, excluded,
+                           pc.table_digest(parts.rounding))
+        parts.deltas = pc.cached("bias", key, lambda: bias_deltas(model, ranges, flavour, excluded, data.take(n_bc),
+                                                                  progress=progress, rounding=parts.rounding),
+                                 report["bias_correction"])
+        report["bias_correction"]["layers"] = len(parts.deltas)
     return parts
 
 
@@ -96,7 +104,7 @@ def quantize_int8(model: onnx.ModelProto, report: dict, *, flavour: QuantFlavour
                          weight_rounding=bool(weight_rounding or (weight_rounding is None and repair)),
                          progress=progress)
     report.update(parts.report)
-    q = parts.build()
+    q = pc.cached_model(parts, parts.build)  # ORT's quantizer takes seconds per call: the same parts, the same model
 
     if repair:
         evaluator = Evaluator(model, validation, progress=progress)

@@ -1,0 +1,69 @@
+"""GPTQ rounding tables and bias-correction deltas, remembered per (model, data, flavour) (issue 17).
+
+They are the slow part of an INT8 calibration after the calibration pass itself (whose histograms
+calibration.py caches), and depend only on: the model, the calibration samples they were computed on,
+the ranges (method, percentile, histograms), the flavour (grid), the layers kept in float, the sample
+counts, and the code that computes them. All of that is in the key, the code as the sha256 of this
+package's sources, so an edit to rounding.py can never be answered with an old table.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgec.core import cache
+
+KIND = "rounding"
+
+
+@functools.lru_cache(maxsize=1)
+def _code_sha() -> str:
+    here = Path(__file__).resolve().parent
+    return cache.key(*[p.read_bytes() for p in sorted(here.glob("*.py"))])
+
+
+def parts_key(what: str, model_sha256: str, data_sha256: str, samples: int, ranges: dict, flavour, excluded,
+              extra=None) -> str:
+    flav = {k: getattr(flavour, k) for k in flavour.__dataclass_fields__}
+    rng = sorted((k, float(lo), float(hi)) for k, (lo, hi) in ranges.items())
+    return cache.key(KIND, what, _code_sha(), model_sha256, data_sha256, samples, rng, flav, sorted(excluded), extra)
+
+
+def cached(what: str, key: str, compute: Callable[[], dict], report: dict) -> dict[str, np.ndarray]:
+    """{name: array} from the cache under `key`, else compute() (stored); report["cache"] says which."""
+    hit = cache.load_arrays(KIND, key)
+    if hit is not None:
+        report["cache"] = "hit"
+        return hit
+    out = compute()
+    cache.save_arrays(KIND, key, out)
+    report["cache"] = "miss" if cache.enabled() else "off"
+    return out
+
+
+def table_digest(table: dict[str, np.ndarray]) -> str:
+    return cache.key(*[x for k in sorted(table) for x in (k, np.ascontiguousarray(table[k]).tobytes())])
+
+
+def cached_model(parts, build: Callable[[], "onnx.ModelProto"]):
+    """The Q/DQ model `parts.build()` makes, remembered under everything it is made from."""
+    import onnx
+
+    cal = parts.report.get("calibration") or {}
+    if not cache.enabled() or not cal.get("data_sha256"):
+        return build()
+    from .graph import model_sha256
+
+    key = parts_key("qdq-model", model_sha256(parts.model), cal["data_sha256"], cal.get("samples", 0), parts.ranges,
+                    parts.flavour, parts.excluded, [table_digest(parts.rounding), table_digest(parts.deltas)])
+    hit = cache.load_blob(KIND, key)
+    if hit is not None:
+        m = onnx.ModelProto()
+        m.ParseFromString(hit[0])
+        return m
+    m = build()
+    cache.save_blob(KIND, key, m.SerializeToString(), None)
+    return m

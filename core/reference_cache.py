@@ -1,0 +1,137 @@
+"""The FP32 reference's outputs, remembered across compiles (issue 17).
+
+Every compile ends in validation against the FP32 model on onnxruntime; recompiling the same model
+for another backend, precision or flag ran the reference over the same validation data again (on
+EfficientNet-Lite0 with 500 images, the reference is about half of the validate stage). The outputs
+depend only on the model, the inputs and the reference runtime, so they are stored under
+sha256(model, onnxruntime version) and found per sample by the sha256 of the sample's feeds: any
+data (a subset, another order, another file with the same images) hits what it shares, and a
+changed image can never be answered with another's outputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+from edgec.core import cache
+from edgec.core.backend import Runner
+
+KIND = "reference"
+# Outputs larger than this per compile are not stored (a segmentation net's 500 masks would be GBs).
+MAX_BYTES = int(float(os.environ.get("EDGEC_REFERENCE_CACHE_MB", "256")) * (1 << 20))
+
+
+def _update(h, v) -> bool:
+    if isinstance(v, (list, tuple)):  # a sequence input: its arrays in order
+        h.update(f"seq{len(v)}".encode())
+        return all(_update(h, x) for x in v)
+    if v is None:  # an absent optional input
+        h.update(b"none")
+        return True
+    a = np.asarray(v)
+    if a.dtype == object:
+        return False
+    a = np.ascontiguousarray(a)
+    h.update(str(a.dtype).encode()); h.update(str(a.shape).encode()); h.update(a.data)
+    return True
+
+
+def feeds_digest(feeds) -> str | None:
+    """sha256 of the feeds, or None for feeds that cannot be hashed exactly (then nothing is cached)."""
+    h = hashlib.sha256()
+    for k in sorted(feeds):
+        h.update(k.encode())
+        if not _update(h, feeds[k]):
+            return None
+    return h.hexdigest()[:32]
+
+
+class CachedReference(Runner):
+    """A ReferenceRunner that answers from the cache where it can and creates its session only when not."""
+
+    def __init__(self, model, model_sha256: str, threads: int | None = None):
+        from edgec.core.probe import version
+
+        self._model, self.threads = model, threads
+        self._key = cache.key(KIND, model_sha256, version("onnxruntime"))
+        self._runner = None
+        self._stored: dict[str, list[np.ndarray]] = {}
+        self._new: dict[str, list[np.ndarray]] = {}
+        self._new_bytes = 0
+        self.hits = self.misses = 0
+        meta = None
+        arrays = cache.load_arrays(KIND, self._key)
+        if arrays is not None and "__names__" in arrays:
+            names = [str(n) for n in arrays["__names__"]]
+            meta = (names, str(arrays["__runtime__"]))
+            for k, v in arrays.items():
+                if k.startswith("s/"):
+                    _, digest, i = k.split("/")
+                    self._stored.setdefault(digest, [None] * len(names))[int(i)] = v
+        self._meta = meta
+
+    def _session(self):
+        if self._runner is None:
+            from edgec.core.validate import ReferenceRunner
+
+            self._runner = ReferenceRunner(self._model, threads=self.threads)
+            if self._meta is not None and self._meta[0] != self._runner.output_names:
+                self._stored = {}  # another model under the same key cannot happen; be safe anyway
+        return self._runner
+
+    @property
+    def output_names(self) -> list[str]:
+        return self._meta[0] if self._meta is not None else self._session().output_names
+
+    @property
+    def runtime(self) -> str:
+        return self._meta[1] if self._meta is not None else self._session().runtime
+
+    def run(self, feeds):
+        digest = feeds_digest(feeds)
+        if digest is None:
+            self.misses += 1
+            return self._session().run(feeds)
+        got = self._stored.get(digest) or self._new.get(digest)
+        if got is not None and all(v is not None for v in got):
+            self.hits += 1
+            return dict(zip(self.output_names, got))
+        self.misses += 1
+        out = self._session().run(feeds)
+        values = [out[n] for n in self._session().output_names]
+        if not all(isinstance(v, np.ndarray) and v.dtype != object for v in values):
+            return out  # sequence / map outputs are not stored
+        size = sum(v.nbytes for v in values)
+        if self._new_bytes + size <= MAX_BYTES:
+            self._new[digest] = values
+            self._new_bytes += size
+        return out
+
+    def report(self) -> dict:
+        return {"hits": self.hits, "misses": self.misses}
+
+    def save(self) -> None:
+        """Store what this run computed (with what was stored before) for the next compile."""
+        if not self._new or self._runner is None:
+            return
+        names = self._runner.output_names
+        arrays = {"__names__": np.array(names), "__runtime__": np.array(self._runner.runtime)}
+        kept = 0
+        for store in (self._new, self._stored):
+            for digest, values in store.items():
+                if f"s/{digest}/0" in arrays or any(v is None for v in values):
+                    continue
+                size = sum(v.nbytes for v in values)
+                if kept + size > MAX_BYTES:
+                    continue
+                kept += size
+                for i, v in enumerate(values):
+                    arrays[f"s/{digest}/{i}"] = v
+        cache.save_arrays(KIND, self._key, arrays)
+        self._new = {}
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.close()

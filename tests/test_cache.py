@@ -1,0 +1,126 @@
+"""Issue 17's caches (core/cache.py and its users): a re-run reuses work, byte for byte, and a change
+to anything the result depends on is a miss. Each test has its own EDGEC_CACHE_DIR."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import edgec
+from edgec.core import cache
+from edgec.core.data import ArrayDataset
+from edgec.core.reference_cache import CachedReference
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(d))
+    monkeypatch.delenv("EDGEC_CACHE", raising=False)
+    return d
+
+
+def test_arrays_and_blobs_round_trip_and_reject_foreign_files(cache_dir):
+    k = cache.key("t", b"model", {"a": 1})
+    assert cache.load_arrays("t", k) is None
+    cache.save_arrays("t", k, {"x": np.arange(3, dtype=np.float32)})
+    np.testing.assert_array_equal(cache.load_arrays("t", k)["x"], np.arange(3, dtype=np.float32))
+    other = cache.key("t", b"model", {"a": 2})
+    assert other != k and cache.load_arrays("t", other) is None
+    # a file under k's name holding another key's arrays (or garbage) is a miss, never an error
+    (cache_dir / "t" / f"{other[:32]}.npz").write_bytes(b"not an npz")
+    assert cache.load_arrays("t", other) is None
+    cache.save_blob("b", k, b"payload", {"n": 1})
+    assert cache.load_blob("b", k) == (b"payload", {"n": 1})
+    (cache_dir / "b" / f"{k[:32]}.bin").write_bytes(b"payloaX")  # a changed blob fails its sha256
+    assert cache.load_blob("b", k) is None
+
+
+def test_cache_off(cache_dir, monkeypatch):
+    monkeypatch.setenv("EDGEC_CACHE", "0")
+    k = cache.key("t")
+    cache.save_arrays("t", k, {"x": np.zeros(1)})
+    assert cache.load_arrays("t", k) is None and not cache_dir.exists()
+
+
+def test_reference_outputs_hit_per_sample(cache_dir, tiny_cnn_path):
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((1, 3, 16, 16)).astype(np.float32) for _ in range(3)]
+    first = CachedReference(str(tiny_cnn_path), "sha-a")
+    outs = [first.run({"input": x}) for x in xs]
+    assert first.report() == {"hits": 0, "misses": 3}
+    first.save()
+    again = CachedReference(str(tiny_cnn_path), "sha-a")
+    assert again.output_names == ["logits"] and again._runner is None  # no session needed for names
+    for x, o in zip(xs, outs):
+        np.testing.assert_array_equal(again.run({"input": x})["logits"], o["logits"])
+    changed = xs[0].copy()
+    changed[0, 0, 0, 0] += 1e-3
+    again.run({"input": changed})  # one changed pixel: computed, not answered from another sample
+    assert again.report() == {"hits": 3, "misses": 1}
+    assert again._runner is not None
+    other_model = CachedReference(str(tiny_cnn_path), "sha-b")
+    other_model.run({"input": xs[0]})
+    assert other_model.report()["misses"] == 1
+
+
+def _data(n=16, seed=1):
+    rng = np.random.default_rng(seed)
+    return ArrayDataset({"input": rng.uniform(0, 1, (n, 3, 16, 16)).astype(np.float32)})
+
+
+def test_int8_rerun_hits_and_is_identical(cache_dir, tiny_cnn_path, tmp_path):
+    from conftest import build_tiny_cnn
+    from edgec.core.quantization import quantize
+
+    model = build_tiny_cnn()
+    a = quantize(model, "int8", calibration=_data(), progress=False)
+    b = quantize(model, "int8", calibration=_data(), progress=False)
+    for what in ("weight_rounding", "bias_correction"):
+        assert a.report[what]["cache"] == "miss" and b.report[what]["cache"] == "hit", what
+    assert a.model.SerializeToString(deterministic=True) == b.model.SerializeToString(deterministic=True)
+    # other data, or another flavour: new GPTQ tables and deltas
+    c = quantize(model, "int8", calibration=_data(seed=2), progress=False)
+    assert c.report["weight_rounding"]["cache"] == "miss"
+    from edgec.core.backend import QuantFlavour
+    d = quantize(model, "int8", calibration=_data(), flavour=QuantFlavour(reduce_range=True), progress=False)
+    assert d.report["weight_rounding"]["cache"] == "miss"
+
+
+def test_gptq_is_the_default_and_nearest_is_an_option(cache_dir, tiny_cnn_path, tiny_data, tmp_path):
+    art = edgec.compile(tiny_cnn_path, "onnxruntime", "int8", calibration=tiny_data, validation=tiny_data,
+                        output=tmp_path / "a")
+    assert art.manifest["quantization"]["weight_rounding"]["method"] == "gptq"
+    near = edgec.compile(tiny_cnn_path, "onnxruntime", "int8", calibration=tiny_data, validation=tiny_data,
+                         output=tmp_path / "b", options={"weight_rounding": "nearest"})
+    assert "weight_rounding" not in near.manifest["quantization"]
+    with pytest.raises(edgec.core.errors.InputError, match="weight_rounding"):
+        edgec.compile(tiny_cnn_path, "onnxruntime", "int8", calibration=tiny_data, output=tmp_path / "c",
+                      options={"weight_rounding": "bogus"})
+
+
+def test_compile_rerun_reuses_optimizer_and_reference(cache_dir, tiny_cnn_path, tiny_data, tmp_path):
+    kw = dict(calibration=tiny_data, validation=tiny_data)
+    a = edgec.compile(tiny_cnn_path, "onnxruntime", "int8", output=tmp_path / "a", **kw).manifest
+    b = edgec.compile(tiny_cnn_path, "onnxruntime", "int8", output=tmp_path / "b", **kw).manifest
+    assert a["passes"]["cache"] == "miss" and b["passes"]["cache"] == "hit"
+    assert a["validation"]["reference_cache"] == {"hits": 0, "misses": 32}
+    assert b["validation"]["reference_cache"] == {"hits": 32, "misses": 0}
+    assert a["files"]["model.onnx"]["sha256"] == b["files"]["model.onnx"]["sha256"]
+    for k in ("cosine", "max_abs_err", "top1_agreement"):
+        assert a["validation"][k] == b["validation"][k]
+    # another precision of the same model: the optimizer's work and the reference are shared
+    c = edgec.compile(tiny_cnn_path, "onnxruntime", "fp32", output=tmp_path / "c", validation=tiny_data).manifest
+    assert c["passes"]["cache"] == "hit" and c["validation"]["reference_cache"]["misses"] == 0
+
+
+def test_edited_model_misses(cache_dir, tmp_path, tiny_data):
+    from conftest import build_tiny_cnn
+
+    kw = dict(validation=tiny_data)
+    p1, p2 = tmp_path / "m1.onnx", tmp_path / "m2.onnx"
+    onnx.save(build_tiny_cnn(seed=0), str(p1))
+    onnx.save(build_tiny_cnn(seed=3), str(p2))
+    edgec.compile(p1, "onnxruntime", "fp32", output=tmp_path / "a", **kw)
+    m = edgec.compile(p2, "onnxruntime", "fp32", output=tmp_path / "b", **kw).manifest
+    assert m["passes"]["cache"] == "miss" and m["validation"]["reference_cache"]["hits"] == 0
