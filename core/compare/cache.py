@@ -13,7 +13,13 @@ from pathlib import Path
 
 from edgec.core.manifest import MANIFEST
 from edgec.core.data import Dataset
-from edgec.core.model_io import sha256_file
+
+
+def sha256_file(path):
+    # model_io imports onnx: `edgec backends` and `--help` build compare's parser and must not pay for it
+    from edgec.core.model_io import sha256_file as _sha
+
+    return _sha(path)
 
 SIDECAR_SUFFIX = ".cell.json"
 
