@@ -12,7 +12,6 @@ fp32 after an int8 cell of the same backend, on hardware whose profile says int8
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +44,9 @@ class Candidate:
 
     @property
     def variant(self) -> str | None:
-        if self.precision != "int8":
+        """None for the plain backend x precision cell: with the sweep's options it is exactly the cell
+        `edgec compare` builds (same name, same cache key), so a compare run's cells are auto's too."""
+        if self.precision != "int8" or (self.calib_method in (None, DEFAULT_CALIB) and not self.repair):
             return None
         return (self.calib_method or DEFAULT_CALIB) + ("-repair" if self.repair else "")
 
@@ -60,7 +61,7 @@ class Candidate:
     @property
     def base_name(self) -> str:
         """The default-calibration int8 cell this one is a variant of (itself for primaries)."""
-        return f"{self.backend}-{self.precision}" + (f"-{DEFAULT_CALIB}" if self.precision == "int8" else "")
+        return f"{self.backend}-{self.precision}"
 
     def cell(self, max_drop: float | None) -> dict:
         """This candidate as a `compare(cells=...)` entry."""
@@ -68,7 +69,8 @@ class Candidate:
         if self.options:
             extra["options"] = dict(self.options)
         if self.precision == "int8":
-            extra["calib_method"] = self.calib_method or DEFAULT_CALIB
+            if self.calib_method not in (None, DEFAULT_CALIB):
+                extra["calib_method"] = self.calib_method
             if self.repair:
                 extra["max_drop"] = max_drop
         return {"backend": self.backend, "precision": self.precision, "variant": self.variant, "compile": extra}
@@ -106,21 +108,17 @@ class Outcome:
 
 
 def drop_and_se(row: dict, ref_accuracy: float | None) -> tuple[float | None, float | None, str | None]:
-    """Points lost vs FP32 and its paired standard error, from a compare row.
+    """Points lost vs FP32 and its paired standard error (an upper bound), from a compare row: the same
+    rule as compile's `met` (core/claims.measured): top-1 drop with labels, else 100 - agreement."""
+    from edgec.core.claims import measured
 
-    With labels: top-1 accuracy drop. The paired differences d_i are in {-1, 0, 1}, non-zero at most where
-    the two models' predictions differ, so var(d) <= (1 - agreement) - drop^2: a conservative SE.
-    Without labels: 100 - agreement, SE of a proportion.
-    """
-    n, agr = row.get("validation_samples"), row.get("top1_agreement")
-    if not n or agr is None:
+    if not row.get("validation_samples") or row.get("top1_agreement") is None:
         return None, None, None
-    if row.get("top1_accuracy") is not None and ref_accuracy is not None:
-        d = ref_accuracy - row["top1_accuracy"]
-        var = max((1 - agr) - d * d, 0.0)
-        return 100 * d, 100 * math.sqrt(var / n), "top-1 accuracy"
-    p = 1 - agr
-    return 100 * p, 100 * math.sqrt(p * (1 - p) / n), "top-1 agreement"
+    labelled = row.get("top1_accuracy") is not None and ref_accuracy is not None
+    m = measured({"top1_agreement": row["top1_agreement"], "samples": row["validation_samples"],
+                  "top1_accuracy": row.get("top1_accuracy"), "reference_top1_accuracy": ref_accuracy},
+                 "top1" if labelled else "agreement")
+    return m["drop"], m["drop_se"], "top-1 accuracy" if m["metric"] == "top1" else "top-1 agreement"
 
 
 def judge(row: dict, ref_row: dict | None, ref_accuracy: float | None, demands: Demands,
