@@ -231,7 +231,9 @@ def _plot(rep, path: Path) -> bool:
     for r in rep["cells"]:
         if r["decision"] in ("skipped", "not run", "not tried"):
             continue
-        rows.append({**r, "label_note": "WINNER" if r["decision"] == "won" else None})
+        # Speedups on the plot are against the profile's baseline (e.g. TVM fp32 on the board for rpi4).
+        rows.append({**r, "speedup_vs_reference": r["speedup_vs_baseline"],
+                     "label_note": "WINNER" if r["decision"] == "won" else None})
     meta = {"model": ", ".join(Path(m).name for m in rep["models"]), "benchmark": rep["benchmark"],
             "accuracy_metric": _metric(rows), "notes": [],
             "reference_top1_accuracy": None if len(rep["models"]) > 1 else next(

@@ -201,7 +201,7 @@ def auto(models, hardware_name: str, *, calibration=None, validation=None, test=
     budget_minutes: no new round starts after this much wall time (None = no limit).
     backends: search only these of the profile's targets (names or "a,b").
     """
-    from edgec.core.host import cpu_flags, _VNNI_FLAGS
+    from edgec.core.host import u8s8_saturates
 
     models = [Path(m) for m in ([models] if isinstance(models, (str, Path)) else list(models))]
     if not models:
@@ -228,7 +228,7 @@ def auto(models, hardware_name: str, *, calibration=None, validation=None, test=
     t0 = time.monotonic()
     clock = clock or (lambda: time.monotonic() - t0)
     budget_s = None if budget_minutes is None else budget_minutes * 60
-    host_vnni = bool(cpu_flags() & _VNNI_FLAGS)
+    host_vnni = not u8s8_saturates()  # an int8 dot product accumulating in int32 (VNNI/AMX, ARM sdot)
 
     searches = []
     for model, label, pp in zip(models, labels, preprocess):
@@ -324,10 +324,10 @@ def _publish_winner(src: Path, dest: Path) -> Path:
 def explain(hardware_name: str, demands: Demands | None = None, backends=None) -> dict[str, Any]:
     """The plan `auto` would follow on this hardware, without running anything (`edgec auto --explain`)."""
     import edgec
-    from edgec.core.host import cpu_flags, _VNNI_FLAGS
+    from edgec.core.host import u8s8_saturates
 
     profile = restrict(hardware.load(hardware_name), backends)
-    vnni = bool(cpu_flags() & _VNNI_FLAGS)
+    vnni = not u8s8_saturates()
     demands = demands or Demands()
     here = {r["name"]: r for r in edgec.list_backends()}
     targets = []
@@ -360,6 +360,9 @@ def explain(hardware_name: str, demands: Demands | None = None, backends=None) -
                    if profile.get("int8_beats_fp32") == "vnni" else "")
                 if profile.get("int8_beats_fp32") else ""),
              "no round starts once --budget-minutes is spent",
+             "compression (pruning, clustering) is not searched: it shrinks the packed artifact (edgec pack), not its "
+             "files on disk or its latency, since the runtimes run dense kernels (benchmarks/bench_compression.py); "
+             "use `edgec compile --prune/--cluster` on the winner for an OTA payload",
              "final: every validated cell of a model timed side by side (interleaved); the winner is the fastest "
              "meeting every threshold; --test re-measures it on held-out data"]
     return {"hardware": profile["name"], "version": profile["version"], "description": profile["description"],
