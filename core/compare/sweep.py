@@ -326,18 +326,35 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
 def _benchmark(cells: list[_Cell], feeds, *, threads, runs, warmup, min_seconds=0.0) -> None:
     import edgec
 
+    from edgec.core.benchmark.timing import device_timed
+
     runners = {}
+    stats, errors = {}, {}
     try:
         for c in cells:
             if c.status != "ok":
                 continue
             try:
-                runners[c.name] = edgec.load(c.artifact, threads=threads)
+                r = edgec.load(c.artifact, threads=threads)
             except Exception as e:
                 c.status, c.error = "error", f"load failed: {first_line(e)}"
+                continue
+            if device_timed(r):
+                # A board (TVM RPC server) serves one session at a time: holding two open deadlocks the second
+                # load, so each board cell is loaded, timed on the board and closed before the next.
+                try:
+                    s1, e1 = interleaved({c.name: r}, feeds, runs=runs, warmup=warmup, threads=threads)
+                    stats.update(s1)
+                    errors.update(e1)
+                finally:
+                    r.close()
+            else:
+                runners[c.name] = r
         progress.say(f"compare: timing {len(runners)} cells interleaved, >= {runs} runs each and >= {min_seconds:g} s "
                      f"after {warmup} warm-up, threads={threads}")
-        stats, errors = interleaved(runners, feeds, runs=runs, warmup=warmup, threads=threads, min_seconds=min_seconds)
+        s2, e2 = interleaved(runners, feeds, runs=runs, warmup=warmup, threads=threads, min_seconds=min_seconds)
+        stats.update(s2)
+        errors.update(e2)
     finally:
         for r in runners.values():
             try:
