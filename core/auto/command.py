@@ -37,6 +37,8 @@ def add_parser(sub):
     a.add_argument("--threads", type=positive_int, default=1, help="threads for validation and timing (default 1)")
     a.add_argument("--runs", type=positive_int, default=50, help="timed runs per cell in the final run, at least (default 50)")
     a.add_argument("--warmup", type=nonneg_int, default=5, help="untimed warm-up runs per cell (default 5)")
+    a.add_argument("--playoff-seconds", type=ranged(float, 0, what="seconds >= 0"), default=20.0,
+                   help="cells within 10%% of the fastest are timed again this long side by side (default 20; 0 = off)")
     a.add_argument("--force", action="store_true", help="recompile every cell even when a cached artifact matches")
     a.add_argument("--explain", action="store_true", help="print the plan for --hardware and exit; runs nothing")
     a.add_argument("-o", "--output", help="output directory (required to run)")
@@ -66,7 +68,8 @@ def cmd_auto(args) -> int:
                preprocess=args.preprocess, max_drop=args.max_drop, max_latency_ms=args.max_latency_ms,
                max_size_mb=args.max_size_mb, min_accuracy=args.min_accuracy, budget_minutes=args.budget_minutes,
                output=args.output, calib_samples=args.calib_samples, val_samples=args.val_samples,
-               threads=args.threads, runs=args.runs, warmup=args.warmup, backends=args.backends, force=args.force)
+               threads=args.threads, runs=args.runs, warmup=args.warmup, playoff_seconds=args.playoff_seconds,
+               backends=args.backends, force=args.force)
     if args.json:
         dump(res.report)
     else:

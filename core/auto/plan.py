@@ -97,6 +97,12 @@ class Outcome:
     size_mb: float | None = None
     error: str | None = None
     misses: list[str] = field(default_factory=list)  # thresholds missed, as text
+    playoff_ms: float | None = None  # median in the playoff run, when it took part
+
+    @property
+    def rank_ms(self) -> float | None:
+        """What the winner is chosen on: the playoff's median where there was one, else the final run's."""
+        return self.playoff_ms if self.playoff_ms is not None else self.latency_ms
 
     @property
     def meets(self) -> bool:

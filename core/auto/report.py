@@ -22,6 +22,7 @@ def _row(s, e, final_rows: dict) -> dict:
         "repair": c.repair, "options": c.options, "decision": e.decision, "why": e.why,
         "status": row.get("status", "not run"), "error": row.get("error"),
         "latency_ms_median": lat, "latency_ms_p90": row.get("latency_ms_p90"), "latency_runs": row.get("latency_runs"),
+        "playoff_ms": o.playoff_ms if o else None,
         "speedup_vs_baseline": (base_lat / lat) if (lat and base_lat) else None,
         "speedup_vs_reference": row.get("speedup_vs_reference"),
         "drop_points": o.drop if o else None, "drop_se": o.drop_se if o else None,
@@ -48,7 +49,8 @@ def build(searches, finals, profile, demands, meta: dict) -> dict:
                          f"{profile['name']} ({'integer-only' if profile['constraints'].get('integer_only') else 'not a target'})")
             elif e.decision == "pending" and e.outcome is not None and e.outcome.meets:
                 meeting.append((s, e))
-    winner_entry = min(meeting, key=lambda t: t[1].outcome.latency_ms) if meeting else None
+    # A playoff ranks its contenders among themselves; they are the fastest of their model in the final run.
+    winner_entry = min(meeting, key=lambda t: (t[1].outcome.playoff_ms is None, t[1].outcome.rank_ms)) if meeting else None
     multi = len(searches) > 1
     for s in searches:
         final_rows = {f"{r['backend']}-{r['precision']}" + (f"-{r['variant']}" if r["variant"] else ""): r
@@ -91,7 +93,19 @@ def _decide(s, e, winner_entry, multi: bool) -> tuple[str, str]:
                         key=lambda x: x.outcome.latency_ms)
         text = (f"fastest of {len(others) + 1} cell{'s' if others else ''} of {s.label} meeting every threshold in the "
                 f"final side-by-side run ({o.latency_ms:.3f} ms)")
-        if others:
+        po = s.playoff_result
+        if po:
+            me = next(c for c in po["cells"] if c["candidate"] == e.cand.name)
+            rest = [c for c in po["cells"] if c is not me]
+            text += (f"; playoff ({po['seconds']:g} s interleaved, cells within {100 * po['margin']:.0f}%): median "
+                     f"{me['median_ms']:.3f} ms vs " + ", ".join(f"{c['candidate']} {c['median_ms']:.3f} ms" for c in rest))
+            first = po["cells"][0]
+            for c in po["cells"][1:]:
+                ci = c.get("ratio_ci95")
+                if ci and ci[0] <= 1 <= ci[1]:
+                    text += (f" ({c['candidate']} / {first['candidate']} = {c['ratio_vs_first']:.3f}, 95% CI "
+                             f"[{ci[0]:.3f}, {ci[1]:.3f}] includes 1: a tie within noise)")
+        elif others:
             ru = others[0]
             pct = 100 * (ru.outcome.latency_ms / o.latency_ms - 1)
             text += f"; runner-up {ru.cand.name} is {pct:.1f}% slower"
@@ -108,9 +122,14 @@ def _decide(s, e, winner_entry, multi: bool) -> tuple[str, str]:
         return "lost", "no result"
     w = winner_entry[1].outcome
     same = winner_entry[0] is s
-    pct = 100 * (o.latency_ms / w.latency_ms - 1) if w.latency_ms else float("nan")
+    if o.playoff_ms is not None and w.playoff_ms is not None:
+        pct = 100 * (o.playoff_ms / w.playoff_ms - 1)
+        where = " in the playoff"
+    else:
+        pct = 100 * (o.latency_ms / w.latency_ms - 1) if w.latency_ms else float("nan")
+        where = " in the final run" if same else " (separate runs)"
     return "lost", (f"meets every threshold but is {pct:.0f}% slower than {winner_entry[0].label}:"
-                    f"{winner_entry[1].cand.name}" + (" in the same run" if same else " (separate runs)"))
+                    f"{winner_entry[1].cand.name}{where}")
 
 
 def _metric(rows) -> str | None:

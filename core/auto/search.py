@@ -86,6 +86,7 @@ class _Search:
         self.best: tuple[Candidate, Outcome] | None = None
         self.ref_accuracy: float | None = None
         self.rounds = 0
+        self.playoff_result: dict | None = None
         self.base = baseline(profile, label)
         # On an integer-only device the FP32 ONNX on onnxruntime is the accuracy reference, not a deliverable.
         self.base_eligible = (any(t["backend"] == self.base.backend for t in profile["targets"])
@@ -171,6 +172,36 @@ class _Search:
                     if got and got[1].meets:
                         break  # a variant met the budget: later ones cannot be faster (same graph or more float)
 
+    def playoff(self, seconds: float, margin: float = 0.10, top: int = 3) -> dict | None:
+        """The cells meeting every threshold within `margin` of the fastest, timed again side by side for
+        `seconds` with edgec.benchmark (paired-block CI on each ratio): on a shared host a final run of 50
+        rounds can rank two cells 6 % apart the wrong way round. Host-timed cells only (a board's clock is not
+        this machine's). Sets `playoff` on each contender's outcome (median ms in this run)."""
+        import edgec
+
+        meeting = sorted(((c, o) for c, o in self.measured.values()
+                          if o.meets and c.latency_source == "device" and (c.kind != "baseline" or self.base_eligible)),
+                         key=lambda t: t[1].latency_ms)
+        if len(meeting) < 2:
+            return None
+        close = [t for t in meeting if t[1].latency_ms <= meeting[0][1].latency_ms * (1 + margin)][:top]
+        if len(close) < 2:
+            return None
+        arts = [self.entries[c.key].row["artifact"] for c, _ in close]
+        progress.say(f"auto [{self.label}] playoff: {', '.join(c.name for c, _ in close)} within {100 * margin:.0f}% "
+                     f"of each other, timed {seconds:g} s side by side")
+        rep = edgec.benchmark(arts, threads=self.threads, duration=seconds, measure_memory=False,
+                              input=self.data["validation"], preprocess=self.data["preprocess"])
+        res = {"seconds": seconds, "margin": margin, "cells": []}
+        for (c, o), a in zip(close, rep.artifacts):
+            lat = a.get("latency_ms") or {}
+            o.playoff_ms = lat.get("median")
+            vs = a.get("vs_first") or {}
+            res["cells"].append({"candidate": c.name, "median_ms": lat.get("median"), "min_ms": lat.get("min"),
+                                 "ratio_vs_first": vs.get("latency_ratio"), "ratio_ci95": vs.get("latency_ratio_ci95")})
+        self.playoff_result = res
+        return res
+
     def final(self, runs: int, warmup: int, min_seconds: float):
         """Every validated candidate of this model timed side by side, once, with the full run count."""
         cands = [c for c, o in self.measured.values() if o.status == "ok"]
@@ -191,7 +222,8 @@ def auto(models, hardware_name: str, *, calibration=None, validation=None, test=
          max_drop: float | None = None, max_latency_ms: float | None = None, max_size_mb: float | None = None,
          min_accuracy: float | None = None, budget_minutes: float | None = 30.0, output,
          calib_samples: int | None = None, val_samples: int | None = None, threads: int = 1, runs: int = 50,
-         warmup: int = 5, min_seconds: float = 1.0, backends=None, force: bool = False, clock=None) -> AutoResult:
+         warmup: int = 5, min_seconds: float = 1.0, playoff_seconds: float = 20.0, backends=None, force: bool = False,
+         clock=None) -> AutoResult:
     """Search the hardware profile's candidates for each model; write the winner and the report into `output`.
 
     models: one ONNX path or several (each with its own `preprocess`: one value, or a list in model order).
@@ -200,6 +232,7 @@ def auto(models, hardware_name: str, *, calibration=None, validation=None, test=
     max_drop: points of top-1 (agreement without labels) each model may lose against its own FP32.
     budget_minutes: no new round starts after this much wall time (None = no limit).
     backends: search only these of the profile's targets (names or "a,b").
+    playoff_seconds: cells within 10 % of the fastest are timed again this long side by side (0 = no playoff).
     """
     from edgec.core.host import u8s8_saturates
 
@@ -239,6 +272,9 @@ def auto(models, hardware_name: str, *, calibration=None, validation=None, test=
         s.run()
         searches.append(s)
     finals = {s.label: s.final(runs, warmup, min_seconds) for s in searches}
+    if playoff_seconds:
+        for s in searches:
+            s.playoff(playoff_seconds)
     seconds = round(time.monotonic() - t0, 1)
 
     from edgec.core.auto import report as _report
@@ -254,7 +290,9 @@ def auto(models, hardware_name: str, *, calibration=None, validation=None, test=
         "demands": demands.__dict__,
         "budget_minutes": budget_minutes,
         "seconds": seconds,
-        "benchmark": {"threads": threads, "runs": runs, "warmup": warmup, "round_runs": ROUND_RUNS},
+        "benchmark": {"threads": threads, "runs": runs, "warmup": warmup, "round_runs": ROUND_RUNS,
+                      "playoff_seconds": playoff_seconds},
+        "playoffs": {s.label: s.playoff_result for s in searches if s.playoff_result},
         "host_vnni": host_vnni,
     })
     winner = rep["winner"]
