@@ -31,3 +31,55 @@ def interleaved(runners: Mapping[str, Runner], feeds: Mapping[str, np.ndarray], 
         stats[n] = LatencyStats(len(t), warmup, threads, float(np.median(t)), float(np.percentile(t, 90)),
                                 float(t.mean()), float(t.min()))
     return stats, errors
+
+
+def board_cell(manifest: dict | None) -> bool:
+    """An artifact that runs on a board over TVM RPC (its validation ran there, not on this host)."""
+    where = ((manifest or {}).get("backend_info") or {}).get("validation_ran_on")
+    return bool(where) and where != "host"
+
+
+def time_in_child(artifact, feeds: Mapping[str, np.ndarray], *, runs: int, warmup: int, threads: int | None,
+                  timeout: float = 900) -> LatencyStats:
+    """Time one board artifact in a fresh process: a TVM RPC server serves one session at a time and an
+    in-process session is not always released on close, so a second board cell would wait forever; a
+    child's session ends with the child."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="edgec-board-") as tmp:
+        f = Path(tmp) / "feeds.npz"
+        np.savez(f, **{k: np.asarray(v) for k, v in feeds.items()})
+        out = subprocess.run([sys.executable, "-m", "edgec.core.compare.bench", str(artifact), str(f), str(runs),
+                              str(warmup), str(threads or 0)], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError((out.stderr.strip().splitlines() or ["board timing failed"])[-1])
+    d = json.loads(out.stdout.strip().splitlines()[-1])
+    return LatencyStats(**d)
+
+
+def _child_main(argv) -> int:
+    import json
+
+    from edgec.core.loader import load
+
+    artifact, feeds_path, runs, warmup, threads = argv
+    z = np.load(feeds_path, allow_pickle=False)
+    feeds = {k: z[k] for k in z.files}
+    r = load(artifact, threads=int(threads) or None)
+    try:
+        stats, errors = interleaved({"a": r}, feeds, runs=int(runs), warmup=int(warmup), threads=int(threads) or None)
+    finally:
+        r.close()
+    if errors:
+        raise SystemExit(errors["a"])
+    print(json.dumps(stats["a"].to_json()))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    raise SystemExit(_child_main(sys.argv[1:]))

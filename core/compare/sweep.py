@@ -326,7 +326,7 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
 def _benchmark(cells: list[_Cell], feeds, *, threads, runs, warmup, min_seconds=0.0) -> None:
     import edgec
 
-    from edgec.core.benchmark.timing import device_timed
+    from edgec.core.compare.bench import board_cell, time_in_child
 
     runners = {}
     stats, errors = {}, {}
@@ -334,22 +334,19 @@ def _benchmark(cells: list[_Cell], feeds, *, threads, runs, warmup, min_seconds=
         for c in cells:
             if c.status != "ok":
                 continue
+            if board_cell(c.manifest):
+                # A board (TVM RPC server) serves one session at a time: each board cell is timed on the board
+                # from its own child process, whose session ends with it (see bench.time_in_child).
+                progress.say(f"compare: timing {c.name} on its board")
+                try:
+                    stats[c.name] = time_in_child(c.artifact, feeds, runs=runs, warmup=warmup, threads=threads)
+                except Exception as e:
+                    errors[c.name] = f"benchmark failed: {first_line(e)}"
+                continue
             try:
-                r = edgec.load(c.artifact, threads=threads)
+                runners[c.name] = edgec.load(c.artifact, threads=threads)
             except Exception as e:
                 c.status, c.error = "error", f"load failed: {first_line(e)}"
-                continue
-            if device_timed(r):
-                # A board (TVM RPC server) serves one session at a time: holding two open deadlocks the second
-                # load, so each board cell is loaded, timed on the board and closed before the next.
-                try:
-                    s1, e1 = interleaved({c.name: r}, feeds, runs=runs, warmup=warmup, threads=threads)
-                    stats.update(s1)
-                    errors.update(e1)
-                finally:
-                    r.close()
-            else:
-                runners[c.name] = r
         progress.say(f"compare: timing {len(runners)} cells interleaved, >= {runs} runs each and >= {min_seconds:g} s "
                      f"after {warmup} warm-up, threads={threads}")
         s2, e2 = interleaved(runners, feeds, runs=runs, warmup=warmup, threads=threads, min_seconds=min_seconds)
