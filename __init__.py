@@ -7,8 +7,9 @@ and `edgec backends` / `edgec --help` must not pay for onnx, numpy or a toolchai
 from edgec.core.lazy import exports
 from edgec.core.version import __version__
 
-__all__ = ["__version__", "Artifact", "benchmark", "compare", "compile", "list_backends", "load", "validate"]
+__all__ = ["__version__", "Artifact", "auto", "benchmark", "compare", "compile", "list_backends", "load", "validate"]
 __getattr__, __dir__ = exports(globals(), {
     "Artifact": "edgec.core.api", "compile": "edgec.core.api", "load": "edgec.core.api",
     "validate": "edgec.core.api", "list_backends": "edgec.core.registry",
-    "compare": "edgec.core.compare", "benchmark": "edgec.core.benchmark"})
+    "compare": "edgec.core.compare", "benchmark": "edgec.core.benchmark",
+    "auto": "edgec.core.auto"})

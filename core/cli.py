@@ -305,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_compression(sub)
     from edgec.core.benchmark.command import add_parser as add_benchmark
     add_benchmark(sub)
+    from edgec.core.auto.command import add_parser as add_auto
+    add_auto(sub)
     return p
 
 

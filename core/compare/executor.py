@@ -46,9 +46,9 @@ class LocalExecutor:
             bar.close()
 
     def time(self, cells: Sequence[TimingCell], feeds: Mapping, *, threads, runs: int, warmup: int,
-             memory: bool) -> list[TimingGroup]:
+             memory: bool, min_seconds: float = 0.0) -> list[TimingGroup]:
         res = time_cells([(c.name, c.backend, c.artifact) for c in cells], feeds, threads=threads, runs=runs,
-                         warmup=warmup, memory=memory)
+                         warmup=warmup, memory=memory, min_seconds=min_seconds)
         return [TimingGroup("local", node_label(), res)]
 
     def offers(self, resources: Mapping) -> bool:

@@ -76,8 +76,8 @@ def _cell_task(job: CellJob, tracker) -> CellOutcome:
     return run_cell(job, node=label)
 
 
-def _time_task(cells, feeds, threads, runs, warmup, memory) -> dict:
-    return time_cells(cells, feeds, threads=threads, runs=runs, warmup=warmup, memory=memory)
+def _time_task(cells, feeds, threads, runs, warmup, memory, min_seconds=0.0) -> dict:
+    return time_cells(cells, feeds, threads=threads, runs=runs, warmup=warmup, memory=memory, min_seconds=min_seconds)
 
 
 def _cpu_model() -> str:
@@ -309,7 +309,7 @@ class RayExecutor:
 
     # -- timing --
 
-    def time(self, cells, feeds, *, threads, runs: int, warmup: int, memory: bool) -> list:
+    def time(self, cells, feeds, *, threads, runs: int, warmup: int, memory: bool, min_seconds: float = 0.0) -> list:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         if not cells:
@@ -331,7 +331,8 @@ class RayExecutor:
             res = node["resources"]
             ref = timer.options(num_cpus=res.get("CPU", 1), num_gpus=res.get("GPU", 0),
                                 scheduling_strategy=NodeAffinitySchedulingStrategy(node["id"], soft=False)).remote(
-                [(c.name, c.backend, c.artifact) for c in mine], dict(feeds), threads, runs, warmup, memory)
+                [(c.name, c.backend, c.artifact) for c in mine], dict(feeds), threads, runs, warmup, memory,
+                min_seconds)
             launched.append((kind, node, mine, ref))
         groups = []
         for kind, node, mine, ref in launched:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 METRIC_LABEL = {"top1_accuracy": "top-1 accuracy (%)", "top1_agreement": "top-1 agreement with FP32 (%)",
                 "cosine": "cosine similarity to FP32"}
-COLUMNS = ("backend", "precision", "status", "top-1 acc", "agreement", "cosine", "median ms", "p90 ms", "speedup",
-           "size MB", "peak RSS MB", "compile s", "pareto")
+COLUMNS = ("backend", "precision", "status", "top-1 acc", "agreement", "cosine", "median ms", "p90 ms", "runs",
+           "speedup", "size MB", "peak RSS MB", "compile s", "pareto")
 
 
 def _pct(x):
@@ -24,14 +24,21 @@ def _num(x, fmt):
 
 
 def cells(row: dict) -> list[str]:
-    name = row["backend"] + (" (ref)" if row["reference"] else "")
+    name = (f"{row['model']}: " if row.get("model") else "") + row["backend"] + (" (ref)" if row["reference"] else "")
     status = row["status"] + (" (reused)" if row["reused"] and row["status"] == "ok" else "")
-    return [name, row["precision"], status, _pct(row["top1_accuracy"]), _pct(row["top1_agreement"]),
+    agreement = _pct(row["top1_agreement"])
+    if row["top1_agreement"] is None and row["cosine"] is not None and "random inputs" in (row.get("validated_on") or ""):
+        agreement = "n/a: random inputs"
+    # Cached cells carry the compile time of the run that built them: say so, it is not this run's cost.
+    compile_s = _num(row["compile_seconds"], ".1f") + (" (cached)" if row["reused"] and row["compile_seconds"] is not None else "")
+    prec = row["precision"] + (f" {row['variant']}" if row.get("variant") else "")
+    return [name, prec, status, _pct(row["top1_accuracy"]), agreement,
             _num(row["cosine"], ".5f"), _ms(row["latency_ms_median"]), _ms(row["latency_ms_p90"]),
+            _num(row.get("latency_runs"), "d"),
             "" if row["speedup_vs_reference"] is None else f"{row['speedup_vs_reference']:.2f}x",
             "" if row["size_bytes"] is None else f"{row['size_bytes'] / 1e6:.2f}",
             "" if row.get("peak_rss_bytes") is None else f"{row['peak_rss_bytes'] / 1e6:.0f}",
-            _num(row["compile_seconds"], ".1f"), "*" if row["pareto"] else ""]
+            compile_s, "*" if row["pareto"] else ""]
 
 
 def _problems(report) -> list[str]:
@@ -41,9 +48,10 @@ def _problems(report) -> list[str]:
 def _settings(report) -> str:
     m, b = report.meta, report.meta["benchmark"]
     where = "; ".join(f"timed on {g['node']} ({g['node_type']})" for g in b.get("groups") or [])
-    return (f"{Path(m['model']).name}; latency: {b['runs']} interleaved runs after {b['warmup']} warm-up, "
-            f"threads={b['threads']}, input: {b['input']}; speedup vs onnxruntime fp32 from the same run"
-            + (f" on the same node; {where}" if where else ""))
+    return (f"{Path(m['model']).name}; latency: >= {b['runs']} interleaved runs and >= {b.get('min_seconds', 0):g} s after "
+            f"{b['warmup']} warm-up, threads={b['threads']}, input: {b['input']}; speedup vs onnxruntime fp32 from the "
+            f"same run" + (f" on the same node; {where}" if where else "")
+            + "; compile s marked (cached) is the earlier run's build, reused here")
 
 
 def markdown(report) -> str:
@@ -66,39 +74,63 @@ def markdown(report) -> str:
 
 
 MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
-# Label offsets in points, tried in order until a label overlaps no earlier label and stays inside the axes.
-OFFSETS = [(7, 5), (7, -13), (-7, 5), (-7, -13), (7, 17), (7, -25), (-7, 17), (-7, -25), (7, 29), (7, -37)]
+LABEL_PT = 8.0
+_BOX = dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.8)  # readable over grid and front lines
+
+
+def _overlapping(boxes) -> bool:
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
 
 
 def _place_labels(fig, ax, labels) -> None:
-    """Greedy placement: a dozen points need no optimizer (adjustText would add scipy to the plot extra)."""
-    from matplotlib.transforms import Bbox
-
+    """adjustText (a maintained force-directed placer) when installed, checked afterwards; when it leaves
+    any two labels overlapping, or is missing, a column of labels in the right margin with leader lines,
+    one line per label in y order: a layout in which labels cannot overlap at all."""
     renderer = fig.canvas.get_renderer()
-    axes_box = ax.get_window_extent(renderer)
-    # Points are obstacles too, so a label never sits on a neighbour's marker and reads as its name.
-    r_px = 7 * fig.dpi / 72
-    points = [ax.transData.transform((x, y)) for _, x, y in labels]
-    placed = [Bbox.from_extents(px - r_px, py - r_px, px + r_px, py + r_px) for px, py in points]
-    for text, x, y in labels:
-        best = None
-        own = ax.transData.transform((x, y))
-        for dx, dy in OFFSETS:
-            far = abs(dy) > 15
-            ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8.5, zorder=4,
-                              ha="left" if dx > 0 else "right",
-                              arrowprops=dict(arrowstyle="-", color="grey", lw=0.6) if far else None)
-            box = ann.get_window_extent(renderer)
-            inside = axes_box.x0 <= box.x0 and box.x1 <= axes_box.x1 and axes_box.y0 <= box.y0 and box.y1 <= axes_box.y1
-            others = [b for b in placed if not (b.x0 < own[0] < b.x1 and b.y0 < own[1] < b.y1 and b.width < 3 * r_px)]
-            if inside and not any(box.overlaps(b) for b in others):
-                best = (ann, box)
-                break
-            ann.remove()
-        if best is None:  # crowded: keep the first choice rather than drop the label
-            ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=OFFSETS[0], fontsize=8.5, zorder=4)
-            best = (ann, ann.get_window_extent(renderer))
-        placed.append(best[1])
+    try:
+        from adjustText import adjust_text
+    except ImportError:
+        adjust_text = None
+    if adjust_text is not None:
+        texts = [ax.text(x, y, t, fontsize=LABEL_PT, zorder=4, bbox=_BOX) for t, x, y in labels]
+        try:
+            adjust_text(texts, x=[x for _, x, _ in labels], y=[y for _, _, y in labels], ax=ax,
+                        arrowprops=dict(arrowstyle="-", color="grey", lw=0.6), expand=(1.15, 1.4),
+                        ensure_inside_axes=True, time_lim=3)
+            fig.canvas.draw()
+            boxes = [t.get_window_extent(renderer) for t in texts]
+            axes_box = ax.get_window_extent(renderer)
+            inside = all(axes_box.x0 - 1 <= b.x0 and b.x1 <= axes_box.x1 + 1 and axes_box.y0 - 1 <= b.y0
+                         and b.y1 <= axes_box.y1 + 1 for b in boxes)
+            if inside and not _overlapping(boxes):
+                return
+        except Exception:  # a placer failure must not lose the plot: the column layout below always works
+            pass
+        for t in texts:
+            t.remove()
+        for p in list(ax.patches) + [c for c in ax.get_children() if type(c).__name__ == "Annotation"]:
+            try:
+                p.remove()
+            except Exception:
+                pass
+    _column_labels(fig, ax, labels)
+
+
+def _column_labels(fig, ax, labels) -> None:
+    fig.subplots_adjust(right=0.64)
+    leg = ax.get_legend()
+    if leg is not None:  # the leader lines run right: keep the legend out of their way
+        leg.set_loc("lower left")
+    order = sorted(range(len(labels)), key=lambda i: (-labels[i][2], labels[i][1]))
+    n = max(len(labels), 1)
+    size = min(LABEL_PT, max(4.5, 0.78 * 72 * ax.get_window_extent().height / fig.dpi / n))
+    step = 1.0 / n
+    for rank, i in enumerate(order):
+        text, x, y = labels[i]
+        ty = 1 - step * (rank + 0.5)
+        ax.annotate(text, (x, y), xycoords="data", xytext=(1.02, ty), textcoords="axes fraction", fontsize=size,
+                    va="center", ha="left", annotation_clip=False, bbox=_BOX,
+                    arrowprops=dict(arrowstyle="-", color="grey", lw=0.5, shrinkA=0, shrinkB=3))
 
 
 def plot(report, path: Path) -> bool:
@@ -113,8 +145,10 @@ def plot(report, path: Path) -> bool:
     metric = report.meta.get("accuracy_metric")
     pts = [r for r in report.rows if r["status"] == "ok" and r["latency_ms_median"] is not None]
     scale = 1.0 if metric == "cosine" else 100.0
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(11, 6), dpi=120)
+    labels = []
     if metric and pts:
+        multi = len({r.get("model") for r in pts}) > 1
         backends = sorted({r["backend"] for r in pts})
         colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(backends)}
         xs = [r["latency_ms_median"] for r in pts]
@@ -122,16 +156,17 @@ def plot(report, path: Path) -> bool:
         pad = max((max(ys) - min(ys)) * 0.25, 0.5 if scale == 100 else 1e-4)
         ax.set_ylim(min(ys) - pad, max(ys) + pad)
         ax.set_xlim(0, max(xs) * 1.4)
-        labels = []
         for r, x, y in zip(pts, xs, ys):
             ax.scatter(x, y, s=120 if r["pareto"] else 60, marker=MARKERS.get(r["precision"], "o"),
                        color=colours[r["backend"]], edgecolors="black" if r["pareto"] else "none", linewidths=1.5,
                        zorder=3)
-            label = f"{r['backend']} {r['precision']}" + (" (ref)" if r["reference"] else "")
+            label = (f"{r['model']} " if multi else "") + f"{r['backend']} {r['precision']}" \
+                + (f" {r['variant']}" if r.get("variant") else "") + (" (ref)" if r["reference"] else "")
             if r["speedup_vs_reference"] is not None and not r["reference"]:
                 label += f" {r['speedup_vs_reference']:.2f}x"
+            if r.get("label_note"):
+                label += f"  {r['label_note']}"
             labels.append((label, x, y))
-        _place_labels(fig, ax, labels)
         front = sorted(report.pareto, key=lambda r: r["latency_ms_median"])
         if front:
             # The staircase bounds the region the front dominates; it runs on to the right edge.
@@ -158,6 +193,8 @@ def plot(report, path: Path) -> bool:
     if missing:
         fig.text(0.01, 0.01, "not plotted: " + ", ".join(missing), fontsize=7, color="dimgray", wrap=True)
     fig.tight_layout(rect=(0, 0.04 if missing else 0, 1, 1))
+    if labels:  # after the layout: the placer works in the final axes coordinates
+        _place_labels(fig, ax, labels)
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp)
     plt.close(fig)

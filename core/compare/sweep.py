@@ -23,8 +23,8 @@ from edgec.core.version import __version__
 REFERENCE = ("onnxruntime", "fp32")
 
 # Every row carries every key (None where it does not apply), so scripts and tables never special-case.
-ROW_KEYS = ("backend", "precision", "status", "error", "reference", "reused", "top1_accuracy", "top1_agreement",
-            "cosine", "validation_samples", "validated_on", "latency_ms_median", "latency_ms_p90",
+ROW_KEYS = ("backend", "precision", "variant", "status", "error", "reference", "reused", "top1_accuracy", "top1_agreement",
+            "cosine", "validation_samples", "validated_on", "latency_ms_median", "latency_ms_p90", "latency_runs",
             "speedup_vs_reference", "size_bytes", "peak_rss_bytes", "memory_increment_bytes", "compile_seconds",
             "artifact", "pareto", "compiled_on", "timed_on")
 # ok: compiled, validated, timed. failed_validation: compiled but outside the cosine threshold (metrics, no
@@ -44,8 +44,9 @@ class CompareReport:
     def to_json(self) -> dict:
         return {**self.meta, "cells": self.rows, "files": self.files}
 
-    def row(self, backend: str, precision: str) -> dict | None:
-        return next((r for r in self.rows if r["backend"] == backend and r["precision"] == precision), None)
+    def row(self, backend: str, precision: str, variant: str | None = None) -> dict | None:
+        return next((r for r in self.rows if r["backend"] == backend and r["precision"] == precision
+                     and r["variant"] == variant), None)
 
     @property
     def ok(self) -> list[dict]:
@@ -80,10 +81,19 @@ class _Cell:
     compiled_on: str | None = None
     timed_on: str | None = None  # "node type @ node": speedups only against the reference timed on the same node
     ref_ms: float | None = None
+    # A variant of the backend x precision cell (edgec auto's candidates): its name suffix and the compile
+    # keyword arguments it adds (calib_method, max_drop, compression, backend options merged over the sweep's).
+    variant: str | None = None
+    extra: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return f"{self.backend}-{self.precision}"
+        return f"{self.backend}-{self.precision}" + (f"-{self.variant}" if self.variant else "")
+
+    def compile_kwargs(self, options: Mapping[str, Mapping[str, Any]]) -> dict:
+        extra = dict(self.extra)
+        opts = {**options.get(self.backend, {}), **extra.pop("options", {})}
+        return {**extra, "options": opts or None}
 
 
 def _split(items) -> list[str]:
@@ -94,9 +104,14 @@ def _split(items) -> list[str]:
     return [s.strip() for s in items if s and s.strip()]
 
 
-def _plan(backends: Sequence[str], precisions: Sequence[str]) -> tuple[list[_Cell], bool]:
-    cells = [_Cell(b, p) for b in backends for p in precisions]
-    ref = next((c for c in cells if (c.backend, c.precision) == REFERENCE), None)
+def _plan(backends: Sequence[str], precisions: Sequence[str], variants: Sequence[Mapping] | None = None
+          ) -> tuple[list[_Cell], bool]:
+    if variants is not None:
+        cells = [_Cell(v["backend"], v["precision"], variant=v.get("variant"), extra=dict(v.get("compile") or {}))
+                 for v in variants]
+    else:
+        cells = [_Cell(b, p) for b in backends for p in precisions]
+    ref = next((c for c in cells if (c.backend, c.precision) == REFERENCE and not c.extra), None)
     added = ref is None
     if added:
         ref = _Cell(*REFERENCE, added=True)
@@ -165,19 +180,24 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
             output, calibration=None, validation=None, preprocess: str | None = None,
             calib_samples: int | None = None, val_samples: int | None = None, calib_method: str | None = None,
             options: Mapping[str, Mapping[str, Any]] | None = None, min_cosine: float | None = None,
-            threads: int | None = 1, runs: int = 50, warmup: int = 5, force: bool = False,
-            write: bool = True, memory: bool = True, executor="local", ray_address: str | None = None) -> CompareReport:
+            threads: int | None = 1, runs: int = 50, warmup: int = 5, min_seconds: float = 1.0, force: bool = False,
+            write: bool = True, memory: bool = True, cells: Sequence[Mapping] | None = None, executor="local",
+            ray_address: str | None = None) -> CompareReport:
     """Compile, validate and time `model` on every backend x precision; write the report into `output`.
 
     backends: names, or None for every registered backend (unavailable ones get a row saying why).
     options: per-backend options, e.g. {"openvino": {"device": "CPU"}}.
     threads: the one thread count every cell is validated and timed with (1 = comparable on shared hosts).
     force: recompile every cell even when a cached artifact matches.
+    runs: timed runs per cell at least; min_seconds: rounds go on until the timing loop has run this long, so
+    sub-millisecond cells get thousands of runs and their p90 is a percentile, not one preemption.
     memory: measure each timed cell's peak RSS in a fresh child process (edgec.core.benchmark.memory).
     executor: "local" (this process), "ray" (a Ray cluster: ray_address "auto"/HOST:PORT, or a private
     loopback one), or an executor object the caller owns (see core/compare/executor.py).
     Speedups are relative to onnxruntime fp32 timed in the same run on the same node; it is added when not
     requested.
+    cells: instead of the backends x precisions grid, these cells: dicts {"backend", "precision", "variant"
+    (a unique name suffix), "compile" (extra edgec.compile kwargs)}; `edgec auto` sweeps its candidates so.
     """
     from edgec.core.model_io import sha256_file
 
@@ -191,7 +211,10 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
     bad = [p for p in precs if p not in PRECISIONS]
     if bad:
         raise InputError(f"unknown precision '{bad[0]}' (choose from {', '.join(PRECISIONS)})")
-    if backends is None or backends == "all":
+    if cells is not None:
+        names = list(dict.fromkeys(c["backend"] for c in cells))
+        precs = list(dict.fromkeys(c["precision"] for c in cells))
+    elif backends is None or backends == "all":
         import edgec
         names = [r["name"] for r in edgec.list_backends()]
     else:
@@ -208,7 +231,8 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
     out_dir = Path(output)
     art_root = out_dir / "artifacts"
     art_root.mkdir(parents=True, exist_ok=True)
-    cells, ref_added = _plan(list(dict.fromkeys(names)), list(dict.fromkeys(precs)))
+    variants = cells
+    cells, ref_added = _plan(list(dict.fromkeys(names)), list(dict.fromkeys(precs)), variants)
 
     progress.say(f"compare: fingerprinting model and data for {len(cells)} cells")
     common = {
@@ -240,7 +264,7 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
         feeds, feeds_from = _bench_feeds(model_path, validation, calibration, preprocess)
         groups = ex.time([TimingCell(c.name, c.backend, str(c.artifact), c.resources.get("custom", {}))
                           for c in cells if c.status == "ok"], feeds,
-                         threads=threads, runs=runs, warmup=warmup, memory=memory)
+                         threads=threads, runs=runs, warmup=warmup, memory=memory, min_seconds=min_seconds)
         _apply_timing(cells, groups)
         executor_meta = ex.describe()
     finally:
@@ -260,7 +284,8 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
         "preprocess": preprocess,
         "calib_samples": calib_samples,
         "val_samples": val_samples,
-        "benchmark": {"threads": threads, "runs": runs, "warmup": warmup, "input": feeds_from,
+        "benchmark": {"threads": threads, "runs": runs, "min_seconds": min_seconds, "warmup": warmup,
+                      "input": feeds_from,
                       "order": "interleaved round-robin, rotating start",
                       "memory": ("peak RSS of a fresh child per cell over load + 10 runs; increment over a child "
                                  "that imported the same runtime") if memory else None,
@@ -301,6 +326,8 @@ def _jobs(cells: list[_Cell], ex, common: dict, options: dict, model_path: Path,
         cell.artifact = art_root / cell.name
         inputs = {**common, "backend": cell.backend, "precision": cell.precision,
                   "options": options.get(cell.backend, {}), "toolchain": _toolchain(cell.backend)}
+        if cell.extra:
+            inputs["extra"] = cell.extra
         key = cache.cell_key(inputs)
         hit = None if force else cache.lookup(cell.artifact, key)
         if hit is not None:
@@ -313,7 +340,7 @@ def _jobs(cells: list[_Cell], ex, common: dict, options: dict, model_path: Path,
             progress.say(f"{tag}: reusing {'artifact' if cell.status == 'ok' else 'cached result'} ({cell.status})")
             continue
         jobs.append(CellJob(cell.name, cell.backend, cell.precision, str(cell.artifact.resolve()), key, inputs,
-                            {"model": str(model_path.resolve()), **compile_args, "options": options.get(cell.backend)},
+                            {"model": str(model_path.resolve()), **compile_args, **cell.compile_kwargs(options)},
                             cell.resources))
     return jobs
 
@@ -342,13 +369,17 @@ def _rows(cells: list[_Cell]) -> list[dict]:
     for c in cells:
         v = c.validation or {}
         lat = c.latency
+        # A handful of random inputs gives an agreement of 87.5 % for one flipped sample: not an accuracy.
+        agree_ok = not v.get("random_inputs")
         rows.append({
-            "backend": c.backend, "precision": c.precision, "status": c.status, "error": c.error,
+            "backend": c.backend, "precision": c.precision, "variant": c.variant, "status": c.status, "error": c.error,
             "reference": c.reference, "reused": c.reused,
-            "top1_accuracy": v.get("top1_accuracy"), "top1_agreement": v.get("top1_agreement"),
+            "top1_accuracy": v.get("top1_accuracy") if agree_ok else None,
+            "top1_agreement": v.get("top1_agreement") if agree_ok else None,
             "cosine": v.get("cosine"), "validation_samples": v.get("samples"),
             "validated_on": _validated_on(v) if v else None,
             "latency_ms_median": lat.median_ms if lat else None, "latency_ms_p90": lat.p90_ms if lat else None,
+            "latency_runs": lat.runs if lat else None,
             "speedup_vs_reference": (c.ref_ms / lat.median_ms) if (lat and c.ref_ms) else None,
             "size_bytes": _size(c.manifest) if c.status == "ok" else None,
             "peak_rss_bytes": (c.memory or {}).get("peak_rss_bytes"),
@@ -362,6 +393,8 @@ def _rows(cells: list[_Cell]) -> list[dict]:
 
 def _validated_on(v: dict) -> str:
     what = v.get("data") or "?"
+    if v.get("random_inputs"):
+        what += " (no --val: cosine only; agreement on random inputs is not shown)"
     if v.get("on_calibration_data"):
         what += " (calibration data: no --val)"
     return what

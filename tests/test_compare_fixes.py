@@ -1,0 +1,80 @@
+"""What a new user met in `edgec compare` (issue #21): random-input agreement, cached compile times,
+enough runs for a p90, overlapping Pareto labels, several models in one report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+import edgec
+from edgec.core.compare.render import _column_labels, _place_labels
+
+from conftest import build_tiny_cnn
+
+FAST = dict(runs=5, warmup=1, threads=1, memory=False)
+
+
+def test_random_inputs_show_no_agreement_and_cached_compiles_say_so(tmp_path, tiny_cnn_path):
+    out = tmp_path / "r"
+    rep = edgec.compare(tiny_cnn_path, ["onnxruntime"], "fp32", output=out, min_seconds=0.3, **FAST)
+    row = rep.row("onnxruntime", "fp32")
+    assert row["status"] == "ok" and row["cosine"] is not None
+    # 8 random inputs: one flipped sample would read as 87.5 % agreement, so none is shown.
+    assert row["top1_agreement"] is None and row["top1_accuracy"] is None and "random inputs" in row["validated_on"]
+    assert "n/a: random inputs" in (out / "report.md").read_text()
+    # A duration floor: a sub-millisecond cell gets far more than `runs` timed runs.
+    assert row["latency_runs"] > FAST["runs"]
+    again = edgec.compare(tiny_cnn_path, ["onnxruntime"], "fp32", output=out, min_seconds=0, **FAST)
+    r2 = again.row("onnxruntime", "fp32")
+    assert r2["reused"] and r2["latency_runs"] == FAST["runs"]
+    assert "(cached)" in (out / "report.md").read_text()
+
+
+def _labels_overlap(fig, ax) -> list:
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    from matplotlib.text import Text
+    texts = [c for c in ax.get_children() if isinstance(c, Text) and c.get_text()]  # annotations are Texts
+    boxes = [Text.get_window_extent(t, r) for t in texts]  # the text itself, not an annotation's leader line
+    return [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes) if i < j and a.overlaps(b)], len(boxes)
+
+
+@pytest.mark.parametrize("n", [4, 16])
+def test_pareto_labels_never_overlap(n):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(n)
+    labels = [(f"backend{i % 4} int8 variant{i} {1 + rng.random():.2f}x", 0.3 + 0.01 * rng.random(),
+               94 + 0.2 * rng.integers(0, 3)) for i in range(n)]  # a dense cluster, as sub-ms cells are
+    fig, ax = plt.subplots(figsize=(11, 6), dpi=120)
+    ax.scatter([x for _, x, _ in labels], [y for _, _, y in labels])
+    ax.set_xlim(0, 0.45)
+    ax.set_ylim(93.5, 94.8)
+    _place_labels(fig, ax, labels)
+    pairs, count = _labels_overlap(fig, ax)
+    assert count == n and pairs == []
+    plt.close(fig)
+    # The fallback layout on its own: one label per row of a margin column.
+    fig, ax = plt.subplots(figsize=(11, 6), dpi=120)
+    _column_labels(fig, ax, labels)
+    pairs, count = _labels_overlap(fig, ax)
+    assert count == n and pairs == []
+    plt.close(fig)
+
+
+def test_several_models_one_report(tmp_path, tiny_data):
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    onnx.save(build_tiny_cnn(seed=0), str(a))
+    onnx.save(build_tiny_cnn(seed=1), str(b))
+    out = tmp_path / "both"
+    rep = edgec.compare([a, b], ["onnxruntime"], "fp32", output=out, validation=tiny_data, calibration=tiny_data,
+                        **FAST)
+    assert [(r["model"], r["precision"]) for r in rep.rows] == [("a", "fp32"), ("b", "fp32")]
+    data = json.loads((out / "report.json").read_text())
+    assert len(data["models"]) == 2 and (out / "pareto.png").exists() and (out / "a" / "report.json").exists()
+    md = (out / "report.md").read_text()
+    assert "a: onnxruntime" in md and "b: onnxruntime" in md
