@@ -20,6 +20,10 @@ def add_step_flags(p: argparse.ArgumentParser, compile_verb: bool = False) -> No
     g.add_argument("--cluster", type=int, metavar="N", help="share at most N values per layer, on its INT8 grid")
     g.add_argument("--cluster-method", choices=["nearest", "obs"],
                    help="obs: assignment that minimises the layer's output error on --calib (default with --calib)")
+    g.add_argument("--ecq", type=float, metavar="LAMBDA",
+                   help="entropy-constrained quantization on the INT8 grid at rate-distortion slope LAMBDA (e.g. "
+                        "3e-9; larger = smaller and less accurate): each layer's level spacing and zeros are chosen "
+                        "by its measured sensitivity; needs --calib")
     g.add_argument("--layers", help="comma-separated fnmatch patterns on node name, weight name or op type "
                                     "(default: every Conv/Gemm/MatMul except depthwise convs)")
     if compile_verb:
@@ -45,6 +49,10 @@ def steps_from_args(args) -> list:
         steps.append(Step("cluster", args.cluster, args.cluster_method, layers))
     elif args.cluster_method:
         raise InputError("--cluster-method needs --cluster N")
+    if getattr(args, "ecq", None) is not None:
+        if not args.ecq > 0:
+            raise InputError(f"--ecq {args.ecq}: the rate-distortion slope is a positive number, e.g. 3e-9")
+        steps.append(Step("ecq", args.ecq, None, layers))
     if layers and not steps:
         raise InputError("--layers selects layers for --prune / --cluster; give one of them")
     return steps
@@ -101,7 +109,7 @@ def cmd_compress(args) -> int:
 
     steps = steps_from_args(args)
     if not steps:
-        raise InputError("nothing to do: give --prune S and/or --cluster N")
+        raise InputError("nothing to do: give --prune S, --cluster N and/or --ecq LAMBDA")
     out = Path(args.output)
     if out.exists() and not args.force:
         raise InputError(f"output {out} already exists; pass --force to replace it or choose another -o")
