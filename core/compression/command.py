@@ -83,6 +83,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("pack", help="entropy-coded, hash-checked archive of an artifact (OTA payload)")
     p.add_argument("artifact", help="artifact directory (`edgec compile -o`)")
     p.add_argument("-o", "--output", required=True, help="archive file, e.g. model.edgec")
+    p.add_argument("--base", help="earlier artifact directory the device holds: write a delta against it")
     p.add_argument("--force", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_pack)
@@ -90,6 +91,7 @@ def add_parsers(sub) -> None:
     u = sub.add_parser("unpack", help="restore an artifact from `edgec pack`, byte-identical and hash-checked")
     u.add_argument("archive")
     u.add_argument("-o", "--output", required=True, help="artifact directory to create")
+    u.add_argument("--base", help="the artifact a delta archive was packed against")
     u.add_argument("--force", action="store_true")
     u.add_argument("--json", action="store_true")
     u.set_defaults(func=cmd_unpack)
@@ -190,7 +192,7 @@ def cmd_pack(args) -> int:
 
     from .pack import pack
 
-    s = pack(args.artifact, args.output, force=args.force)
+    s = pack(args.artifact, args.output, force=args.force, base=args.base)
     if args.json:
         _dump(s)
     else:
@@ -204,7 +206,7 @@ def cmd_unpack(args) -> int:
 
     from .pack import unpack
 
-    s = unpack(args.archive, args.output, force=args.force)
+    s = unpack(args.archive, args.output, force=args.force, base=args.base)
     if args.json:
         _dump(s)
     else:
