@@ -63,9 +63,9 @@ def splits(key, model, quick, n_eval=None):
     n_eval = n_eval or (200 if quick else 500)
     if kind == "imagenet":
         c, e = SHARED / "data" / "imagenet_calib500_jpeg.npz", SHARED / "data" / "imagenet_eval500_jpeg.npz"
-        return arrays(model, c, pp, 0, 32), arrays(model, c, pp, 200, 300), arrays(model, e, pp, 0, n_eval), pp
+        return arrays(model, c, pp, 0, 200), arrays(model, c, pp, 200, 300), arrays(model, e, pp, 0, n_eval), pp
     f = SHARED / "data" / "fashion_mnist_test.npz"
-    return (arrays(model, f, pp, 0, 32), arrays(model, f, pp, 32, 968),
+    return (arrays(model, f, pp, 0, 200), arrays(model, f, pp, 200, 800),
             arrays(model, f, pp, 1000, min(n_eval * 6, 9000)), pp)
 
 
@@ -85,6 +85,26 @@ def paired(ref_pred, pred, labels) -> tuple[float, float, float]:
     return 100 * b.mean(), 100 * d.mean(), 100 * d.std(ddof=1) / np.sqrt(len(d))
 
 
+H_SAMPLES = 64  # H of every layer from calib[:64]; layers with few input rows get calib[:200] (FEW_ROWS_SAMPLES)
+CACHE = Path(os.environ.get("EDGEC_BENCH_CACHE", tempfile.gettempdir())) / "edgec-bench-compression"
+
+
+def load_stats(key) -> dict:
+    """Layer statistics (H, means, row counts, sensitivities) of `key` from an earlier run: they depend on
+    the model and calib[:200] only, and take most of a point's time on this machine."""
+    import pickle
+
+    p = CACHE / f"{key}-h{H_SAMPLES}.pkl"
+    return pickle.loads(p.read_bytes()) if p.is_file() else {}
+
+
+def save_stats(key, hs: dict) -> None:
+    import pickle
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    (CACHE / f"{key}-h{H_SAMPLES}.pkl").write_bytes(pickle.dumps(hs, protocol=4))
+
+
 def parse_recipe(text: str):
     """"prune=0.5@pat1,pat2+cluster=32" -> [Step, ...] (obs methods: the data-aware defaults)."""
     from edgec.core.compression import Step
@@ -93,7 +113,7 @@ def parse_recipe(text: str):
     for part in text.split("+"):
         k, v = part.split("=")
         v, _, pats = v.partition("@")
-        steps.append(Step(k, float(v) if k == "prune" else int(v), None, tuple(pats.split(",")) if pats else ()))
+        steps.append(Step(k, float(v) if k in ("prune", "ecq") else int(v), None, tuple(pats.split(",")) if pats else ()))
     return steps
 
 
@@ -101,7 +121,8 @@ def curve_points(quick):
     if quick:
         return [("prune", "prune=0.5"), ("cluster", "cluster=32"), ("cluster", "cluster=16"),
                 ("combined", "prune=0.5+cluster=32")]
-    return ([("prune", f"prune={s}") for s in (0.3, 0.5, 0.7)] +
+    return ([("ecq", f"ecq={lam}") for lam in ("1e-9", "3e-9", "1e-8")] +
+            [("prune", f"prune={s}") for s in (0.3, 0.5, 0.7)] +
             [("cluster", f"cluster={n}") for n in (64, 32, 16)] +
             [("combined", c) for c in ("prune=0.3+cluster=32", "prune=0.5+cluster=32", "prune=0.5+cluster=16")])
 
@@ -122,12 +143,16 @@ def curves(key, quick, out_rows, points=None, n_eval=None):
           f"{fp32['fp32_bytes'] / 1e6:.2f} MB", flush=True)
     print(f"{'technique':10s} {'setting':24s} {'ANS MB':>8s} {'x fp32':>7s} {'bits/w':>7s} {'top-1':>7s} "
           f"{'drop +- se':>14s} {'s':>5s}")
-    hs: dict = {}
+    hs = load_stats(key)
     pts = [("int8 only", None)] + ([(("combined" if "+" in p else p.split("=")[0]), p) for p in points]
                                    if points else curve_points(quick))
     for tech, spec in pts:
         t0 = time.perf_counter()
-        m = compress(model, parse_recipe(spec), calibration=h_data, hessians=hs).model if spec else model
+        n_stats = sum(len(v) for v in hs.values())
+        m = compress(model, parse_recipe(spec), calibration=h_data, hessians=hs,
+                     samples=H_SAMPLES).model if spec else model
+        if sum(len(v) for v in hs.values()) != n_stats:
+            save_stats(key, hs)
         wq = weight_only(m, QuantFlavour())
         sz = size_report(wq, layers=False)
         top1, drop, se = paired(ref, predictions(wq, ev), ev.labels)
@@ -141,38 +166,49 @@ def curves(key, quick, out_rows, points=None, n_eval=None):
 
 
 def recipe(steps, quick, threads, keep, n_eval=None, variants=None):
+    """Compress once (`edgec compress`: on the weight grid the CPU backends use on this host), then
+    compile that model on each backend (`edgec compile`), measure every artifact against the FP32
+    model's predictions and pack / unpack it."""
     import onnx
 
     import edgec
+    from edgec.core.compression import compress, size_report
     from edgec.core.compression.pack import pack, unpack
+    from edgec.core.host import u8s8_saturates
     from edgec.core.optimizer import optimize
 
     key = "efficientnet_lite0"
     src = SHARED / "models" / MODELS[key][0]
-    from edgec.core.compression import size_report
-
     model = optimize(onnx.load(str(src))).model
     fp32_w = size_report(model, layers=False)["fp32_bytes"]
-    _, _, ev, pp = splits(key, model, quick, n_eval)
+    h_data, _, ev, pp = splits(key, model, quick, n_eval)
     ref = predictions(onnx.load(str(src)), ev)
     calib = str(SHARED / "data" / "imagenet_calib500_jpeg.npz")
     work = Path(keep or tempfile.mkdtemp(prefix="bench-compression-"))
-    every = [("ort-fp32 dense", "onnxruntime", "fp32", None), ("ov-int8 dense", "openvino", "int8", None),
-             ("ort-fp32 compressed", "onnxruntime", "fp32", steps), ("ort-int8 compressed", "onnxruntime", "int8", steps),
-             ("ov-int8 compressed", "openvino", "int8", steps)]
+    work.mkdir(parents=True, exist_ok=True)
+    qmax = 64 if u8s8_saturates() else 127  # onnxruntime's and OpenVINO's weight_range=auto here
+    hs = load_stats(key)
+    t0 = time.perf_counter()
+    res = compress(model, steps, calibration=h_data, hessians=hs, samples=H_SAMPLES, qmax=qmax)
+    save_stats(key, hs)
+    comp = work / "compressed.onnx"
+    onnx.save(res.model, str(comp))
+    print(f"\n## EfficientNet-Lite0 recipe: {[s.to_json() for s in steps]}, weight grid +-{qmax}, compressed in "
+          f"{time.perf_counter() - t0:.0f} s (statistics cached: {CACHE})")
+    every = [("ort-fp32 dense", "onnxruntime", "fp32", src), ("ov-int8 dense", "openvino", "int8", src),
+             ("ort-fp32 compressed", "onnxruntime", "fp32", comp), ("ort-int8 compressed", "onnxruntime", "int8", comp),
+             ("ov-int8 compressed", "openvino", "int8", comp)]
     variants = [v for v in every if variants is None or v[0] in variants]
     arts = {}
-    print(f"\n## EfficientNet-Lite0 recipe: {[s.to_json() for s in steps] if len(steps) < 4 else f'{len(steps)} steps'}")
     print(f"{'variant':22s} {'top-1':>7s} {'drop +- se (paired)':>20s} {'agree':>6s} {'ANS weights MB':>15s} "
           f"{'x fp32 w':>8s} {'artifact MB':>11s} {'pack MB':>8s} {'x fp32 art':>10s} {'identical':>9s} {'compile s':>9s}")
-    fp32_art = None
-    for name, be, prec, st in variants:
+    fp32_art = sum(f.stat().st_size for f in [src])  # the FP32 ONNX file: what a dense FP32 artifact ships
+    for name, be, prec, path in variants:
         t0 = time.perf_counter()
         out = work / name.replace(" ", "_")
         try:
-            art = edgec.compile(str(src), backend=be, precision=prec, calibration=calib, calib_samples=300,
-                                output=str(out),
-                                preprocess=pp, force=True, compression=st, min_cosine=0.0,
+            art = edgec.compile(str(path), backend=be, precision=prec, calibration=calib, calib_samples=300,
+                                output=str(out), preprocess=pp, force=True, min_cosine=0.0,
                                 validation=ev.take(50))  # its own check; the measurement is the pass below
         except Exception as e:  # a backend that cannot run here gets a row saying why
             print(f"{name:22s} failed: {str(e).splitlines()[0][:150]}")
@@ -185,18 +221,17 @@ def recipe(steps, quick, threads, keep, n_eval=None, variants=None):
                          for s in ev])
         runner.close()
         top1, drop, se = paired(ref, pred, ev.labels)
-        w = art.manifest["size"]["weights"]
+        w = (art.manifest.get("size") or {}).get("weights") or {}
         raw = sum(f["size"] for f in art.manifest["files"].values())
         a = work / (out.name + ".edgec")
         p = pack(art.path, a, force=True)
         back = work / (out.name + ".back")
         unpack(a, back, force=True)
         same = all((art.path / f).read_bytes() == (back / f).read_bytes() for f in art.manifest["files"])
-        if name == "ort-fp32 dense":
-            fp32_art = raw
+        ans = w.get("ans_bytes")
         print(f"{name:22s} {top1:7.2f} {drop:+9.2f} +- {se:4.2f}   {100 * np.mean(pred == ref):6.1f} "
-              f"{w['ans_bytes'] / 1e6:15.3f} {fp32_w / w['ans_bytes']:8.2f} "
-              f"{raw / 1e6:11.2f} {p['packed_bytes'] / 1e6:8.3f} {(fp32_art or raw) / p['packed_bytes']:10.2f} "
+              f"{ans / 1e6 if ans else float('nan'):15.3f} {fp32_w / ans if ans else float('nan'):8.2f} "
+              f"{raw / 1e6:11.2f} {p['packed_bytes'] / 1e6:8.3f} {fp32_art / p['packed_bytes']:10.2f} "
               f"{'yes' if same else 'NO':>9s} {secs:9.0f}", flush=True)
     return arts
 
@@ -235,9 +270,10 @@ def main():
     ap.add_argument("--points", help="curve points, e.g. prune=0.5,cluster=32,prune=0.5+cluster=16 (default: the "
                                      "full or --quick list)")
     ap.add_argument("--eval-samples", type=int, help="eval images (default 500, --quick 200; Fashion-MNIST 6x)")
-    ap.add_argument("--recipe", default="cluster=32", help="compression steps for the EfficientNet-Lite0 table")
+    ap.add_argument("--recipe", default="ecq=3e-9", help="compression steps for the EfficientNet-Lite0 table")
     ap.add_argument("--recipe-steps", help="JSON list of steps (a compress report's chosen_steps, from --max-drop)")
     ap.add_argument("--skip-recipe", action="store_true")
+    ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--variants", help="recipe rows to build (default all): " + ", ".join(
         ["ort-fp32 dense", "ov-int8 dense", "ort-fp32 compressed", "ort-int8 compressed", "ov-int8 compressed"]))
     ap.add_argument("--threads", type=int, default=1)
@@ -257,7 +293,8 @@ def main():
                  else parse_recipe(args.recipe))
         arts = recipe(steps, args.quick, args.threads, args.keep, args.eval_samples,
                       args.variants.split(",") if args.variants else None)
-        latency(arts, args.threads)
+        if not args.skip_latency:
+            latency(arts, args.threads)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -20,6 +20,10 @@ def add_step_flags(p: argparse.ArgumentParser, compile_verb: bool = False) -> No
     g.add_argument("--cluster", type=int, metavar="N", help="share at most N values per layer, on its INT8 grid")
     g.add_argument("--cluster-method", choices=["nearest", "obs"],
                    help="obs: assignment that minimises the layer's output error on --calib (default with --calib)")
+    g.add_argument("--ecq", type=float, metavar="LAMBDA",
+                   help="entropy-constrained quantization on the INT8 grid at rate-distortion slope LAMBDA (e.g. "
+                        "3e-9; larger = smaller and less accurate): each layer's level spacing and zeros are chosen "
+                        "by its measured sensitivity; needs --calib")
     g.add_argument("--layers", help="comma-separated fnmatch patterns on node name, weight name or op type "
                                     "(default: every Conv/Gemm/MatMul except depthwise convs)")
     from .structured_flags import add_structured_flags
@@ -48,6 +52,10 @@ def steps_from_args(args) -> list:
         steps.append(Step("cluster", args.cluster, args.cluster_method, layers))
     elif args.cluster_method:
         raise InputError("--cluster-method needs --cluster N")
+    if getattr(args, "ecq", None) is not None:
+        if not args.ecq > 0:
+            raise InputError(f"--ecq {args.ecq}: the rate-distortion slope is a positive number, e.g. 3e-9")
+        steps.append(Step("ecq", args.ecq, None, layers))
     from .structured_flags import structured_steps
 
     steps = structured_steps(args, layers) + steps
@@ -81,6 +89,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("pack", help="entropy-coded, hash-checked archive of an artifact (OTA payload)")
     p.add_argument("artifact", help="artifact directory (`edgec compile -o`)")
     p.add_argument("-o", "--output", required=True, help="archive file, e.g. model.edgec")
+    p.add_argument("--base", help="earlier artifact directory the device holds: write a delta against it")
     p.add_argument("--force", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_pack)
@@ -88,6 +97,7 @@ def add_parsers(sub) -> None:
     u = sub.add_parser("unpack", help="restore an artifact from `edgec pack`, byte-identical and hash-checked")
     u.add_argument("archive")
     u.add_argument("-o", "--output", required=True, help="artifact directory to create")
+    u.add_argument("--base", help="the artifact a delta archive was packed against")
     u.add_argument("--force", action="store_true")
     u.add_argument("--json", action="store_true")
     u.set_defaults(func=cmd_unpack)
@@ -107,8 +117,8 @@ def cmd_compress(args) -> int:
 
     steps = steps_from_args(args)
     if not steps:
-        raise InputError("nothing to do: give --prune S, --cluster N, --prune-channels R, --low-rank E "
-                         "and/or --finetune distill")
+        raise InputError("nothing to do: give --prune S, --cluster N, --ecq LAMBDA, --prune-channels R, "
+                         "--low-rank E and/or --finetune distill")
     out = Path(args.output)
     if out.exists() and not args.force:
         raise InputError(f"output {out} already exists; pass --force to replace it or choose another -o")
@@ -189,7 +199,7 @@ def cmd_pack(args) -> int:
 
     from .pack import pack
 
-    s = pack(args.artifact, args.output, force=args.force)
+    s = pack(args.artifact, args.output, force=args.force, base=args.base)
     if args.json:
         _dump(s)
     else:
@@ -203,7 +213,7 @@ def cmd_unpack(args) -> int:
 
     from .pack import unpack
 
-    s = unpack(args.archive, args.output, force=args.force)
+    s = unpack(args.archive, args.output, force=args.force, base=args.base)
     if args.json:
         _dump(s)
     else:

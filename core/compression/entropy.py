@@ -70,14 +70,17 @@ def table_bits(distinct: int, symbol_bits: int) -> int:
 
 
 def _on_grid(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(integers, scales) when every row of `w` is on its per-channel INT8 grid: the 8-bit one
+    (max|w| / 127) or the 7-bit one (max|w| / 64) of backends that reduce the weight range."""
     rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).astype(np.float64)
     amax = np.abs(rows).max(1)
-    s = np.where(amax > 0, amax, 1.0) / 127.0
-    u = rows / s[:, None]
-    q = np.round(u)
-    if np.max(np.abs(u - q)) > GRID_TOL:
-        return None
-    return q.astype(np.int64), s
+    for qmax in (127.0, 64.0):
+        s = np.where(amax > 0, amax, 1.0) / qmax
+        u = rows / s[:, None]
+        q = np.round(u)
+        if np.max(np.abs(u - q)) <= GRID_TOL:
+            return q.astype(np.int64), s
+    return None
 
 
 def streams(t: onnx.TensorProto, axis: int = 0) -> dict:

@@ -94,8 +94,9 @@ def select(layers: Sequence[Layer], patterns: Sequence[str] | None, *, skip_dept
     return chosen
 
 
-def moments(model: onnx.ModelProto, layers: Sequence[Layer], data) -> tuple[dict, dict]:
-    """(H[g], mean row mu[g]) per layer from FP32 activations on `data`, in one pass.
+def moments(model: onnx.ModelProto, layers: Sequence[Layer], data, counts: dict | None = None) -> tuple[dict, dict]:
+    """(H[g], mean row mu[g]) per layer from FP32 activations on `data`, in one pass; `counts`, if
+    given, receives how many input rows each H sums (ecq.shrink needs it).
 
     H is rounding.input_moments' sum of x x^T; mu is what bias correction needs: a weight change dW
     shifts the layer's mean output by dW mu, which the bias can take back."""
@@ -113,6 +114,8 @@ def moments(model: onnx.ModelProto, layers: Sequence[Layer], data) -> tuple[dict
             hs[ly.name] = hs.get(ly.name, 0.0) + np.matmul(r.transpose(0, 2, 1), r).astype(np.float64)
             sums[ly.name] = sums.get(ly.name, 0.0) + r.sum(1, dtype=np.float64)
             rows_seen[ly.name] = rows_seen.get(ly.name, 0) + r.shape[1]
+    if counts is not None:
+        counts.update(rows_seen)
     return hs, {k: v / max(rows_seen[k], 1) for k, v in sums.items()}
 
 

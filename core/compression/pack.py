@@ -9,6 +9,11 @@ is one zstd segment. Unpacking re-assembles every file byte for byte and checks 
 sha256 against the archive's index before anything is published (temporary directory, then rename).
 
 Layout: b"EDGECPK1", u32 index length, the index (JSON), then the blobs it points to.
+
+Delta (`--base OLD_ARTIFACT`): the device already holds the earlier artifact, so a file whose sha256
+the base has under the same name is not sent at all, and a changed file's zstd part is coded with the
+base's file as a raw-content dictionary (zstd's long matches find whatever survived the change). The
+index names every base file it relies on by sha256; unpacking with `--base` checks them first.
 """
 from __future__ import annotations
 
@@ -110,8 +115,25 @@ def _ans_decode(blob: bytes, n: int) -> bytes:
     return vals[idx].tobytes()
 
 
-def pack(artifact, output, force: bool = False) -> dict:
-    """Write the archive of `artifact` (a directory with manifest.json) to `output`; returns a summary."""
+def _base_files(base) -> dict[str, bytes]:
+    from edgec.core.manifest import read_manifest
+
+    b = Path(base)
+    if not b.is_dir():
+        raise InputError(f"--base {b} is not an artifact directory; give the earlier artifact the device holds")
+    read_manifest(b)
+    return {q.relative_to(b).as_posix(): q.read_bytes() for q in sorted(b.rglob("*")) if q.is_file()}
+
+
+def _zstd_dict(buf: bytes):
+    import zstandard
+
+    return zstandard.ZstdCompressionDict(buf, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+
+
+def pack(artifact, output, force: bool = False, base=None) -> dict:
+    """Write the archive of `artifact` (a directory with manifest.json) to `output`; returns a summary.
+    With `base` (an earlier artifact directory), a delta against it (module docstring)."""
     import zstandard
 
     from edgec.core.artifact import check_writable_parent
@@ -127,14 +149,23 @@ def pack(artifact, output, force: bool = False) -> dict:
     if out.is_dir():
         raise InputError(f"output {out} is a directory; give a file name such as {out / 'artifact.edgec'}")
     check_writable_parent(out)
+    old = _base_files(base) if base is not None else {}
+    used_base: dict[str, str] = {}
     cz = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     files, blobs, raw_total = [], [], 0
     for p in sorted(q for q in src.rglob("*") if q.is_file()):
         buf = p.read_bytes()
         raw_total += len(buf)
+        name = p.relative_to(src).as_posix()
+        entry = {"name": name, "size": len(buf), "sha256": hashlib.sha256(buf).hexdigest(), "ans": []}
+        prev = old.get(name)
+        if prev is not None:
+            used_base[name] = hashlib.sha256(prev).hexdigest()
+            if used_base[name] == entry["sha256"]:
+                entry["from_base"] = True
+                files.append(entry)
+                continue
         segs = _segments(p, buf)
-        entry = {"name": p.relative_to(src).as_posix(), "size": len(buf), "sha256": hashlib.sha256(buf).hexdigest(),
-                 "ans": []}
         rest, pos = [], 0
         for off, size in segs:
             rest.append(buf[pos:off])
@@ -147,9 +178,15 @@ def pack(artifact, output, force: bool = False) -> dict:
             pos = off + size
         rest.append(buf[pos:])
         entry["zstd"] = len(blobs)
-        blobs.append(cz.compress(b"".join(rest)))
+        if prev is not None:
+            entry["zstd_dict"] = True
+            blobs.append(zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=_zstd_dict(prev)).compress(b"".join(rest)))
+        else:
+            blobs.append(cz.compress(b"".join(rest)))
         files.append(entry)
     index = {"format": 1, "manifest": MANIFEST, "files": files, "blobs": [len(b) for b in blobs]}
+    if base is not None:
+        index["base"] = used_base
     head = json.dumps(index, separators=(",", ":")).encode()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -165,7 +202,9 @@ def pack(artifact, output, force: bool = False) -> dict:
     packed = out.stat().st_size
     return {"artifact": str(src), "archive": str(out), "files": len(files), "raw_bytes": raw_total,
             "packed_bytes": packed, "ratio": round(raw_total / max(packed, 1), 2),
-            "ans_segments": sum(len(f["ans"]) for f in files)}
+            "ans_segments": sum(len(f["ans"]) for f in files),
+            **({"delta": {"base": str(base), "unchanged_files": sum(1 for f in files if f.get("from_base"))}}
+               if base is not None else {})}
 
 
 def _read_index(path: Path) -> tuple[dict, bytes]:
@@ -182,8 +221,9 @@ def _read_index(path: Path) -> tuple[dict, bytes]:
     return index, data[len(MAGIC) + 4 + n:]
 
 
-def unpack(archive, output, force: bool = False) -> dict:
-    """Restore the artifact in `archive` into directory `output`, every file checked by size and sha256."""
+def unpack(archive, output, force: bool = False, base=None) -> dict:
+    """Restore the artifact in `archive` into directory `output`, every file checked by size and sha256.
+    A delta archive needs `base`, the artifact it was packed against (checked file by file)."""
     import zstandard
 
     from edgec.core.artifact import check_output, publish
@@ -192,6 +232,16 @@ def unpack(archive, output, force: bool = False) -> dict:
     index, body = _read_index(path)
     out = Path(output)
     check_output(out, force)
+    old: dict[str, bytes] = {}
+    if index.get("base") is not None:
+        if base is None:
+            raise InputError(f"{path} is a delta against an earlier artifact; pass --base OLD_ARTIFACT (the "
+                             "directory it was packed against)")
+        old = _base_files(base)
+        for name, sha in index["base"].items():
+            if name not in old or hashlib.sha256(old[name]).hexdigest() != sha:
+                raise InputError(f"--base {base}: {name} is not the file this delta was packed against "
+                                 "(sha256 differs or missing); give the artifact the archive was made from")
     offs = np.concatenate([[0], np.cumsum(index.get("blobs", []))]).astype(int)
     if offs[-1] != len(body):
         raise InputError(f"{path} is a truncated or corrupt edgec pack ({len(body)} of {offs[-1]} payload bytes); "
@@ -205,8 +255,17 @@ def unpack(archive, output, force: bool = False) -> dict:
             name = Path(f["name"])
             if name.is_absolute() or ".." in name.parts:
                 raise InputError(f"{path} names a file outside the artifact ({f['name']}); refusing to unpack it")
+            if f.get("from_base"):
+                buf = old[f["name"]]
+                if hashlib.sha256(buf).hexdigest() != f["sha256"]:
+                    raise InputError(f"--base {base}: {f['name']} differs from the packed artifact's")
+                dest = tmp / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(buf)
+                continue
             try:
-                rest = dz.decompress(blob(f["zstd"]))
+                d = zstandard.ZstdDecompressor(dict_data=_zstd_dict(old[f["name"]])) if f.get("zstd_dict") else dz
+                rest = d.decompress(blob(f["zstd"]))
             except zstandard.ZstdError as e:
                 raise InputError(f"{path}: {f['name']} does not decompress ({e}); the archive is corrupt") from None
             parts, pos, rpos = [], 0, 0

@@ -15,6 +15,7 @@ the budget on the conservative smooth bound (quantization/repair.assess), the ru
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
@@ -25,12 +26,15 @@ import onnx
 from edgec.core.errors import InputError
 
 from . import cluster as _cluster
+from . import ecq as _ecq
 from . import prune as _prune
 from . import sparsegpt as _sparsegpt
 from .entropy import size_report
 from .layers import Layer, correct_bias, find_layers, moments, select, write_back
 
 H_SAMPLES = 32  # as quantization's GPTQ: H of a conv input from 32 images x all positions is well estimated
+FEW_ROWS = 8  # ... unless the layer saw fewer than FEW_ROWS x K input rows (K inputs per output):
+FEW_ROWS_SAMPLES = 200  # then it gets up to this many images
 
 
 @dataclass
@@ -56,6 +60,8 @@ class Context:
     _h: dict = field(default_factory=dict)
     means: dict = field(default_factory=dict)
     qmax: int = 127  # the INT8 weight grid the backend will quantize to (64 for 7-bit weights)
+    rows: dict = field(default_factory=dict)   # input rows each H sums
+    gains: dict = field(default_factory=dict)  # ecq: each layer's output sensitivity
 
     def hessians(self, layers: Sequence[Layer]) -> dict[str, np.ndarray]:
         need = [ly for ly in layers if ly.name not in self._h]
@@ -64,7 +70,23 @@ class Context:
                 raise InputError("this compression method needs calibration data: pass --calib DATA "
                                  "(or --prune-method magnitude / --cluster-method nearest, which need none)")
             self.progress(f"collecting layer input statistics on {min(self.samples, len(self.calibration))} samples")
-            h, mu = moments(self.model, need, self.calibration.take(self.samples))
+            h, mu = moments(self.model, need, self.calibration.take(self.samples), self.rows)
+            # Layers that see few input rows per image (a classifier: one) get more images, up to
+            # FEW_ROWS_SAMPLES: their H is otherwise rank-deficient and what is fitted to it overfits.
+            few = [ly for ly in need if self.rows.get(ly.name, 0) < FEW_ROWS * ly.w.shape[1] // ly.groups]
+            more = min(FEW_ROWS_SAMPLES, len(self.calibration)) - self.samples
+            if few and more > 0:
+                self.progress(f"statistics of {len(few)} layers with few input rows on {more} more samples")
+                rows2: dict = {}
+                h2, mu2 = moments(self.model, few, itertools.islice(iter(self.calibration), self.samples,
+                                                                    self.samples + more), rows2)
+                for ly in few:
+                    n1, n2 = self.rows[ly.name], rows2[ly.name]
+                    h[ly.name] = h[ly.name] + h2[ly.name]
+                    mu[ly.name] = (mu[ly.name] * n1 + mu2[ly.name] * n2) / (n1 + n2)
+                    self.rows[ly.name] = n1 + n2
+            for ly in need:  # shrink what is still rank-deficient (ecq.shrink)
+                h[ly.name] = _ecq.shrink(h[ly.name], self.rows.get(ly.name))
             self._h.update(h)
             self.means.update(mu)
         return self._h
@@ -115,7 +137,26 @@ def run_cluster(layers: Sequence[Layer], step: Step, ctx: Context, amount: dict[
                         "levels": int(ly.codebook.size) if ly.codebook is not None else None})
 
 
-TECHNIQUES: dict[str, Callable] = {"prune": run_prune, "cluster": run_cluster}
+def run_ecq(layers: Sequence[Layer], step: Step, ctx: Context, amount: dict[str, float] | None = None) -> None:
+    """Entropy-constrained quantization at slope step.amount (ecq.py); per_layer overrides the slope."""
+    if not step.amount > 0:
+        raise InputError(f"--ecq {step.amount}: the rate-distortion slope is a positive number, e.g. 3e-9")
+    if ctx.calibration is None:
+        raise InputError("--ecq needs calibration data (--calib DATA): it weighs every weight's error by the "
+                         "layer's input statistics and each layer by its measured output sensitivity")
+    hs = ctx.hessians(layers)
+    if not all(ly.name in ctx.gains for ly in layers):
+        ctx.progress(f"measuring the output sensitivity of {len(layers)} layers")
+        ctx.gains.update(_ecq.sensitivities(ctx.model, [ly for ly in layers if ly.name not in ctx.gains], hs,
+                                            ctx.calibration.take(min(ctx.samples, _ecq.GAIN_SAMPLES))))
+    for ly in layers:
+        lam = amount.get(ly.name, step.amount) if amount is not None else step.amount
+        rep = _ecq.quantize(ly, lam / max(ctx.gains[ly.name], _ecq.MIN_GAIN), hs[ly.name], ctx.per_channel, ctx.qmax)
+        rep["sensitivity"] = round(ctx.gains[ly.name], 4)
+        ly.done.append(rep)
+
+
+TECHNIQUES: dict[str, Callable] = {"prune": run_prune, "cluster": run_cluster, "ecq": run_ecq}
 
 
 def _ladder(step: Step) -> list[float]:
@@ -183,7 +224,7 @@ def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None,
     base = ensure_node_names(base)
     shared = hessians if hessians is not None else {}
     ctx = Context(base, calibration, per_channel, samples, say, shared.setdefault("h", {}),
-                  shared.setdefault("mu", {}), qmax)
+                  shared.setdefault("mu", {}), qmax, shared.setdefault("rows", {}), shared.setdefault("gain", {}))
     all_layers = find_layers(base)
     chosen = {i: {ly.name for ly in select(all_layers, st.layers or None)} for i, st in enumerate(steps)}
     report: dict = {"steps": [st.to_json() for st in steps], "per_channel_grid": per_channel, "grid_qmax": qmax}
@@ -212,7 +253,8 @@ def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None,
     rows = []
     originals = {ly.name: ly for ly in all_layers}
     for ly in layers:
-        if not ly.done or all(d.get("sparsity", 0) == 0 and d.get("clusters") is None for d in ly.done):
+        if not ly.done or all(d.get("sparsity", 0) == 0 and d.get("clusters") is None and d["step"] != "ecq"
+                              for d in ly.done):
             continue
         row = {"layer": ly.name, "weight": ly.weight, "op": ly.node.op_type, "params": int(ly.w.size),
                "sparsity": round(float(np.mean(ly.w == 0)), 4),
@@ -271,6 +313,9 @@ def _select(base, steps, chosen, ctx: Context, validation, budget: float, say):
     if validation is None:
         raise InputError("--max-drop needs validation data to measure the drop; pass --val DATA "
                          "(labelled data gives top-1, unlabelled gives agreement with FP32)")
+    if any(st.technique == "ecq" for st in steps):
+        raise InputError("--max-drop does not search --ecq: its slope LAMBDA already sets every layer's share; "
+                         "lower LAMBDA to lose less accuracy")
     if any(st.method == "global" for st in steps):
         raise InputError("--max-drop chooses per-layer sparsity; it does not combine with --prune-method global")
     ladders = [_ladder(st) for st in steps]
