@@ -42,6 +42,7 @@ class CompileOptions:
     compression: Any = None  # core/compression steps (--prune, --cluster, ...), after the optimizer
     compress_max_drop: float | None = None
     input_shapes: Any = None  # {input: [dims]} or "name=1x3x640x640 ..." (--input-shape): core/shapes.py
+    keep_fp32: Any = None  # node names / op types that stay FP32 in int8/fp16 (--keep-fp32; `edgec debug --bisect`)
 
 
 @dataclass

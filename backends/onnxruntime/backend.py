@@ -67,6 +67,16 @@ class OnnxRuntimeBackend(Backend):
         return OrtRunner(Path(artifact_dir) / "model.onnx", opts.get("provider", "CPUExecutionProvider"),
                          opts.get("graph_optimization", "all"), threads)
 
+    def intermediates(self, artifact_dir: Path, manifest, names, threads: int | None = None) -> Runner:
+        from edgec.backends.onnxruntime import debug
+
+        return debug.intermediates(artifact_dir, manifest, names, threads)
+
+    def audit(self, artifact_dir: Path, manifest) -> list[dict]:
+        from edgec.backends.onnxruntime import debug
+
+        return debug.audit(artifact_dir, manifest)
+
 
 class OrtRunner(Runner):
     def __init__(self, path: Path, provider: str, level: str, threads: int | None):

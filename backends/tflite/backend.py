@@ -101,7 +101,7 @@ class TFLiteBackend(Backend):
             model = ensure_node_names(_copy(ctx.source_model))
             grouped = [n.name for n in model.graph.node if n.op_type == "Conv"
                        and any(a.name == "group" and a.i > 1 for a in n.attribute)]
-            q = quantize(model, "int8-dynamic", flavour=self.requirements.quant, progress=False, keep_fp32=grouped)
+            q = quantize(model, "int8-dynamic", flavour=self.requirements.quant, progress=False, keep_fp32=grouped + list(ctx.keep_fp32))
         else:
             if ctx.calibration is None:
                 raise InputError("--precision int8 needs calibration data: pass --calib DATA, "
@@ -109,7 +109,7 @@ class TFLiteBackend(Backend):
             flavour = dataclasses.replace(self.requirements.quant, quantize_io=opts["io"] != "float")
             kwargs = dict(flavour=flavour, calibration=ctx.calibration, samples=ctx.calib_samples,
                           max_drop=ctx.max_drop, min_agreement=ctx.min_agreement, validation=ctx.validation,
-                          progress=True)
+                          progress=True, keep_fp32=ctx.keep_fp32)
             if opts["weight_rounding"] != "auto":
                 kwargs["weight_rounding"] = opts["weight_rounding"] == "gptq"
             if ctx.calib_method and ctx.calib_method != "auto":
