@@ -110,6 +110,9 @@ def cmd_backends(args) -> int:
 def cmd_inspect(args) -> int:
     from edgec.core.inspect import format_inspection, inspect_model
 
+    if Path(args.model).is_dir() and (Path(args.model) / "manifest.json").is_file():
+        from edgec.core.debug.audit import inspect_artifact
+        return inspect_artifact(args.model, args.json)
     info = inspect_model(args.model)
     if args.json:
         _dump(info)
@@ -266,8 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_backends)
 
-    i = sub.add_parser("inspect", help="opsets, inputs/outputs, op histogram, parameters, MACs, size")
-    i.add_argument("model")
+    i = sub.add_parser("inspect", help="a model: opsets, inputs/outputs, op histogram, parameters, MACs, size; "
+                                       "an artifact: the precision each compute layer really runs")
+    i.add_argument("model", help="ONNX model file, or an artifact directory (precision audit)")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_inspect)
 
@@ -308,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_compression(sub)
     from edgec.core.benchmark.command import add_parser as add_benchmark
     add_benchmark(sub)
+    from edgec.core.debug.command import add_parser as add_debug
+    add_debug(sub)
     return p
 
 

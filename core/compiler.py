@@ -17,6 +17,7 @@ from edgec.core import interrupt, stages
 from edgec.core.artifact import Artifact, staging_dir
 from edgec.core.claims import reconcile_claims
 from edgec.core.data_guard import data_warnings
+from edgec.core.debug.audit import audit_stage
 
 
 @dataclass
@@ -82,7 +83,7 @@ PREPARE = [("resolve", stages.resolve_backend), ("load", stages.load_source), ("
            ("data", stages.open_inputs), ("optimize", stages.optimize_graph), ("compress", stages.compress),
            ("quantize", stages.quantize)]
 # Inside it: any failure removes the directory, so no half-written artifact is left behind.
-IN_STAGING = [("lower", stages.lower), ("validate", stages.validate), ("warnings", data_warnings),
+IN_STAGING = [("lower", stages.lower), ("validate", stages.validate), ("audit", audit_stage), ("warnings", data_warnings),
               ("claims", reconcile_claims), ("publish", stages.publish)]
 
 

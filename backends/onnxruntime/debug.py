@@ -12,6 +12,7 @@ audit: what ORT really runs is its optimized graph (`SessionOptions.optimized_mo
 """
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import Mapping
@@ -64,10 +65,14 @@ class ExposedRunner(Runner):
 
         m = onnx.ModelProto()
         m.CopyFrom(qm)
+        from edgec.core.debug.layers import tensor_types
+
         have = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
+        types = tensor_types(qm)
         for runtime_name in dict.fromkeys(exposed.values()):
             if runtime_name not in have:
-                m.graph.output.append(helper.make_tensor_value_info(runtime_name, onnx.TensorProto.UNDEFINED, None))
+                m.graph.output.append(helper.make_tensor_value_info(
+                    runtime_name, types.get(runtime_name, onnx.TensorProto.FLOAT), None))
         self.session = ort.InferenceSession(m.SerializeToString(), _session_options(level, threads), providers=[provider])
         self._names = [o.name for o in self.session.get_outputs()]
         self._inputs = {i.name for i in self.session.get_inputs()}
@@ -141,10 +146,12 @@ def audit(artifact_dir: Path, manifest: Mapping) -> list[dict]:
                 keyed.setdefault("w:" + _weight_source(o_prod, o_inits, n.input[i]), n)
         for t in _forward(o_cons, n.output[0], ("ReorderOutput", "Transpose")):
             keyed.setdefault("t:" + t, n)
+        keyed.setdefault("n:" + re.sub(r"(_token_\d+|_nchwc)$", "", n.name), n)
     rows = []
     for n in layers:
         keys = ["w:" + _weight_source(q_prod, q_inits, n.input[i]) for i in (1, 2) if len(n.input) > i and n.input[i]]
         keys += ["t:" + t for t in _forward(q_cons, n.output[0], ("Relu", "Clip", "QuantizeLinear"))]
+        keys.append("n:" + n.name)
         k = next((keyed[x] for x in keys if x in keyed), None)
         weight_dq = n.input[1] in q_prod and q_prod[n.input[1]].op_type == "DequantizeLinear"
         act_dq = n.input[0] in q_prod and q_prod[n.input[0]].op_type == "DequantizeLinear"
@@ -153,8 +160,12 @@ def audit(artifact_dir: Path, manifest: Mapping) -> list[dict]:
                          "why": "no node of ORT's optimized graph could be matched to it"})
             continue
         if k.op_type in INT8_KERNELS:
+            # A float layer between DequantizeLinear and QuantizeLinear is quantized by ORT itself (its
+            # WeightBiasQuantization + QDQ fusions), whatever the quantizer meant: say so.
+            note = None if weight_dq else ("kept FP32 in the Q/DQ model, but ORT quantized its FP32 weights itself "
+                                           "because its input and output are Q/DQ")
             rows.append({"name": n.name, "op": n.op_type, "precision": INT8_KERNELS[k.op_type], "kernel": k.op_type,
-                         "why": None})
+                         "why": note})
             continue
         kernel = k.op_type + (f" ({k.domain})" if k.domain not in ("", "ai.onnx") else "")
         rows.append({"name": n.name, "op": n.op_type, "precision": "fp32", "kernel": kernel,

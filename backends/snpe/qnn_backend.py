@@ -193,6 +193,11 @@ class QnnBackend(Backend):
         runner = htp.HtpRunner(path, cfg, what=f"qnn artifact {artifact_dir}")
         return runner
 
+    def audit(self, artifact_dir: Path, manifest: Mapping) -> list[dict]:
+        from edgec.backends.snpe import debug
+
+        return debug.audit(artifact_dir, manifest)
+
     def layer_info(self, runner: Runner) -> dict | None:
         p = getattr(runner, "placement", None)
         if p is None:

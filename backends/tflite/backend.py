@@ -145,3 +145,8 @@ class TFLiteBackend(Backend):
         from edgec.backends.tflite.convert import delegation
 
         return delegation(runner)
+
+    def audit(self, artifact_dir: Path, manifest: Mapping) -> list[dict]:
+        from edgec.backends.tflite import debug
+
+        return debug.audit(self, artifact_dir, manifest)

@@ -209,6 +209,11 @@ class TvmBackend(Backend):
 
     # ------------------------------------------------------------------ loading
 
+    def audit(self, artifact_dir: Path, manifest) -> list[dict]:
+        from edgec.backends.tvm import debug
+
+        return debug.audit(artifact_dir, manifest)
+
     def load(self, artifact_dir: Path, manifest, threads: int | None = None, **options) -> Runner:
         d = Path(artifact_dir)
         meta = json.loads((d / META).read_text())

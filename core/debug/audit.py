@@ -65,3 +65,42 @@ def format_audit(audit: dict) -> str:
     rows = [[r["name"], r["op"], r.get("precision"), r.get("kernel") or "-", r.get("why") or ""] for r in audit["layers"]]
     lines.append(table(rows, ["layer", "op", "runs", "kernel", "why"]))
     return "\n".join(lines)
+
+
+def inspect_artifact(path, as_json: bool) -> int:
+    """`edgec inspect ARTIFACT`: the audit, read from the runtime now (the manifest's copy is from compile)."""
+    from edgec.core.cli_common import dump
+    from edgec.core.manifest import read_manifest
+    from edgec.core.verify import verify_files
+
+    manifest = read_manifest(Path(path))
+    verify_files(Path(path), manifest)
+    audit = audit_artifact(path, manifest)
+    if as_json:
+        dump(audit)
+    else:
+        print(f"artifact     {path} ({manifest.get('backend')} {manifest.get('precision')})")
+        print(format_audit(audit))
+    return 0
+
+
+def audit_stage(c) -> None:
+    """Compile stage: the manifest's `audit`, read from the staged artifact on its runtime. An audit that
+    cannot be read is recorded as such; it never fails a validated compile."""
+    from edgec.core.errors import EdgecError as _E
+
+    be = c.backend
+    if not hasattr(be, "audit"):
+        return
+    try:
+        rows = be.audit(c.staging, c.manifest)
+    except _E as e:
+        c.manifest["audit"] = {"unavailable": str(e)}
+        return
+    except Exception as e:  # noqa: BLE001 - a runtime that cannot report its graph: say so, keep the artifact
+        c.manifest["audit"] = {"unavailable": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+        return
+    if rows is None:
+        c.manifest["audit"] = {"unavailable": f"backend '{be.name}' does not implement the audit hook"}
+        return
+    c.manifest["audit"] = {"summary": summary_line(rows, be.name), "layers": rows}

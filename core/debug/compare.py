@@ -54,6 +54,7 @@ class _Acc:
 
 
 def _db(nmse: float) -> float | None:
+    """SQNR in dB; None for an exact tensor (no error: infinite SQNR, which JSON cannot say)."""
     return None if nmse <= 0 else round(-10.0 * math.log10(nmse), 2)
 
 
