@@ -255,14 +255,20 @@ def test_openvino_debug_and_audit(tiny):
     _check_kept_float(kept, BROKEN, ["conv_a", "conv_c"])
 
 
-def test_tflite_audit(tiny):
+def test_tflite_debug_and_audit(tiny):
     _need("tflite")
+    base = _compile(tiny, "tflite", out="tflite-base")
+    rep = debug_artifact(base.path, _val(tiny), samples=16)
+    assert {"ra", "rb", "rc"} <= {e["tensor"] for e in rep["layers"]}
+    assert rep["ranking"][0] == BROKEN
+    assert rep["exposure"]["outputs_cosine_vs_artifact"] > 0.999  # builtin kernels vs XNNPACK: same answer
     kept = _compile(tiny, "tflite", keep=[BROKEN])
     rows = _audit_rows(kept)
     assert rows[BROKEN]["precision"] == "fp32" and "CONV_2D float32xfloat32" in rows[BROKEN]["kernel"]
     _check_kept_float(kept, BROKEN, ["conv_a", "conv_c", "fc"])
 
 
+@pytest.mark.slow  # a TVM build of even this model takes minutes on the loaded 2-core machine
 def test_tvm_audit_says_qdq_runs_as_float(tiny):
     _need("tvm")
     art = _compile(tiny, "tvm", out="tvm")
@@ -273,8 +279,13 @@ def test_tvm_audit_says_qdq_runs_as_float(tiny):
 
 def test_qnn_audit(tiny):
     _need("qnn")
-    kept = _compile(tiny, "qnn", keep=[BROKEN])
-    _check_kept_float(kept, BROKEN, ["conv_a", "conv_c"])
+    base = _audit_rows(_compile(tiny, "qnn", out="qnn-base"))
+    assert all(r["precision"] == "int8" and r["kernel"].startswith("HTP a8") for r in base.values()), base
+    # as on ORT's CPU EP: a kept layer between Q/DQ gets its weights quantized by onnxruntime -> int8 on HTP
+    one = _audit_rows(_compile(tiny, "qnn", keep=[BROKEN], out="qnn-keep1"))
+    assert one[BROKEN]["precision"] == "int8" and "quantized its FP32 weights itself" in one[BROKEN]["why"]
+    both = _compile(tiny, "qnn", keep=[BROKEN, "conv_c"], out="qnn-keep2")
+    _check_kept_float(both, BROKEN, ["conv_a"])
 
 
 def test_tensorrt_audit_and_no_intermediates_without_gpu(tiny):

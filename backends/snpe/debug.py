@@ -8,6 +8,7 @@ tensors the accuracy repair or --keep-fp32 left float); a node on the CPU EP run
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -22,7 +23,7 @@ def audit(artifact_dir: Path, manifest: Mapping) -> list[dict]:
     from edgec.backends.snpe.qnn_backend import QDQ_MODEL
 
     info = manifest.get("backend_info") or {}
-    htp, cpu = set(info.get("htp_nodes") or []), set(info.get("cpu_nodes") or [])
+    htp, cpu = _names(info.get("htp_nodes")), _names(info.get("cpu_nodes"))
     path = Path(artifact_dir) / QDQ_MODEL
     if not path.is_file():  # fp16 / fp32 artifacts carry the float model
         path = next(Path(artifact_dir).glob("model_fp*.onnx"), path)
@@ -56,8 +57,24 @@ def audit(artifact_dir: Path, manifest: Mapping) -> list[dict]:
                          "why": "not in the graph-assignment record of the build"})
         elif a and w:
             rows.append({"name": n.name, "op": n.op_type, "precision": a, "kernel": f"HTP a{a[3:]}w{w[3:]}", "why": None})
+        elif a and f"{n.name}_weight_dq" in htp:
+            # ORT's graph transformers quantize the FP32 weights of a float op between DQ and Q before the
+            # QNN EP sees the graph (their DequantizeLinear is in the assignment record): int8 on HTP.
+            rows.append({"name": n.name, "op": n.op_type, "precision": a, "kernel": f"HTP a{a[3:]}w8",
+                         "why": "kept FP32 in the Q/DQ model, but onnxruntime quantized its FP32 weights itself "
+                                "because its input and output are Q/DQ"})
         else:
             rows.append({"name": n.name, "op": n.op_type, "precision": "fp16", "kernel": "HTP fp16",
                          "why": "float input or weights in the Q/DQ model (kept FP32 by --keep-fp32 or the accuracy "
                                 "repair): HTP runs it in fp16"})
     return rows
+
+
+def _names(entries) -> set[str]:
+    """ORT's assignment record as ONNX node names: "conv_a_token_3 (Conv)" -> "conv_a" (the layout
+    transformer's `_token_N` suffix and the op type removed)."""
+    out = set()
+    for e in entries or []:
+        name = re.sub(r" \([^)]*\)$", "", e)
+        out.add(re.sub(r"_token_\d+$", "", name))
+    return out

@@ -193,6 +193,13 @@ class QnnBackend(Backend):
         runner = htp.HtpRunner(path, cfg, what=f"qnn artifact {artifact_dir}")
         return runner
 
+    def intermediates(self, artifact_dir: Path, manifest: Mapping, names, threads: int | None = None):
+        from edgec.core.errors import UnsupportedError
+
+        raise UnsupportedError("qnn: the HTP context binary returns only its outputs; exposing tensors needs a new "
+                               "context build with them as graph outputs, which is not implemented (running "
+                               "model_qdq.onnx on the CPU EP instead would not be the HTP's numbers)")
+
     def audit(self, artifact_dir: Path, manifest: Mapping) -> list[dict]:
         from edgec.backends.snpe import debug
 

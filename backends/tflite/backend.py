@@ -146,6 +146,11 @@ class TFLiteBackend(Backend):
 
         return delegation(runner)
 
+    def intermediates(self, artifact_dir: Path, manifest: Mapping, names, threads: int | None = None) -> Runner:
+        from edgec.backends.tflite import debug
+
+        return debug.intermediates(self, artifact_dir, manifest, names, threads)
+
     def audit(self, artifact_dir: Path, manifest: Mapping) -> list[dict]:
         from edgec.backends.tflite import debug
 
