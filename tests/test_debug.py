@@ -296,3 +296,27 @@ def test_tensorrt_audit_and_no_intermediates_without_gpu(tiny):
     if not get_backend("tensorrt").available().can_run:
         rep = debug_artifact(kept.path, _val(tiny, 4), samples=4)
         assert rep["layers"] == [] and "needs a GPU" in rep["exposure"]["unavailable"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["debug", "{m}"], "--val"),
+    (["debug", "{m}", "--val", "{v}", "--bisect"], "--min-agreement"),
+    (["debug", "{m}", "--val", "{v}", "--min-agreement", "98"], "--bisect"),
+    (["debug", "{d}/nope.onnx", "--val", "{v}"], "neither an ONNX model nor an artifact"),
+    (["debug", "{m}", "--val", "{v}", "--val-skip", "1000"], "no samples"),
+    (["debug", "{m}", "--val", "{v}", "--min-agreement", "nan", "--bisect"], "finite"),
+])
+def test_debug_bad_input_is_one_line_exit_2(tiny, run_cli, argv, words):
+    args = [a.format(m=tiny / "tiny.onnx", v=tiny / "val.npz", d=tiny) for a in argv]
+    code, out, err = run_cli(*args)
+    assert code == 2 and words in err and "Traceback" not in err, err
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err
+
+
+def test_inspect_refuses_a_tampered_artifact(tiny, ort_base, run_cli, tmp_path):
+    bad = tmp_path / "tampered"
+    shutil.copytree(ort_base.path, bad)
+    with open(bad / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    code, out, err = run_cli("inspect", bad)
+    assert code == 2 and ("sha256" in err or "changed" in err), err

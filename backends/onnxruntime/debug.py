@@ -79,7 +79,7 @@ class ExposedRunner(Runner):
         self.exposed = exposed
         self.model_outputs = outputs
         self.note = ("onnxruntime: exposed tensors added as graph outputs of the Q/DQ model (a quantized tensor is "
-                     "read after its DequantizeLinear); extra outputs can block ORT's QLinear fusions")
+                     "read after its DequantizeLinear); extra outputs can block ORT's QLinear fusions.")
 
     def run(self, feeds):
         vals = dict(zip(self._names, self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})))

@@ -55,7 +55,7 @@ class ExposedRunner(Runner):
         self.model_outputs = outputs
         self.note = ("openvino: exposed ports (a quantized tensor is its FakeQuantize output) added with "
                      "Model.add_outputs before compile_model; an output on a FakeQuantize can block its "
-                     "fusion into the producer's int8 kernel")
+                     "fusion into the producer's int8 kernel.")
 
     def run(self, feeds):
         feed = {k: np.ascontiguousarray(v) for k, v in feeds.items() if k in self._inputs}

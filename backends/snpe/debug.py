@@ -15,16 +15,14 @@ from typing import Mapping
 _BITS = {2: "int8", 3: "int8", 4: "int16", 5: "int16"}  # onnx UINT8, INT8, UINT16, INT16
 
 
-def audit(artifact_dir: Path, manifest: Mapping) -> list[dict]:
+def audit(artifact_dir: Path, manifest: Mapping, qdq_model: str) -> list[dict]:
     import onnx
 
     from edgec.core.quantization.graph import WEIGHTED_OPS
 
-    from edgec.backends.snpe.qnn_backend import QDQ_MODEL
-
     info = manifest.get("backend_info") or {}
     htp, cpu = _names(info.get("htp_nodes")), _names(info.get("cpu_nodes"))
-    path = Path(artifact_dir) / QDQ_MODEL
+    path = Path(artifact_dir) / qdq_model
     if not path.is_file():  # fp16 / fp32 artifacts carry the float model
         path = next(Path(artifact_dir).glob("model_fp*.onnx"), path)
     m = onnx.load(str(path), load_external_data=False)

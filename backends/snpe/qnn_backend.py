@@ -203,7 +203,7 @@ class QnnBackend(Backend):
     def audit(self, artifact_dir: Path, manifest: Mapping) -> list[dict]:
         from edgec.backends.snpe import debug
 
-        return debug.audit(artifact_dir, manifest)
+        return debug.audit(artifact_dir, manifest, QDQ_MODEL)
 
     def layer_info(self, runner: Runner) -> dict | None:
         p = getattr(runner, "placement", None)

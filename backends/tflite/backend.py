@@ -149,9 +149,9 @@ class TFLiteBackend(Backend):
     def intermediates(self, artifact_dir: Path, manifest: Mapping, names, threads: int | None = None) -> Runner:
         from edgec.backends.tflite import debug
 
-        return debug.intermediates(self, artifact_dir, manifest, names, threads)
+        return debug.intermediates(artifact_dir, manifest, names, (FILE, IO_FILE))
 
     def audit(self, artifact_dir: Path, manifest: Mapping) -> list[dict]:
         from edgec.backends.tflite import debug
 
-        return debug.audit(self, artifact_dir, manifest)
+        return debug.audit(self, artifact_dir, manifest, (FILE, IO_FILE))

@@ -42,17 +42,17 @@ def _onnx_names(manifest: Mapping):
     return out
 
 
-def audit(backend, artifact_dir: Path, manifest: Mapping) -> list[dict]:
+def audit(backend, artifact_dir: Path, manifest: Mapping, files: tuple[str, str]) -> list[dict]:
+    """`files`: the backend's (.tflite, I/O map) names."""
     import json
 
-    from edgec.backends.tflite.backend import FILE, IO_FILE
     from edgec.backends.tflite.convert import delegation
     from edgec.backends.tflite.runner import TFLiteRunner
 
     recorded = {k: v for k, v in (manifest.get("options") or {}).items() if k in backend.option_defaults}
     opts = backend.validate_options(recorded)
-    io = json.loads((Path(artifact_dir) / IO_FILE).read_text())
-    runner = TFLiteRunner(Path(artifact_dir) / FILE, io, threads=1, delegate=opts["delegate"])
+    io = json.loads((Path(artifact_dir) / files[1]).read_text())
+    runner = TFLiteRunner(Path(artifact_dir) / files[0], io, threads=1, delegate=opts["delegate"])
     try:
         tensors = {d["index"]: d for d in runner.it.get_tensor_details()}
         ops = runner.ops()
@@ -144,13 +144,11 @@ class ExposedRunner:
         return runner
 
 
-def intermediates(backend, artifact_dir: Path, manifest: Mapping, names: list[str], threads=None):
+def intermediates(artifact_dir: Path, manifest: Mapping, names: list[str], files: tuple[str, str]):
     import json
 
-    from edgec.backends.tflite.backend import FILE, IO_FILE
-
-    io = json.loads((Path(artifact_dir) / IO_FILE).read_text())
-    return ExposedRunner(Path(artifact_dir) / FILE, io, names, _onnx_shapes(manifest))
+    io = json.loads((Path(artifact_dir) / files[1]).read_text())
+    return ExposedRunner(Path(artifact_dir) / files[0], io, names, _onnx_shapes(manifest))
 
 
 def _onnx_shapes(manifest: Mapping) -> dict[str, tuple]:

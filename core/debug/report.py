@@ -12,7 +12,7 @@ import math
 import os
 from pathlib import Path
 
-W, H, PAD_L, PAD_R, PAD_T, PAD_B = 1100, 360, 60, 20, 20, 110
+W, H, PAD_L, PAD_R, PAD_T, PAD_B = 1100, 400, 60, 20, 60, 110
 
 
 def _svg(layers: list[dict], keep: set[str]) -> str:
@@ -55,15 +55,15 @@ def _svg(layers: list[dict], keep: set[str]) -> str:
         label = html.escape(f"{e['op']} {e['tensor']}"[:34])
         out.append(f'<text x="{x(i):.1f}" y="{H - PAD_B + 8}" transform="rotate(60 {x(i):.1f} {H - PAD_B + 8})">'
                    f'{label}</text>')
-    lx = W - PAD_R - 260
-    out.append(f'<rect x="{lx}" y="{PAD_T}" width="255" height="{48 if keep else 34}" fill="white" stroke="#999"/>'
-               f'<line x1="{lx + 8}" x2="{lx + 28}" y1="{PAD_T + 12}" y2="{PAD_T + 12}" stroke="#1f77b4" stroke-width="2"/>'
-               f'<text x="{lx + 34}" y="{PAD_T + 15}">total error vs FP32</text>'
-               f'<line x1="{lx + 8}" x2="{lx + 28}" y1="{PAD_T + 26}" y2="{PAD_T + 26}" stroke="#d62728" stroke-width="2"/>'
-               f'<text x="{lx + 34}" y="{PAD_T + 29}">error this layer adds over its inputs</text>')
+    # the legend sits above the plot area, where no point can hide under it
+    lx, ly = PAD_L, 4
+    out.append(f'<line x1="{lx}" x2="{lx + 20}" y1="{ly + 12}" y2="{ly + 12}" stroke="#1f77b4" stroke-width="2"/>'
+               f'<text x="{lx + 26}" y="{ly + 15}">total error vs FP32</text>'
+               f'<line x1="{lx + 160}" x2="{lx + 180}" y1="{ly + 12}" y2="{ly + 12}" stroke="#d62728" stroke-width="2"/>'
+               f'<text x="{lx + 186}" y="{ly + 15}">error this layer adds over its inputs (own)</text>')
     if keep:
-        out.append(f'<rect x="{lx + 12}" y="{PAD_T + 35}" width="12" height="9" fill="#2ca02c" opacity="0.3"/>'
-                   f'<text x="{lx + 34}" y="{PAD_T + 43}">kept in FP32 by --bisect</text>')
+        out.append(f'<rect x="{lx + 430}" y="{ly + 7}" width="12" height="10" fill="#2ca02c" opacity="0.3"/>'
+                   f'<text x="{lx + 448}" y="{ly + 15}">kept in FP32 by --bisect</text>')
     out.append("</svg>")
     return "\n".join(out)
 
