@@ -173,6 +173,7 @@ class LoweringContext:
     min_agreement: float | None = None  # int8: % top-1 agreement with FP32 the repair must reach on `validation`
     keep_fp32: tuple = ()  # node names / op types the quantizer leaves FP32 (--keep-fp32); backends that
     #                        call the core's quantize themselves pass it on as keep_fp32=
+    float_tensors: tuple = ()  # int8: activation tensors left unquantized (--float-tensors), float_tensors=
     threads: int | None = None
     progress: Callable[[str], None] = lambda msg: None
     # A backend may fill this; it lands in the manifest under "backend_info".

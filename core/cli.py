@@ -52,7 +52,8 @@ def cmd_compile(args) -> int:
                             force=args.force, threads=args.threads, optimize=not args.no_optimize,
                             max_drop=args.max_drop, min_agreement=args.min_agreement,
                             compression=steps_from_args(args), compress_max_drop=args.compress_max_drop,
-                            input_shapes=args.input_shape, keep_fp32=args.keep_fp32)
+                            input_shapes=args.input_shape, keep_fp32=args.keep_fp32,
+                            float_tensors=args.float_tensors)
     except ValidationFailed as e:
         if args.json and getattr(e, "manifest", None):
             _dump(e.manifest)
@@ -255,7 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concrete shape for an input with symbolic dims (e.g. images=1x3x640x640); repeatable")
     c.add_argument("--keep-fp32", action="append", metavar="NODE[,NODE...]",
                    help="int8/fp16: node names (or op types) the quantizer leaves in FP32, e.g. the line "
-                        "`edgec debug --bisect` prints; repeatable")
+                        "`edgec debug --bisect --unit layers` prints; repeatable")
+    c.add_argument("--float-tensors", action="append", metavar="TENSOR[,TENSOR...]",
+                   help="int8: activation tensors left unquantized, with the layers that read or write them in "
+                        "FP32 (the line `edgec debug --bisect` prints); repeatable")
     c.add_argument("--threads", type=positive_int, help="threads for validation runs")
     c.add_argument("--no-optimize", action="store_true", help="skip the core graph optimizer")
     c.add_argument("-o", "--output", help="artifact directory (default ./<model>-<backend>-<precision>)")

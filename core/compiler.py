@@ -43,7 +43,8 @@ class CompileOptions:
     compression: Any = None  # core/compression steps (--prune, --cluster, ...), after the optimizer
     compress_max_drop: float | None = None
     input_shapes: Any = None  # {input: [dims]} or "name=1x3x640x640 ..." (--input-shape): core/shapes.py
-    keep_fp32: Any = None  # node names / op types that stay FP32 in int8/fp16 (--keep-fp32; `edgec debug --bisect`)
+    keep_fp32: Any = None  # node names / op types that stay FP32 in int8/fp16 (--keep-fp32)
+    float_tensors: Any = None  # int8: activation tensors left unquantized (--float-tensors; `edgec debug --bisect`)
 
 
 @dataclass

@@ -164,7 +164,8 @@ def quantize(c) -> None:
                             options=c.backend_options, calibration=c.calib, validation=c.val,
                             calib_method=o.calib_method or "auto", calib_samples=o.calib_samples,
                             max_drop=o.max_drop, min_agreement=o.min_agreement, threads=o.threads,
-                            progress=progress.say, keep_fp32=_keep_list(o.keep_fp32))
+                            progress=progress.say, keep_fp32=_keep_list(o.keep_fp32),
+                            float_tensors=_keep_list(o.float_tensors))
     if o.precision == "fp32":
         return
     opset_note = None
@@ -190,7 +191,7 @@ def quantize(c) -> None:
         progress.say(f"quantizing to {o.precision} ({flavour.placement} flavour)")
         kwargs = dict(flavour=flavour, calibration=c.calib, samples=o.calib_samples, max_drop=o.max_drop,
                       min_agreement=o.min_agreement, validation=c.val, progress=progress.enabled(),
-                      keep_fp32=c.ctx.keep_fp32)
+                      keep_fp32=c.ctx.keep_fp32, float_tensors=c.ctx.float_tensors)
         if o.calib_method and o.calib_method != "auto":
             kwargs["method"] = o.calib_method
         q = core_quantize(c.model, o.precision, **kwargs)

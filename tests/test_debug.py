@@ -183,10 +183,10 @@ def test_cli_debug_bisect_json_and_html(tiny, tmp_path):
                    "--holdout", str(tiny / "val.npz"), "-o", str(out), "--json"])
     assert rc == 0
     rep = json.loads(buf.getvalue())
-    assert rep["layers"] and BROKEN in rep["keep"]
+    assert rep["layers"] and "rb" in rep["keep"]  # the broken layer's output: its rounding and int8 weights go
     b = rep["bisect"]
     assert b["met"] and b["steps"][0]["agreement"] < 95 <= b["steps"][-1]["agreement"]
-    assert "--keep-fp32 " + ",".join(rep["keep"]) in b["flag_line"]
+    assert "--float-tensors " + ",".join(rep["keep"]) in b["flag_line"]
     assert b["latency"]["ratio"] > 0 and b["holdout"]["keep_agreement"] >= b["holdout"]["int8_agreement"]
     assert (out / "debug.json").is_file() and "<svg" in (out / "index.html").read_text()
     # the printed flag line builds the artifact that was measured
@@ -195,7 +195,7 @@ def test_cli_debug_bisect_json_and_html(tiny, tmp_path):
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(argv + ["--val", str(tiny / "val.npz"), "-o", str(built), "--min-cosine", "-1", "--json"]) == 0
     m = json.loads((built / "manifest.json").read_text())
-    assert m["quantization"]["kept_fp32"] == sorted(rep["keep"])
+    assert m["quantization"]["float_tensors"] == rep["keep"] and BROKEN in m["quantization"]["kept_fp32"]
     assert m["validation"]["top1_agreement"] * 100 == pytest.approx(b["steps"][-1]["agreement"])
 
 
@@ -320,3 +320,9 @@ def test_inspect_refuses_a_tampered_artifact(tiny, ort_base, run_cli, tmp_path):
         f.write(b"\0")
     code, out, err = run_cli("inspect", bad)
     assert code == 2 and ("sha256" in err or "changed" in err), err
+
+
+def test_float_tensors_flag_checks_its_names(tiny, run_cli, tmp_path):
+    code, out, err = run_cli("compile", tiny / "tiny.onnx", "--precision", "int8", "--calib", tiny / "calib.npz",
+                             "--float-tensors", "no_such_tensor", "-o", tmp_path / "x")
+    assert code == 2 and "no_such_tensor" in err and not (tmp_path / "x").exists(), err

@@ -100,9 +100,9 @@ class OpenVINOBackend(Backend):
         import openvino as ov
 
         cfg.resolve(ov.Core(), opts, ctx.precision)  # a missing device fails before minutes of calibration
-        if ctx.keep_fp32 and not (ctx.precision == "int8" and opts["calibrator"] == "core"):
-            raise InputError("--keep-fp32 with openvino needs --precision int8 and the core calibrator (NNCF and "
-                             "OpenVINO's fp16 take no per-layer keep-list here); drop -O calibrator=nncf")
+        if (ctx.keep_fp32 or ctx.float_tensors) and not (ctx.precision == "int8" and opts["calibrator"] == "core"):
+            raise InputError("--keep-fp32 / --float-tensors with openvino need --precision int8 and the core calibrator "
+                             "(NNCF and OpenVINO's fp16 take no keep-list here); drop -O calibrator=nncf")
         if ctx.precision == "int8" and opts["calibrator"] == "core":
             if ctx.calibration is None:
                 return None  # a Q/DQ model made elsewhere (or the core's "needs --calib" error)

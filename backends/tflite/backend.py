@@ -109,7 +109,7 @@ class TFLiteBackend(Backend):
             flavour = dataclasses.replace(self.requirements.quant, quantize_io=opts["io"] != "float")
             kwargs = dict(flavour=flavour, calibration=ctx.calibration, samples=ctx.calib_samples,
                           max_drop=ctx.max_drop, min_agreement=ctx.min_agreement, validation=ctx.validation,
-                          progress=True, keep_fp32=ctx.keep_fp32)
+                          progress=True, keep_fp32=ctx.keep_fp32, float_tensors=ctx.float_tensors)
             if opts["weight_rounding"] != "auto":
                 kwargs["weight_rounding"] = opts["weight_rounding"] == "gptq"
             if ctx.calib_method and ctx.calib_method != "auto":

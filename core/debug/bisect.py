@@ -72,16 +72,19 @@ def search(ranking: list[str], probe: Callable[[int], dict], min_agreement: floa
     return hi, [tried[i] for i in sorted(tried)]
 
 
-def flag_line(model: str, backend: str, precision: str, keep: list[str], extra: list[str]) -> str:
+UNITS = {"tensors": ("float_tensors", "--float-tensors"), "layers": ("keep_fp32", "--keep-fp32")}
+
+
+def flag_line(model: str, backend: str, precision: str, keep: list[str], extra: list[str], unit: str = "tensors") -> str:
     parts = ["edgec", "compile", model, "--backend", backend, "--precision", precision] + extra
     if keep:
-        parts += ["--keep-fp32", ",".join(keep)]
+        parts += [UNITS[unit][1], ",".join(keep)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
 def bisect(model, backend: str, precision: str, ranking: list[str], *, calibration, selection, workdir: Path,
            min_agreement: float | None = None, max_drop: float | None = None, compile_kwargs: dict | None = None,
-           say: Callable[[str], None] = lambda s: None, base: tuple | None = None) -> dict:
+           say: Callable[[str], None] = lambda s: None, base: tuple | None = None, unit: str = "tensors") -> dict:
     """Search the keep-set; every candidate artifact goes to workdir/keep-K (the chosen one is kept)."""
     import edgec
     from edgec.core.errors import ValidationFailed
@@ -96,11 +99,11 @@ def bisect(model, backend: str, precision: str, ranking: list[str], *, calibrati
             row = _row(0, [], base[1])
             row["artifact"] = str(base[0])
             return row
-        say(f"bisect: compiling with {k} layer(s) kept in FP32")
+        say(f"bisect: compiling with {k} {unit} kept in float")
         try:
             art = edgec.compile(model, backend=backend, precision=precision, calibration=calibration,
                                 validation=selection, output=workdir / f"keep-{k}", force=True,
-                                keep_fp32=keep or None, **kwargs)
+                                **{UNITS[unit][0]: keep or None}, **kwargs)
             manifest = art.manifest
         except ValidationFailed as e:
             manifest = e.manifest
@@ -115,7 +118,7 @@ def bisect(model, backend: str, precision: str, ranking: list[str], *, calibrati
         if s["k"] not in (0, k) and Path(s["artifact"]).parent == workdir:
             shutil.rmtree(s["artifact"], ignore_errors=True)
     demand = {"min_agreement": min_agreement, "max_drop": max_drop}
-    return {"demand": {k_: v for k_, v in demand.items() if v is not None}, "met": k is not None,
+    return {"demand": {k_: v for k_, v in demand.items() if v is not None}, "met": k is not None, "unit": unit,
             "keep": chosen["keep"] if chosen else ranking, "k": k, "steps": steps,
             "selection": {"data": getattr(selection, "source", ""), "samples": len(selection)},
             "base_artifact": steps[0]["artifact"], "artifact": chosen["artifact"] if chosen else None}

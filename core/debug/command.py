@@ -32,6 +32,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--calib-method", choices=["auto", "minmax", "percentile", "entropy", "mse"])
     d.add_argument("--option", "-O", action="append", type=key_value, metavar="KEY=VALUE", help="backend option")
     d.add_argument("--bisect", action="store_true", help="search the keep-set for --min-agreement / --max-drop")
+    d.add_argument("--unit", choices=["tensors", "layers"], default="tensors",
+                   help="with --bisect: keep activation tensors unquantized (--float-tensors, default: removes the "
+                        "rounding the ranking measured) or whole layers FP32 (--keep-fp32: the layer's weights and "
+                        "output; its quantized neighbours keep their Q/DQ)")
     d.add_argument("--min-agreement", type=percent_open, metavar="PCT", help="with --bisect: top-1 agreement with FP32 (%%)")
     d.add_argument("--max-drop", type=percent_points, metavar="POINTS",
                    help="with --bisect: top-1 points (labelled --val) or agreement points lost")
@@ -135,11 +139,12 @@ def cmd_debug(args) -> int:
                 raise InputError("--bisect keeps layers of an int8/fp16 artifact in FP32; an fp32 artifact has none")
             if precision == "int8" and args.calib is None:
                 raise InputError("--bisect recompiles the model: pass --calib DATA (the calibration data)")
-            b = bis.bisect(model, backend, precision, rep.get("ranking") or [], calibration=args.calib, selection=val,
+            ranking = rep.get("tensor_ranking" if args.unit == "tensors" else "ranking") or []
+            b = bis.bisect(model, backend, precision, ranking, calibration=args.calib, selection=val, unit=args.unit,
                            workdir=work / "bisect", min_agreement=args.min_agreement, max_drop=args.max_drop,
                            compile_kwargs=compile_kwargs, say=progress.say,
                            base=(artifact, base or read_manifest(artifact)))
-            b["flag_line"] = bis.flag_line(model, backend, precision, b["keep"], _flag_extras(args))
+            b["flag_line"] = bis.flag_line(model, backend, precision, b["keep"], _flag_extras(args), args.unit)
             if b["artifact"] and args.holdout:
                 b["holdout"] = _holdout(args, b, artifact, model, specs, pp)
             if b["artifact"] and b["k"]:
@@ -200,10 +205,10 @@ def _format_bisect(b: dict) -> str:
                                         else f"k={s['k']}" for s in b["steps"])
              + f"  (agreement on {b['selection']['samples']} selection samples of {b['selection']['data']})"]
     if b["met"]:
-        lines.append(f"keep         {len(b['keep'])} layer(s) in FP32 meet {dem} on the selection data: "
+        lines.append(f"keep         {len(b['keep'])} {b['unit']} in float meet {dem} on the selection data: "
                      + (", ".join(b["keep"]) or "(none: INT8 as is meets it)"))
     else:
-        lines.append(f"keep         NOT met: {dem} missed even with all {len(b['keep'])} ranked layers in FP32")
+        lines.append(f"keep         NOT met: {dem} missed even with all {len(b['keep'])} ranked {b['unit']} in float")
     h = b.get("holdout")
     if h:
         lines.append(f"held-out     {h['samples']} samples of {h['data']}: INT8 {h['int8_agreement']:.2f} ± {h['int8_se']:.2f} %, "

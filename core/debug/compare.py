@@ -186,3 +186,11 @@ def layer_ranking(layers: list[dict]) -> list[str]:
         if e.get("layer") and e.get("own_nmse") is not None:
             best[e["layer"]] = max(best.get(e["layer"], 0.0), e["own_nmse"])
     return sorted(best, key=lambda k: -best[k])
+
+
+def tensor_ranking(layers: list[dict]) -> list[str]:
+    """Quantized tensors (the runtime reads them after a Q/DQ) ordered by the own error of their
+    segments: what --float-tensors returns to float, taking that segment's rounding and int8 weights
+    with it (float_tensors.py), i.e. the error this list ranks by."""
+    scored = [e for e in layers if e.get("own_nmse") and "quantizelinear" in str(e.get("runtime_tensor")).lower()]
+    return [e["tensor"] for e in sorted(scored, key=lambda e: -e["own_nmse"])]

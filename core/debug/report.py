@@ -49,7 +49,7 @@ def _svg(layers: list[dict], keep: set[str]) -> str:
             for a, b in seq:
                 out.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.5" fill="{color}"/>')
     for i, e in pts:
-        if e.get("layer") in keep:
+        if e.get("layer") in keep or e["tensor"] in keep:
             out.append(f'<rect x="{x(i) - 4:.1f}" y="{PAD_T}" width="8" height="{H - PAD_T - PAD_B}" '
                        'fill="#2ca02c" opacity="0.15"/>')
         label = html.escape(f"{e['op']} {e['tensor']}"[:34])
@@ -98,7 +98,7 @@ def render_html(rep: dict) -> str:
     b = rep.get("bisect")
     if b:
         parts.append(f"<h2>Bisection</h2><p>demand {esc(json.dumps(b['demand']))}: "
-                     f"{'met' if b['met'] else 'NOT met'} on the selection data with {len(b['keep'])} layer(s) kept in FP32: "
+                     f"{'met' if b['met'] else 'NOT met'} on the selection data with {len(b['keep'])} {b.get('unit', 'layers')} kept in float: "
                      f"<code>{esc(', '.join(b['keep']) or '(none)')}</code></p><p>build it: <code>{esc(b.get('flag_line', ''))}</code></p>")
         if b.get("holdout"):
             h = b["holdout"]
@@ -118,7 +118,7 @@ def render_html(rep: dict) -> str:
                  "<th class='l'>layer (--keep-fp32 name)</th><th>cosine</th><th>NMSE</th><th>SQNR dB</th><th>max |err|</th>"
                  "<th>own NMSE</th><th>own SQNR dB</th></tr>")
     for i, e in enumerate(rep.get("layers") or []):
-        cls = "keep" if e.get("layer") in keep else ("worst" if e["tensor"] in worst else "")
+        cls = "keep" if (e.get("layer") in keep or e["tensor"] in keep) else ("worst" if e["tensor"] in worst else "")
         parts.append(f"<tr class='{cls}'><td class='l'>{i}</td><td class='l'>{esc(e['tensor'])}</td><td class='l'>{esc(e['op'])}</td>"
                      f"<td class='l'>{esc(e.get('layer') or '-')}</td><td>{_fmt(e.get('cosine'), '.6f')}</td>"
                      f"<td>{_fmt(e.get('nmse'))}</td><td>{_fmt(e.get('sqnr_db'), '.1f')}</td><td>{_fmt(e.get('max_abs_err'))}</td>"

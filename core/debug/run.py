@@ -62,7 +62,7 @@ def debug_artifact(artifact_dir, data, *, threads: int | None = 1, samples: int 
     from edgec.core.registry import get_backend
 
     from .audit import audit_artifact
-    from .compare import compare_layers, layer_ranking, worst
+    from .compare import compare_layers, layer_ranking, tensor_ranking, worst
     from .layers import float_tensors
 
     artifact_dir = Path(artifact_dir)
@@ -93,7 +93,8 @@ def debug_artifact(artifact_dir, data, *, threads: int | None = 1, samples: int 
             if plain is not None:
                 plain.close()
         out.update(layers=rep.layers, exposure=rep.exposure, not_exposed=len(rep.not_compared),
-                   worst=[e["tensor"] for e in worst(rep.layers, top)], ranking=layer_ranking(rep.layers))
+                   worst=[e["tensor"] for e in worst(rep.layers, top)], ranking=layer_ranking(rep.layers),
+                   tensor_ranking=tensor_ranking(rep.layers))
     out["audit"] = audit_artifact(artifact_dir, manifest)
     return out
 

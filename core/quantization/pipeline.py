@@ -41,7 +41,7 @@ def quantize(model: onnx.ModelProto, precision: str, *, flavour: QuantFlavour = 
              samples: int | None = None, cache_dir: Path | None = None, keep_fp32: Sequence[str] = (),
              fp32_io: bool = True, bias_correction: bool = True, max_drop: float | None = None,
              validation=None, progress: bool = True, weight_rounding: bool | None = None,
-             min_agreement: float | None = None) -> QuantResult:
+             min_agreement: float | None = None, float_tensors: Sequence[str] = ()) -> QuantResult:
     """Quantize an FP32 ONNX model; see the package docstring for the report layout.
 
     `max_drop` (points of the validation metric: top-1 with labels, else 100 - agreement) and
@@ -54,7 +54,11 @@ def quantize(model: onnx.ModelProto, precision: str, *, flavour: QuantFlavour = 
     None = only with `max_drop` or `min_agreement`: it lowers the logit error (SqueezeNet 1.1 NMSE 8.0e-4 -> 7.0e-4,
     EfficientNet-Lite0 5.0e-3 -> 3.9e-3) but did not move top-1 agreement beyond one image either way
     on imagenet_eval500, and adds 50-90 % to calibration time (EfficientNet-Lite0 15 -> 23 s idle machine,
-    29 -> 54 s with the 2 cores shared)."""
+    29 -> 54 s with the 2 cores shared).
+
+    `float_tensors` (int8): activation tensors whose Q/DQ pair is removed after quantization, with the
+    weighted layers that read or write them back in FP32 (float_tensors.py, the max_drop repair's unit;
+    `--float-tensors`, what `edgec debug --bisect` prints)."""
     if method not in METHODS:
         raise InputError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
     if precision not in PRECISIONS:
@@ -83,6 +87,19 @@ def quantize(model: onnx.ModelProto, precision: str, *, flavour: QuantFlavour = 
                             percentile=percentile, samples=samples, cache_dir=cache_dir, excluded=excluded,
                             bias_correction=bias_correction, max_drop=max_drop, validation=validation,
                             progress=progress, weight_rounding=weight_rounding, min_agreement=min_agreement)
+    if float_tensors and precision == "int8":
+        from .float_tensors import float_tensors as restore_float, quantized_activations
+
+        have = set(quantized_activations(out))
+        missing = [t for t in float_tensors if t not in have]
+        if missing:
+            raise InputError(f"float tensor {missing[0]!r} is not a quantized activation of the int8 model "
+                             f"(e.g. {', '.join(sorted(have)[:3])}); name tensors `edgec debug` lists")
+        out, nodes = restore_float(out, model, list(float_tensors))
+        report["float_tensors"] = list(float_tensors)
+        report["kept_fp32"] = sorted(set(report["kept_fp32"]) | set(nodes))
+    elif float_tensors:
+        raise InputError(f"--float-tensors applies to --precision int8, not {precision}")
     report["placement"] = placement(model, out)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     return QuantResult(out, report)
