@@ -6,8 +6,8 @@ of the ONNX graph) and `audit` (per compute layer, the precision the runtime exe
 
   layers.py   the FP32 graph: which tensors to compare, their producers, each tensor's segment
   compare.py  FP32 vs artifact per tensor: cosine, NMSE/SQNR, max error, and the error it ADDS
-  bisect.py   the smallest prefix of the worst layers to keep FP32 (--keep-fp32) that meets a demand,
-              each candidate compiled and measured on the backend's own runtime
+  bisect.py   the shortest prefix of the worst tensors (--float-tensors) or layers (--keep-fp32) to keep
+              in float that meets a demand, each candidate compiled and measured on the backend's runtime
   audit.py    the audit rows -> "87 of 92 conv/gemm layers run INT8; 5 float: <names> (why)"
   report.py   JSON + a static HTML page (inline SVG, no script) with the per-layer error along the graph
   command.py  the `debug` verb and `inspect ARTIFACT`
