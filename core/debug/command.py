@@ -164,8 +164,8 @@ def cmd_debug(args) -> int:
             if rep.get("files"):
                 print("wrote " + ", ".join(rep["files"].values()))
         if args.bisect and not rep["bisect"]["met"]:
-            print("edgec: error: no keep-set met the demand on the selection data, even with every ranked layer "
-                  "in FP32 (see the steps above)", file=sys.stderr)
+            print("edgec: error: no keep-set met the demand on the selection data, even with everything ranked kept "
+                  "in float (see the steps above)", file=sys.stderr)
             return 1
         return 0
     finally:

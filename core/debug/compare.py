@@ -170,12 +170,17 @@ def _entry(seg: Segment, acc: _Acc, runtime_name: str) -> dict:
          "own_max_abs_err": acc.own_max if own is not None else None}
     if acc.mismatch:
         e["not_compared"] = acc.mismatch
+    if nmse is not None and nmse > 1.0:
+        # More error than signal: the runtime's value is not this tensor at its FP32 scale (e.g. OpenVINO holds
+        # a concat input before the dequantization multiply it moved past the concat). Not ranked.
+        e["suspect"] = "exposed value is not the FP32 tensor's scale (NMSE > 1): the runtime may hold it before a " \
+                       "dequantization step; not ranked"
     return e
 
 
 def worst(layers: list[dict], n: int = 5) -> list[dict]:
     """The tensors whose own added error is largest (NMSE, so layers of any scale compare)."""
-    scored = [e for e in layers if e.get("own_nmse") is not None]
+    scored = [e for e in layers if e.get("own_nmse") is not None and not e.get("suspect")]
     return sorted(scored, key=lambda e: -e["own_nmse"])[:n]
 
 
@@ -183,7 +188,7 @@ def layer_ranking(layers: list[dict]) -> list[str]:
     """Weighted layers (what --keep-fp32 keeps) ordered by the largest own error of their segments."""
     best: dict[str, float] = {}
     for e in layers:
-        if e.get("layer") and e.get("own_nmse") is not None:
+        if e.get("layer") and e.get("own_nmse") is not None and not e.get("suspect"):
             best[e["layer"]] = max(best.get(e["layer"], 0.0), e["own_nmse"])
     return sorted(best, key=lambda k: -best[k])
 
@@ -192,5 +197,6 @@ def tensor_ranking(layers: list[dict]) -> list[str]:
     """Quantized tensors (the runtime reads them after a Q/DQ) ordered by the own error of their
     segments: what --float-tensors returns to float, taking that segment's rounding and int8 weights
     with it (float_tensors.py), i.e. the error this list ranks by."""
-    scored = [e for e in layers if e.get("own_nmse") and "quantizelinear" in str(e.get("runtime_tensor")).lower()]
+    scored = [e for e in layers if e.get("own_nmse") and not e.get("suspect")
+              and "quantizelinear" in str(e.get("runtime_tensor")).lower()]
     return [e["tensor"] for e in sorted(scored, key=lambda e: -e["own_nmse"])]
