@@ -155,15 +155,25 @@ def test_debug_names_the_broken_layer_onnxruntime(tiny, ort_base):
     assert rep["audit"]["summary"].startswith("3 of 4") or "of 4 conv/gemm" in rep["audit"]["summary"]
 
 
-def test_audit_onnxruntime_reads_what_ort_runs_not_what_was_meant(tiny, ort_base):
+def test_audit_onnxruntime_reads_what_ort_runs_not_what_was_meant(tiny, ort_base, tmp_path):
     base = _audit_rows(ort_base)
     assert base[BROKEN]["precision"] == "int8" and base[BROKEN]["kernel"] == "QLinearConv"
-    # Kept FP32 by the quantizer, but its input and output are still Q/DQ (its neighbours quantize them):
-    # ORT quantizes the FP32 weights itself and runs QLinearConv. The audit must say so, not "fp32".
+    # Kept FP32 by the quantizer, with its input and output still Q/DQ (its neighbours quantize them):
+    # ORT's WeightBiasQuantization would quantize the FP32 weights itself and run QLinearConv; edgec's
+    # sessions disable it, so it runs float, and the manifest says what session setting that needs.
     kept = _compile(tiny, "onnxruntime", keep=[BROKEN], out="ort-keep1")
     assert kept.manifest["quantization"]["kept_fp32"] == [BROKEN]
-    row = _audit_rows(kept)[BROKEN]
-    assert row["kernel"] == "QLinearConv" and "ORT quantized its FP32 weights itself" in row["why"], row
+    _check_kept_float(kept, BROKEN, ["conv_a", "conv_c"])
+    assert "WeightBiasQuantization" in _audit_rows(kept)[BROKEN]["why"]
+    assert kept.manifest["backend_info"]["session"]["disabled_optimizers"] == ["WeightBiasQuantization"]
+    # The same artifact in a default onnxruntime session would run it int8: the audit reads ORT, not intent.
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt-default.onnx")
+    ort.InferenceSession(str(kept.path / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    import onnx
+    opt = onnx.load(so.optimized_model_filepath)
+    assert sum(n.op_type == "QLinearConv" for n in opt.graph.node) == 3  # conv_b too: the reason for the setting
     # With the next layer kept too, nothing quantizes its output: it really runs float.
     both = _compile(tiny, "onnxruntime", keep=[BROKEN, "conv_c"], out="ort-keep2")
     _check_kept_float(both, BROKEN, ["conv_a"])
@@ -281,9 +291,12 @@ def test_qnn_audit(tiny):
     _need("qnn")
     base = _audit_rows(_compile(tiny, "qnn", out="qnn-base"))
     assert all(r["precision"] == "int8" and r["kernel"].startswith("HTP a8") for r in base.values()), base
-    # as on ORT's CPU EP: a kept layer between Q/DQ gets its weights quantized by onnxruntime -> int8 on HTP
-    one = _audit_rows(_compile(tiny, "qnn", keep=[BROKEN], out="qnn-keep1"))
-    assert one[BROKEN]["precision"] == "int8" and "quantized its FP32 weights itself" in one[BROKEN]["why"]
+    # as on ORT's CPU EP: a kept layer between Q/DQ stays float (ORT's WeightBiasQuantization, which would
+    # quantize its weights before QNN sees the graph, is disabled for the build)
+    kept = _compile(tiny, "qnn", keep=[BROKEN], out="qnn-keep1")
+    one = _audit_rows(kept)
+    assert one[BROKEN]["precision"] == "fp16" and one[BROKEN]["kernel"] == "HTP fp16", one[BROKEN]
+    assert kept.manifest["backend_info"]["session"]["disabled_optimizers"] == ["WeightBiasQuantization"]
     both = _compile(tiny, "qnn", keep=[BROKEN, "conv_c"], out="qnn-keep2")
     _check_kept_float(both, BROKEN, ["conv_a"])
 

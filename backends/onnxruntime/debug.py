@@ -19,6 +19,7 @@ from typing import Mapping
 
 import onnx
 
+from edgec.core import ort_session
 from edgec.core.backend import Runner
 
 INT8_KERNELS = {"QLinearConv": "int8", "QGemm": "int8", "QLinearMatMul": "int8", "ConvInteger": "int8",
@@ -73,7 +74,8 @@ class ExposedRunner(Runner):
             if runtime_name not in have:
                 m.graph.output.append(helper.make_tensor_value_info(
                     runtime_name, types.get(runtime_name, onnx.TensorProto.FLOAT), None))
-        self.session = ort.InferenceSession(m.SerializeToString(), _session_options(level, threads), providers=[provider])
+        self.session = ort.InferenceSession(m.SerializeToString(), _session_options(level, threads), providers=[provider],
+                                            **ort_session.kwargs())
         self._names = [o.name for o in self.session.get_outputs()]
         self._inputs = {i.name for i in self.session.get_inputs()}
         self.exposed = exposed
@@ -125,7 +127,8 @@ def audit(artifact_dir: Path, manifest: Mapping) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="edgec-ort-audit-") as tmp:
         so = _session_options(opts.get("graph_optimization", "all"), 1)
         so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(str(path), so, providers=[opts.get("provider", "CPUExecutionProvider")])
+        ort.InferenceSession(str(path), so, providers=[opts.get("provider", "CPUExecutionProvider")],
+                             **ort_session.kwargs())
         opt = onnx.load(so.optimized_model_filepath, load_external_data=False)
     o_prod = {o: n for n in opt.graph.node for o in n.output}
     o_inits = {i.name for i in opt.graph.initializer}
@@ -162,8 +165,9 @@ def audit(artifact_dir: Path, manifest: Mapping) -> list[dict]:
         if k.op_type in INT8_KERNELS:
             # A float layer between DequantizeLinear and QuantizeLinear is quantized by ORT itself (its
             # WeightBiasQuantization + QDQ fusions), whatever the quantizer meant: say so.
+            # edgec's sessions disable it (core/ort_session.py), so this says the runtime ignored that.
             note = None if weight_dq else ("kept FP32 in the Q/DQ model, but ORT quantized its FP32 weights itself "
-                                           "because its input and output are Q/DQ")
+                                           "because its input and output are Q/DQ (WeightBiasQuantization)")
             rows.append({"name": n.name, "op": n.op_type, "precision": INT8_KERNELS[k.op_type], "kernel": k.op_type,
                          "why": note})
             continue
@@ -199,7 +203,9 @@ def _by_prefix(by_name: dict, name: str):
 
 def _why_float(weight_dq: bool, act_dq: bool, node, qm) -> str:
     if not weight_dq:
-        return "FP32 weights: kept in FP32 (--keep-fp32 or the accuracy repair)"
+        return ("FP32 weights: kept in FP32 (--keep-fp32 or the accuracy repair); runs FP32 only in a session with "
+                "disabled_optimizers=['WeightBiasQuantization'] when its input and output are Q/DQ "
+                "(manifest backend_info.session; edgec's runner sets it)")
     if not act_dq:
         return "float input: ORT runs the dequantized int8 weights in a float kernel"
     consumers = [n for n in qm.graph.node if node.output[0] in n.input]

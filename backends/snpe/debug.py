@@ -57,7 +57,8 @@ def audit(artifact_dir: Path, manifest: Mapping, qdq_model: str) -> list[dict]:
             rows.append({"name": n.name, "op": n.op_type, "precision": a, "kernel": f"HTP a{a[3:]}w{w[3:]}", "why": None})
         elif a and f"{n.name}_weight_dq" in htp:
             # ORT's graph transformers quantize the FP32 weights of a float op between DQ and Q before the
-            # QNN EP sees the graph (their DequantizeLinear is in the assignment record): int8 on HTP.
+            # QNN EP sees the graph (their DequantizeLinear is in the assignment record): int8 on HTP. edgec's
+            # builds disable that (WeightBiasQuantization, core/ort_session.py); artifacts built before did not.
             rows.append({"name": n.name, "op": n.op_type, "precision": a, "kernel": f"HTP a{a[3:]}w8",
                          "why": "kept FP32 in the Q/DQ model, but onnxruntime quantized its FP32 weights itself "
                                 "because its input and output are Q/DQ"})

@@ -168,6 +168,8 @@ class QnnBackend(Backend):
             "htp_nodes": placed["htp_nodes"],
             "cpu_nodes": placed["cpu_nodes"],
             "provider_options": {k: v for k, v in cfg.provider_options().items() if k != "backend_path"},
+            # The context binary was built with it (layers kept FP32 stay float); rebuilding from the Q/DQ model needs it again.
+            **({"session": htp.ort_session_entry()} if ctx.precision == "int8" else {}),
         })
         return files
 

@@ -74,7 +74,9 @@ def _session(model: onnx.ModelProto, threads: int | None):
     so.inter_op_num_threads = 1
     # No fusion: the reference must compute exactly the ONNX graph, layer by layer.
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    from edgec.core import ort_session
+
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"], **ort_session.kwargs())
 
 
 def reference_with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
