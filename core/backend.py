@@ -174,6 +174,9 @@ class LoweringContext:
     calib_samples: int | None = None
     max_drop: float | None = None  # accuracy budget in top-1 points (or agreement points) for int8
     min_agreement: float | None = None  # int8: % top-1 agreement with FP32 the repair must reach on `validation`
+    keep_fp32: tuple = ()  # node names / op types the quantizer leaves FP32 (--keep-fp32); backends that
+    #                        call the core's quantize themselves pass it on as keep_fp32=
+    float_tensors: tuple = ()  # int8: activation tensors left unquantized (--float-tensors), float_tensors=
     threads: int | None = None
     progress: Callable[[str], None] = lambda msg: None
     # A backend may fill this; it lands in the manifest under "backend_info".
@@ -217,6 +220,24 @@ class Backend:
 
     def layer_info(self, runner: Runner) -> dict | None:
         """Per-layer info (e.g. which kernels ran in INT8); optional."""
+        return None
+
+    def intermediates(self, artifact_dir: Path, manifest: Mapping, names: list[str],
+                      threads: int | None = None) -> "Runner | None":
+        """Optional (`edgec debug`): a Runner over the artifact whose `run` also returns the tensors of the
+        FP32 ONNX graph named in `names` that the runtime can expose, keyed by those ONNX names, each as
+        the artifact's consumers see it (a quantized tensor dequantized to float, in the ONNX layout).
+        Set `runner.exposed` ({onnx name: runtime name}) and `runner.note` (how they were exposed and
+        what that may change, e.g. a fusion the extra outputs block). None: not implemented; raise
+        UnsupportedError with the reason where this artifact or host cannot expose them."""
+        return None
+
+    def audit(self, artifact_dir: Path, manifest: Mapping) -> "list[dict] | None":
+        """Optional (`edgec inspect ARTIFACT`, manifest `audit`): per compute layer of the ONNX graph, the
+        precision that actually executes, read from the runtime (its optimized or execution graph), not
+        from what the quantizer intended: [{"name": ONNX node name, "op": ONNX op type, "precision":
+        "int8"|"int16"|"fp16"|"fp32"|..., "kernel": what the runtime runs, "why": reason it is not int8
+        or None}]. None: not implemented."""
         return None
 
     def validate_options(self, options: Mapping[str, Any]) -> dict:

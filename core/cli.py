@@ -52,7 +52,8 @@ def cmd_compile(args) -> int:
                             force=args.force, threads=args.threads, optimize=not args.no_optimize,
                             max_drop=args.max_drop, min_agreement=args.min_agreement,
                             compression=steps_from_args(args), compress_max_drop=args.compress_max_drop,
-                            input_shapes=args.input_shape)
+                            input_shapes=args.input_shape, keep_fp32=args.keep_fp32,
+                            float_tensors=args.float_tensors)
     except ValidationFailed as e:
         if args.json and getattr(e, "manifest", None):
             _dump(e.manifest)
@@ -110,6 +111,9 @@ def cmd_backends(args) -> int:
 def cmd_inspect(args) -> int:
     from edgec.core.inspect import format_inspection, inspect_model
 
+    if Path(args.model).is_dir() and (Path(args.model) / "manifest.json").is_file():
+        from edgec.core.debug.audit import inspect_artifact
+        return inspect_artifact(args.model, args.json)
     info = inspect_model(args.model)
     if args.json:
         _dump(info)
@@ -250,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--option", "-O", action="append", type=_kv, metavar="KEY=VALUE", help="backend option; repeatable")
     c.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
                    help="concrete shape for an input with symbolic dims (e.g. images=1x3x640x640); repeatable")
+    c.add_argument("--keep-fp32", action="append", metavar="NODE[,NODE...]",
+                   help="int8/fp16: node names (or op types) the quantizer leaves in FP32, e.g. the line "
+                        "`edgec debug --bisect --unit layers` prints; repeatable")
+    c.add_argument("--float-tensors", action="append", metavar="TENSOR[,TENSOR...]",
+                   help="int8: activation tensors left unquantized, with the layers that read or write them in "
+                        "FP32 (the line `edgec debug --bisect` prints); repeatable")
     c.add_argument("--threads", type=positive_int, help="threads for validation runs")
     c.add_argument("--no-optimize", action="store_true", help="skip the core graph optimizer")
     c.add_argument("-o", "--output", help="artifact directory (default ./<model>-<backend>-<precision>)")
@@ -263,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_backends, imports_no_toolchain=True)
 
-    i = sub.add_parser("inspect", help="opsets, inputs/outputs, op histogram, parameters, MACs, size")
-    i.add_argument("model")
+    i = sub.add_parser("inspect", help="a model: opsets, inputs/outputs, op histogram, parameters, MACs, size; "
+                                       "an artifact: the precision each compute layer really runs")
+    i.add_argument("model", help="ONNX model file, or an artifact directory (precision audit)")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_inspect)
 
@@ -307,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_benchmark(sub)
     from edgec.core.auto.command import add_parser as add_auto
     add_auto(sub)
+    from edgec.core.debug.command import add_parser as add_debug
+    add_debug(sub)
     return p
 
 

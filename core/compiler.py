@@ -17,6 +17,7 @@ from edgec.core import interrupt, progress, stages
 from edgec.core.artifact import Artifact, staging_dir
 from edgec.core.claims import reconcile_claims
 from edgec.core.data_guard import data_warnings
+from edgec.core.debug.audit import audit_stage
 
 
 @dataclass
@@ -42,6 +43,8 @@ class CompileOptions:
     compression: Any = None  # core/compression steps (--prune, --cluster, ...), after the optimizer
     compress_max_drop: float | None = None
     input_shapes: Any = None  # {input: [dims]} or "name=1x3x640x640 ..." (--input-shape): core/shapes.py
+    keep_fp32: Any = None  # node names / op types that stay FP32 in int8/fp16 (--keep-fp32)
+    float_tensors: Any = None  # int8: activation tensors left unquantized (--float-tensors; `edgec debug --bisect`)
 
 
 @dataclass
@@ -85,7 +88,7 @@ PREPARE = [("resolve", stages.resolve_backend), ("load", stages.load_source), ("
            ("data", stages.open_inputs), ("optimize", stages.optimize_graph), ("compress", stages.compress),
            ("quantize", stages.quantize)]
 # Inside it: any failure removes the directory, so no half-written artifact is left behind.
-IN_STAGING = [("lower", stages.lower), ("validate", stages.validate), ("warnings", data_warnings),
+IN_STAGING = [("lower", stages.lower), ("validate", stages.validate), ("audit", audit_stage), ("warnings", data_warnings),
               ("claims", reconcile_claims), ("publish", stages.publish)]
 
 

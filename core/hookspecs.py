@@ -6,7 +6,9 @@ group `edgec.backends` in its own pyproject:
     [project.entry-points."edgec.backends"]
     mybackend = "mypackage.edgec_plugin"
 
-The built-in backends register exactly this way (see the repo's pyproject.toml).
+The built-in backends register exactly this way (see the repo's pyproject.toml). What a backend object
+can do is `edgec.core.backend.Backend`: required `lower`/`load`, optional `calibrate`, `layer_info`,
+`quant_flavour`, and for `edgec debug` / `edgec inspect ARTIFACT` the optional `intermediates` and `audit`.
 """
 from __future__ import annotations
 

@@ -168,7 +168,8 @@ def quantize(c) -> None:
                             options=c.backend_options, calibration=c.calib, validation=c.val,
                             calib_method=o.calib_method or "auto", calib_samples=o.calib_samples,
                             max_drop=o.max_drop, min_agreement=o.min_agreement, threads=o.threads,
-                            progress=progress.say)
+                            progress=progress.say, keep_fp32=_keep_list(o.keep_fp32),
+                            float_tensors=_keep_list(o.float_tensors))
     if o.precision == "fp32":
         return
     opset_note = None
@@ -193,7 +194,8 @@ def quantize(c) -> None:
             flavour = replace(flavour, per_channel=False)
         progress.say(f"quantizing to {o.precision} ({flavour.placement} flavour)")
         kwargs = dict(flavour=flavour, calibration=c.calib, samples=o.calib_samples, max_drop=o.max_drop,
-                      min_agreement=o.min_agreement, validation=c.val, progress=progress.enabled())
+                      min_agreement=o.min_agreement, validation=c.val, progress=progress.enabled(),
+                      keep_fp32=c.ctx.keep_fp32, float_tensors=c.ctx.float_tensors)
         if o.calib_method and o.calib_method != "auto":
             kwargs["method"] = o.calib_method
         if c.backend_options.get("weight_rounding") in ("gptq", "nearest"):  # -O weight_rounding=nearest
@@ -309,6 +311,14 @@ def _check_opset(be, model: onnx.ModelProto) -> None:
     if opset is not None and not lo <= opset <= hi:
         raise UnsupportedError(f"backend '{be.name}' needs ONNX opset {lo}..{hi} but the model is opset {opset} and "
                                f"onnx's version converter could not convert it; re-export the model at opset {hi}")
+
+
+def _keep_list(keep) -> tuple:
+    """--keep-fp32 "a,b" (repeatable) or a list of names, as one tuple (split_keep_list checks the names)."""
+    if not keep:
+        return ()
+    items = [keep] if isinstance(keep, str) else list(keep)
+    return tuple(k.strip() for item in items for k in str(item).split(",") if k.strip())
 
 
 def _describe_pp(preprocess):

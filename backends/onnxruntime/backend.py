@@ -64,12 +64,26 @@ class OnnxRuntimeBackend(Backend):
 
         save_model(ctx.model, ctx.out_dir / "model.onnx")
         ctx.info["provider"] = ctx.options["provider"]
+        if ctx.precision == "int8":
+            from edgec.core import ort_session
+
+            ctx.info["session"] = ort_session.manifest_entry()
         return ["model.onnx"]
 
     def load(self, artifact_dir: Path, manifest, threads: int | None = None, **options) -> Runner:
         opts = {**manifest.get("options", {}), **options}
         return OrtRunner(Path(artifact_dir) / "model.onnx", opts.get("provider", "CPUExecutionProvider"),
                          opts.get("graph_optimization", "all"), threads)
+
+    def intermediates(self, artifact_dir: Path, manifest, names, threads: int | None = None) -> Runner:
+        from edgec.backends.onnxruntime import debug
+
+        return debug.intermediates(artifact_dir, manifest, names, threads)
+
+    def audit(self, artifact_dir: Path, manifest) -> list[dict]:
+        from edgec.backends.onnxruntime import debug
+
+        return debug.audit(artifact_dir, manifest)
 
 
 class OrtRunner(Runner):
@@ -88,7 +102,10 @@ class OrtRunner(Runner):
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
         self.threads = threads
-        self.session = ort.InferenceSession(str(path), so, providers=[provider])
+        from edgec.core import ort_session
+
+        # Layers kept FP32 between Q/DQ must run FP32: see core/ort_session.py.
+        self.session = ort.InferenceSession(str(path), so, providers=[provider], **ort_session.kwargs())
         self.inputs = [_spec(i) for i in self.session.get_inputs()]
         self.outputs = [_spec(o) for o in self.session.get_outputs()]
         self._names = [o.name for o in self.outputs]

@@ -92,6 +92,9 @@ class OpenVINOBackend(Backend):
         import openvino as ov
 
         cfg.resolve(ov.Core(), opts, ctx.precision)  # a missing device fails before minutes of calibration
+        if (ctx.keep_fp32 or ctx.float_tensors) and not (ctx.precision == "int8" and opts["calibrator"] == "core"):
+            raise InputError("--keep-fp32 / --float-tensors with openvino need --precision int8 and the core calibrator "
+                             "(NNCF and OpenVINO's fp16 take no keep-list here); drop -O calibrator=nncf")
         if ctx.precision == "int8" and opts["calibrator"] == "core":
             if ctx.calibration is None:
                 return None  # a Q/DQ model made elsewhere (or the core's "needs --calib" error)
@@ -195,6 +198,16 @@ class OpenVINOBackend(Backend):
         if getattr(runner, "precision", "int8") != "int8":
             info.pop("compute_layers_not_int8")  # expected to be all of them; only noise outside int8
         return info
+
+    def intermediates(self, artifact_dir: Path, manifest: Mapping, names, threads: int | None = None) -> Runner:
+        from edgec.backends.openvino import debug
+
+        return debug.intermediates(self, artifact_dir, manifest, names, threads)
+
+    def audit(self, artifact_dir: Path, manifest: Mapping) -> list[dict]:
+        from edgec.backends.openvino import debug
+
+        return debug.audit(self, artifact_dir, manifest)
 
 
 def _compiled_properties(compiled) -> dict:

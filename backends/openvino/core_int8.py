@@ -44,7 +44,8 @@ def quantize(ctx: LoweringContext, flavour: QuantFlavour, weight_rounding: str):
         kwargs["method"] = ctx.calib_method
     q = core_quantize(ctx.source_model, "int8", flavour=flavour, calibration=ctx.calibration,
                       samples=ctx.calib_samples, progress=progress.enabled(),
-                      weight_rounding=weight_rounding == "gptq", **kwargs)
+                      weight_rounding=weight_rounding == "gptq", keep_fp32=ctx.keep_fp32,
+                      float_tensors=ctx.float_tensors, **kwargs)
     q.report["requested_by"] = f"openvino backend: weight_rounding={weight_rounding}"
     ctx.info["calibration"] = q.report
     return q.model

@@ -168,6 +168,8 @@ class QnnBackend(Backend):
             "htp_nodes": placed["htp_nodes"],
             "cpu_nodes": placed["cpu_nodes"],
             "provider_options": {k: v for k, v in cfg.provider_options().items() if k != "backend_path"},
+            # The context binary was built with it (layers kept FP32 stay float); rebuilding from the Q/DQ model needs it again.
+            **({"session": htp.ort_session_entry()} if ctx.precision == "int8" else {}),
         })
         return files
 
@@ -192,6 +194,18 @@ class QnnBackend(Backend):
         cfg = self.htp_config(opts, t, manifest.get("precision", "int8"), threads)
         runner = htp.HtpRunner(path, cfg, what=f"qnn artifact {artifact_dir}")
         return runner
+
+    def intermediates(self, artifact_dir: Path, manifest: Mapping, names, threads: int | None = None):
+        from edgec.core.errors import UnsupportedError
+
+        raise UnsupportedError("qnn: the HTP context binary returns only its outputs; exposing tensors needs a new "
+                               "context build with them as graph outputs, which is not implemented (running "
+                               "model_qdq.onnx on the CPU EP instead would not be the HTP's numbers)")
+
+    def audit(self, artifact_dir: Path, manifest: Mapping) -> list[dict]:
+        from edgec.backends.snpe import debug
+
+        return debug.audit(artifact_dir, manifest, QDQ_MODEL)
 
     def layer_info(self, runner: Runner) -> dict | None:
         p = getattr(runner, "placement", None)

@@ -23,7 +23,8 @@ def core(ctx: LoweringContext, flavour: QuantFlavour, gptq: bool):
         kwargs["method"] = ctx.calib_method
     q = core_quantize(ctx.source_model, "int8", flavour=flavour, calibration=ctx.calibration,
                       samples=ctx.calib_samples, progress=progress.enabled(), weight_rounding=gptq,
-                      max_drop=ctx.max_drop, min_agreement=ctx.min_agreement, validation=ctx.validation, **kwargs)
+                      max_drop=ctx.max_drop, min_agreement=ctx.min_agreement, validation=ctx.validation,
+                      keep_fp32=ctx.keep_fp32, float_tensors=ctx.float_tensors, **kwargs)
     q.report["requested_by"] = f"qnn backend: {'gptq' if gptq else 'nearest'} weight rounding"
     return q.model, q.report
 

@@ -163,6 +163,16 @@ class TensorRTBackend(Backend):
 
     # ------------------------------------------------------------------ loading
 
+    def audit(self, artifact_dir: Path, manifest: Mapping) -> list[dict]:
+        from edgec.backends.tensorrt import debug
+
+        return debug.audit(artifact_dir, manifest)
+
+    def intermediates(self, artifact_dir: Path, manifest: Mapping, names, threads: int | None = None):
+        from edgec.backends.tensorrt import debug
+
+        return debug.intermediates(self, artifact_dir, manifest, names, threads)
+
     def load(self, artifact_dir: Path, manifest: Mapping, threads: int | None = None, **options) -> Runner:
         d = Path(artifact_dir)
         if not (d / META).is_file():

@@ -100,7 +100,7 @@ class TFLiteBackend(Backend):
             model = ensure_node_names(_copy(ctx.source_model))
             grouped = [n.name for n in model.graph.node if n.op_type == "Conv"
                        and any(a.name == "group" and a.i > 1 for a in n.attribute)]
-            q = quantize(model, "int8-dynamic", flavour=self.requirements.quant, progress=False, keep_fp32=grouped)
+            q = quantize(model, "int8-dynamic", flavour=self.requirements.quant, progress=False, keep_fp32=grouped + list(ctx.keep_fp32))
         else:
             if ctx.calibration is None:
                 raise InputError("--precision int8 needs calibration data: pass --calib DATA, "
@@ -108,7 +108,7 @@ class TFLiteBackend(Backend):
             flavour = dataclasses.replace(self.requirements.quant, quantize_io=opts["io"] != "float")
             kwargs = dict(flavour=flavour, calibration=ctx.calibration, samples=ctx.calib_samples,
                           max_drop=ctx.max_drop, min_agreement=ctx.min_agreement, validation=ctx.validation,
-                          progress=True)
+                          progress=True, keep_fp32=ctx.keep_fp32, float_tensors=ctx.float_tensors)
             # auto keeps this backend's measured choice: GPTQ only with --max-drop/--min-agreement (the core's
             # default became gptq in issue 17; on LiteRT it did not change agreement and cost ~5x calibration)
             repair = ctx.max_drop is not None or ctx.min_agreement is not None
@@ -146,3 +146,13 @@ class TFLiteBackend(Backend):
         from edgec.backends.tflite.convert import delegation
 
         return delegation(runner)
+
+    def intermediates(self, artifact_dir: Path, manifest: Mapping, names, threads: int | None = None) -> Runner:
+        from edgec.backends.tflite import debug
+
+        return debug.intermediates(artifact_dir, manifest, names, (FILE, IO_FILE))
+
+    def audit(self, artifact_dir: Path, manifest: Mapping) -> list[dict]:
+        from edgec.backends.tflite import debug
+
+        return debug.audit(self, artifact_dir, manifest, (FILE, IO_FILE))

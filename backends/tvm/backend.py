@@ -209,6 +209,17 @@ class TvmBackend(Backend):
 
     # ------------------------------------------------------------------ loading
 
+    def intermediates(self, artifact_dir: Path, manifest, names, threads: int | None = None):
+        from edgec.core.errors import UnsupportedError
+
+        raise UnsupportedError("tvm: the compiled module.so returns only the model outputs (its fused TIR kernels "
+                               "keep no per-layer values); a debug build with them as outputs is not implemented")
+
+    def audit(self, artifact_dir: Path, manifest) -> list[dict]:
+        from edgec.backends.tvm import debug
+
+        return debug.audit(artifact_dir, manifest)
+
     def load(self, artifact_dir: Path, manifest, threads: int | None = None, **options) -> Runner:
         d = Path(artifact_dir)
         meta = json.loads((d / META).read_text())

@@ -103,7 +103,10 @@ def session(model: onnx.ModelProto, threads: int | None = None):
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    from edgec.core import ort_session
+
+    # The repair's evaluator runs Q/DQ candidates here: kept-FP32 layers must run FP32 (core/ort_session.py).
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"], **ort_session.kwargs())
 
 
 def _check_feeds(model: onnx.ModelProto, sample, source: str) -> None:

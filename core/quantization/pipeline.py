@@ -41,7 +41,7 @@ def quantize(model: onnx.ModelProto, precision: str, *, flavour: QuantFlavour = 
              samples: int | None = None, cache_dir: Path | None = None, keep_fp32: Sequence[str] = (),
              fp32_io: bool = True, bias_correction: bool = True, max_drop: float | None = None,
              validation=None, progress: bool = True, weight_rounding: bool | None = None,
-             min_agreement: float | None = None) -> QuantResult:
+             min_agreement: float | None = None, float_tensors: Sequence[str] = ()) -> QuantResult:
     """Quantize an FP32 ONNX model; see the package docstring for the report layout.
 
     `max_drop` (points of the validation metric: top-1 with labels, else 100 - agreement) and
@@ -53,10 +53,15 @@ def quantize(model: onnx.ModelProto, precision: str, *, flavour: QuantFlavour = 
     calibration data (GPTQ, rounding.py) instead of round-to-nearest; the scales are unchanged.
     None (the default) = GPTQ: it lowers the logit error (SqueezeNet 1.1 NMSE 8.0e-4 -> 7.0e-4,
     EfficientNet-Lite0 5.0e-3 -> 3.9e-3) and, on ONNX Runtime's 7-bit weight grid of a host without
-    VNNI, lifted EfficientNet-Lite0's top-1 agreement on imagenet_eval500 from 98.2 to 99.2 % (issue 17;
-    OpenVINO's core calibrator chose it for the stem conv, backends/openvino/core_int8.py). Its cost,
+    VNNI, lifted EfficientNet-Lite0's top-1 agreement on imagenet_eval500 from 97.8 to 98.6 % (+-0.5,
+    n=500; issue 17; OpenVINO's core calibrator chose it for the stem conv, backends/openvino/core_int8.py). Its cost,
     50-90 % more calibration time, is paid once per (model, data, flavour): parts_cache.py keeps the
-    table. False = round-to-nearest."""
+    table. False = round-to-nearest.
+
+    `float_tensors` (int8): activation tensors whose Q/DQ pair is removed after quantization, with the
+    weighted layers that read or write them back in FP32 (float_tensors.py, the max_drop repair's unit;
+    `--float-tensors`, what `edgec debug --bisect` prints)."""
+
     if method not in METHODS:
         raise InputError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
     if precision not in PRECISIONS:
@@ -86,6 +91,19 @@ def quantize(model: onnx.ModelProto, precision: str, *, flavour: QuantFlavour = 
                             bias_correction=bias_correction, max_drop=max_drop, validation=validation,
                             progress=progress, weight_rounding=True if weight_rounding is None else weight_rounding,
                             min_agreement=min_agreement)
+    if float_tensors and precision == "int8":
+        from .float_tensors import float_tensors as restore_float, quantized_activations
+
+        have = set(quantized_activations(out))
+        missing = [t for t in float_tensors if t not in have]
+        if missing:
+            raise InputError(f"float tensor {missing[0]!r} is not a quantized activation of the int8 model "
+                             f"(e.g. {', '.join(sorted(have)[:3])}); name tensors `edgec debug` lists")
+        out, nodes = restore_float(out, model, list(float_tensors))
+        report["float_tensors"] = list(float_tensors)
+        report["kept_fp32"] = sorted(set(report["kept_fp32"]) | set(nodes))
+    elif float_tensors:
+        raise InputError(f"--float-tensors applies to --precision int8, not {precision}")
     report["placement"] = placement(model, out)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     return QuantResult(out, report)

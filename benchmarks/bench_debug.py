@@ -1,0 +1,86 @@
+"""`edgec debug --bisect` on SqueezeNet 1.1 INT8 (issue #20's done-when), per backend.
+
+Calibrate on calib500[:200], rank layers and select the keep-set on calib500[200:] (300 images, on the
+backend's own runtime), measure the chosen keep-set once on eval500 (500 held-out images: agreement with
+FP32 +- standard error, paired against the plain INT8 artifact), and time it against the plain INT8
+artifact interleaved at 1 thread. Prints the worst layers by own added error, the bisection steps, the
+keep-set, the held-out numbers, the latency ratio and the flag line that builds it.
+
+    .venv/bin/python benchmarks/bench_debug.py [--backends onnxruntime,openvino] [--min-agreement 98] [-o DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backends", default="onnxruntime,openvino")
+    ap.add_argument("--min-agreement", default="98")
+    ap.add_argument("--samples", default="16", help="images for the layerwise comparison")
+    ap.add_argument("-o", "--output", default=str(REPO / "out" / "bench_debug"))
+    ap.add_argument("--option", "-O", action="append", default=[], metavar="BACKEND:KEY=VALUE")
+    a = ap.parse_args()
+    model = SHARED / "models" / "squeezenet1_1.onnx"
+    calib = SHARED / "data" / "imagenet_calib500_jpeg.npz"
+    ev = SHARED / "data" / "imagenet_eval500_jpeg.npz"
+    for p in (model, calib, ev):
+        if not p.exists():
+            print(f"skip: {p} not present", file=sys.stderr)
+            return 0
+    from edgec.core.cli import main as edgec_main
+
+    print(f"uptime: {os.popen('uptime').read().strip()}")
+    for be in a.backends.split(","):
+        opts = [x.split(":", 1)[1] for x in a.option if x.startswith(be + ":")]
+        argv = ["debug", str(model), "--backend", be, "--precision", "int8", "--preprocess", "squeezenet-bgr",
+                "--calib", str(calib), "--calib-samples", "200", "--val", str(calib), "--val-skip", "200",
+                "--samples", a.samples, "--bisect", "--min-agreement", a.min_agreement, "--holdout", str(ev),
+                "--threads", "1", "-o", str(Path(a.output) / be), "--json"]
+        for o in opts:
+            argv += ["-O", o]
+        t0 = time.perf_counter()
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = edgec_main(argv)
+        if rc not in (0, 1):
+            print(f"{be}: edgec debug exited {rc}")
+            continue
+        rep = json.loads(buf.getvalue())
+        b = rep["bisect"]
+        print(f"\n== {be} (squeezenet1_1 int8), {time.perf_counter() - t0:.0f} s")
+        print(f"audit: {rep['audit'].get('summary')}")
+        worst = [e for t in rep["worst"] for e in rep["layers"] if e["tensor"] == t]
+        print("largest own added error: " + "; ".join(f"{e['layer'] or e['tensor']} {e['own_sqnr_db']} dB" for e in worst))
+        print("bisect (agreement on calib500[200:], 300 images): "
+              + " ".join(f"k={s['k']}:{s['agreement']:.2f}%" for s in b["steps"]))
+        print(f"keep ({len(b['keep'])}): {', '.join(b['keep']) or '-'}  met on selection: {b['met']}")
+        h = b.get("holdout")
+        if h:
+            p = h["paired"]
+            print(f"held-out eval500 ({h['samples']}): INT8 {h['int8_agreement']:.2f} +- {h['int8_se']:.2f} %, keep-set "
+                  f"{h['keep_agreement']:.2f} +- {h['keep_se']:.2f} %, paired {p['diff_points']:+.2f} +- {p['se_points']:.2f} "
+                  f"points (+{p['gained']}/-{p['lost']}, McNemar p={p['mcnemar_p']}); top-1 FP32 {h.get('reference_top1')} "
+                  f"INT8 {h.get('int8_top1')} keep {h.get('keep_top1')}; demand {a.min_agreement} % on held-out: "
+                  f"{'met' if h['met'] else 'NOT met'}")
+        lat = b.get("latency") or {}
+        if "ratio" in lat:
+            print(f"latency keep-set / INT8 (interleaved, 1 thread, {lat['runs']} runs): {lat['ratio']:.3f} "
+                  f"({lat['keep_median_ms']} vs {lat['int8_median_ms']} ms)")
+        print(f"flag line: {b['flag_line']}")
+    print(f"\nuptime: {os.popen('uptime').read().strip()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

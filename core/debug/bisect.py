@@ -1,0 +1,196 @@
+"""`edgec debug --bisect`: the fewest of the worst layers to keep in FP32 so the model meets a demand,
+each candidate compiled with `--keep-fp32` and measured on the backend's own runtime (Polygraphy's
+`debug precision`, for every backend).
+
+Candidates are prefixes of the layers ranked by their own added error (compare.layer_ranking): the
+first k that meets the demand is found by doubling k and then bisecting between the last miss and the
+first hit, so about 2 log2(layers) compiles. Each candidate is a real `edgec.compile(keep_fp32=...)`,
+which is exactly what the printed flag line builds; its validation on the selection data (on the
+backend's runtime, as every compile validates) is the measurement. Agreement on a few hundred images
+moves by single images, so the result is measured again on held-out data (`holdout`) with its standard
+error and a paired comparison against the plain INT8 artifact, and timed interleaved against it.
+"""
+from __future__ import annotations
+
+import math
+import shlex
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+def meets(row: dict, min_agreement: float | None, max_drop: float | None) -> bool:
+    if min_agreement is not None and (row.get("agreement") is None or row["agreement"] < min_agreement):
+        return False
+    if max_drop is not None and (row.get("drop") is None or row["drop"] > max_drop):
+        return False
+    return True
+
+
+def _row(k: int, keep: list[str], manifest: dict) -> dict:
+    v = manifest["validation"]
+    agree = None if v.get("top1_agreement") is None else 100.0 * v["top1_agreement"]
+    if v.get("top1_accuracy") is not None and v.get("reference_top1_accuracy") is not None:
+        drop = 100.0 * (v["reference_top1_accuracy"] - v["top1_accuracy"])
+    else:
+        drop = None if agree is None else 100.0 - agree
+    return {"k": k, "keep": keep, "agreement": agree, "drop": drop, "cosine": v.get("cosine"),
+            "samples": v.get("samples"), "runtime": v.get("runtime")}
+
+
+def search(ranking: list[str], probe: Callable[[int], dict], min_agreement: float | None,
+           max_drop: float | None) -> tuple[int | None, list[dict]]:
+    """The smallest prefix length k of `ranking` whose probe meets the demand (None if even all miss)."""
+    tried: dict[int, dict] = {}
+
+    def ok(k: int) -> bool:
+        if k not in tried:
+            tried[k] = probe(k)
+        return meets(tried[k], min_agreement, max_drop)
+
+    n = len(ranking)
+    if ok(0):
+        return 0, [tried[0]]
+    lo, hi = 0, None
+    k = 1
+    while k <= n:
+        if ok(k):
+            hi = k
+            break
+        lo = k
+        k = min(n, k * 2) if k < n else n + 1
+    if hi is None:
+        return None, [tried[i] for i in sorted(tried)]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi, [tried[i] for i in sorted(tried)]
+
+
+UNITS = {"tensors": ("float_tensors", "--float-tensors"), "layers": ("keep_fp32", "--keep-fp32")}
+
+
+def flag_line(model: str, backend: str, precision: str, keep: list[str], extra: list[str], unit: str = "tensors") -> str:
+    parts = ["edgec", "compile", model, "--backend", backend, "--precision", precision] + extra
+    if keep:
+        parts += [UNITS[unit][1], ",".join(keep)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def bisect(model, backend: str, precision: str, ranking: list[str], *, calibration, selection, workdir: Path,
+           min_agreement: float | None = None, max_drop: float | None = None, compile_kwargs: dict | None = None,
+           say: Callable[[str], None] = lambda s: None, base: tuple | None = None, unit: str = "tensors") -> dict:
+    """Search the keep-set; every candidate artifact goes to workdir/keep-K (the chosen one is kept)."""
+    import edgec
+    from edgec.core.errors import ValidationFailed
+
+    kwargs = dict(compile_kwargs or {})
+    kwargs.setdefault("min_cosine", -1.0)  # a candidate is judged on the demand, not on the cosine gate
+    workdir = Path(workdir)
+
+    def probe(k: int) -> dict:
+        keep = ranking[:k]
+        if k == 0 and base is not None:  # (artifact dir, manifest) compiled already, validated on `selection`
+            row = _row(0, [], base[1])
+            row["artifact"] = str(base[0])
+            return row
+        say(f"bisect: compiling with {k} {unit} kept in float")
+        try:
+            art = edgec.compile(model, backend=backend, precision=precision, calibration=calibration,
+                                validation=selection, output=workdir / f"keep-{k}", force=True,
+                                **{UNITS[unit][0]: keep or None}, **kwargs)
+            manifest = art.manifest
+        except ValidationFailed as e:
+            manifest = e.manifest
+        row = _row(k, keep, manifest)
+        row["artifact"] = str(workdir / f"keep-{k}")
+        say(f"bisect: k={k} agreement {row['agreement']:.2f} %" if row["agreement"] is not None else f"bisect: k={k}")
+        return row
+
+    k, steps = search(ranking, probe, min_agreement, max_drop)
+    chosen = next((s for s in steps if s["k"] == k), None)
+    for s in steps:  # only the base and the chosen artifacts are worth keeping on disk
+        if s["k"] not in (0, k) and Path(s["artifact"]).parent == workdir:
+            shutil.rmtree(s["artifact"], ignore_errors=True)
+    demand = {"min_agreement": min_agreement, "max_drop": max_drop}
+    return {"demand": {k_: v for k_, v in demand.items() if v is not None}, "met": k is not None, "unit": unit,
+            "keep": chosen["keep"] if chosen else ranking, "k": k, "steps": steps,
+            "selection": {"data": getattr(selection, "source", ""), "samples": len(selection)},
+            "base_artifact": steps[0]["artifact"], "artifact": chosen["artifact"] if chosen else None}
+
+
+def agreement_per_image(artifacts: dict[str, str], reference_model, data, threads: int = 1) -> dict[str, np.ndarray]:
+    """{name: bool per image, top-1 of the artifact == top-1 of FP32} on `data`, one reference pass."""
+    import edgec
+    from edgec.core import progress
+    from edgec.core.validate import ReferenceRunner
+
+    ref = ReferenceRunner(reference_model, threads=threads)
+    runners = {n: edgec.load(p, threads=threads) for n, p in artifacts.items()}
+    agree: dict[str, list[bool]] = {n: [] for n in runners}
+    labels_ok: dict[str, list[bool]] = {n: [] for n in runners}
+    ref_ok: list[bool] = []
+    try:
+        out = ref.output_names[0]
+        for s in progress.bar(data, total=len(data), desc="held-out", unit="sample"):
+            r = np.asarray(ref.run(s.feeds)[out]).reshape(-1)
+            if s.label is not None:
+                ref_ok.append(int(r.argmax()) == int(s.label))
+            for n, run in runners.items():
+                a = np.asarray(run.run(s.feeds)[out]).reshape(-1)
+                agree[n].append(int(a.argmax()) == int(r.argmax()))
+                if s.label is not None:
+                    labels_ok[n].append(int(a.argmax()) == int(s.label))
+    finally:
+        for run in runners.values():
+            run.close()
+    res = {n: np.array(v) for n, v in agree.items()}
+    res.update({f"{n}:top1": np.array(v) for n, v in labels_ok.items() if v})
+    if ref_ok:
+        res["reference:top1"] = np.array(ref_ok)
+    return res
+
+
+def mean_se(x: np.ndarray) -> tuple[float, float]:
+    n = len(x)
+    p = float(np.mean(x)) if n else float("nan")
+    return 100.0 * p, 100.0 * math.sqrt(max(p * (1 - p), 0.0) / max(n - 1, 1))
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict:
+    """b - a in points, its standard error, and the discordant counts (McNemar's exact two-sided p)."""
+    d = b.astype(float) - a.astype(float)
+    n = len(d)
+    se = 100.0 * float(np.std(d, ddof=1)) / math.sqrt(n) if n > 1 else float("nan")
+    gained, lost = int(((d > 0)).sum()), int(((d < 0)).sum())
+    from math import comb
+    m = gained + lost
+    p = 1.0 if m == 0 else min(1.0, 2 * sum(comb(m, i) for i in range(min(gained, lost) + 1)) / 2 ** m)
+    return {"diff_points": round(100.0 * float(d.mean()), 3), "se_points": round(se, 3), "gained": gained,
+            "lost": lost, "mcnemar_p": round(p, 4)}
+
+
+def latency_ratio(base: str, keep: str, threads: int = 1, runs: int = 200, feeds=None) -> dict:
+    """Median latency of the keep-set artifact over the plain one, interleaved in one loop."""
+    import edgec
+    from edgec.core.benchmark.timing import round_robin
+
+    runners = {"int8": edgec.load(base, threads=threads), "keep": edgec.load(keep, threads=threads)}
+    try:
+        if feeds is None:
+            feeds = {s.name: np.random.default_rng(0).standard_normal(
+                [d if isinstance(d, int) else 1 for d in s.shape]).astype(s.dtype) for s in runners["int8"].inputs}
+        times, errors, _ = round_robin(runners, feeds, runs=runs, warmup=10)
+    finally:
+        for r in runners.values():
+            r.close()
+    if errors:
+        return {"error": next(iter(errors.values()))}
+    med = {n: float(np.median(t)) * 1e3 for n, t in times.items()}
+    return {"threads": threads, "runs": runs, "int8_median_ms": round(med["int8"], 3),
+            "keep_median_ms": round(med["keep"], 3), "ratio": round(med["keep"] / med["int8"], 3)}
