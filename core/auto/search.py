@@ -393,7 +393,7 @@ def explain(hardware_name: str, demands: Demands | None = None, backends=None) -
     rules = ["a candidate is skipped only when a measured cell bounds its latency from below and that bound is no "
              "better than the best cell meeting every threshold: calib variants and repair by their default-calib "
              "cell; fp16 by the same backend's fp32 when the device has no fp16 arithmetic"
-             + (f"; fp32 by the same backend's int8 once that meets every threshold"
+             + ("; fp32 by the same backend's int8 once that meets every threshold"
                 + (f" (only on hosts with VNNI/AMX int8; this one: {'yes' if vnni else 'no'})"
                    if profile.get("int8_beats_fp32") == "vnni" else "")
                 if profile.get("int8_beats_fp32") else ""),
