@@ -615,7 +615,8 @@ def test_max_drop_builds_the_core_int8_models(backend, tmp_path, monkeypatch):
         # The counts of rounded and corrected layers differ once layers are kept (the core leaves
         # excluded layers out of both), the models do not.
         for key in ("calibration", "flavour") + (("weight_rounding", "bias_correction") if not kept else ()):
-            assert report[key] == core.report[key], key
+            # the parts cache makes the second computation a hit; what was computed must be the same
+            assert _sans_cache(report[key]) == _sans_cache(core.report[key]), key
 
 
 @pytest.mark.parametrize("demand", ["max_drop", "min_agreement"])
@@ -671,3 +672,7 @@ def test_weight_range_follows_the_host_for_the_cpu_device(monkeypatch):
     monkeypatch.setattr(host, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
     assert be.quant_flavour(be.validate_options({})).reduce_range is False
     assert be.quant_flavour(be.validate_options({"weight_range": "reduced"})).reduce_range is True
+
+
+def _sans_cache(entry):
+    return {k: v for k, v in entry.items() if k != "cache"} if isinstance(entry, dict) else entry

@@ -716,11 +716,12 @@ def test_weight_rounding_keeps_grid_and_lowers_layer_error(tmp_path):
     assert np.mean((run(gq, held_out) - ref) ** 2) < np.mean((run(rtn, held_out) - ref) ** 2)
 
 
-def test_weight_rounding_defaults_to_max_drop_only(tmp_path):
+def test_weight_rounding_defaults_to_gptq(tmp_path):
+    """GPTQ is the core's int8 default since issue 17 (it lifted onnxruntime's EfficientNet-Lite0 agreement);
+    weight_rounding=False is round-to-nearest."""
     kw = dict(calibration=data(16), cache_dir=tmp_path, progress=False)
-    assert "weight_rounding" not in quantize(tiny_cnn(), "int8", **kw).report
-    res = quantize(tiny_cnn(), "int8", max_drop=100.0, validation=data(16, seed=2), **kw)
-    assert res.report["weight_rounding"]["layers"] > 0
+    assert quantize(tiny_cnn(), "int8", **kw).report["weight_rounding"]["layers"] > 0
+    assert "weight_rounding" not in quantize(tiny_cnn(), "int8", weight_rounding=False, **kw).report
 
 
 @pytest.mark.parametrize("weight_rounding", [False, True])
@@ -739,7 +740,9 @@ def test_prepared_parts_build_what_quantize_returns(tmp_path, weight_rounding):
         res = quantize(tiny_cnn(), "int8", keep_fp32=keep, **kw)
         assert parts.build(keep).SerializeToString() == res.model.SerializeToString(), keep
     res = quantize(tiny_cnn(), "int8", **kw)
-    assert all(res.report[k] == v for k, v in parts.report.items() if k != "calibration")
+    # the second computation of the same parts is a cache hit; what was computed must be the same
+    plain = lambda e: {k: v for k, v in e.items() if k != "cache"} if isinstance(e, dict) else e  # noqa: E731
+    assert all(plain(res.report[k]) == plain(v) for k, v in parts.report.items() if k != "calibration")
     assert parts.report["calibration"] == dict(res.report["calibration"], cache="miss")
 
 @pytest.mark.slow

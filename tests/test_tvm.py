@@ -224,6 +224,7 @@ def test_rpc_runner_on_a_loopback_server(tmp_path, tiny_cnn_path):
         server.terminate()
 
 
+@pytest.mark.slow  # a real tuning run: about a minute on 2 cores
 def test_tuning_database_persists_and_is_reused(tmp_path):
     """A tiny MetaSchedule run (two tasks, a few trials) lands in $EDGEC_CACHE_DIR/tvm/<model+target key>;
     the next compile of the same model and target applies those records without tuning again."""

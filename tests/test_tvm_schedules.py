@@ -176,6 +176,7 @@ def test_clip_becomes_relax_ops_so_relu6_fuses_into_its_convolution():
     assert sum("conv2d" in n and "maximum" in n and "minimum" in n for n in names) == 3
 
 
+@pytest.mark.slow  # a real tuning run: about a minute on 2 cores
 def test_tuning_is_seeded_with_the_rules_kernels(tmp_path):
     """Tuning measures each rule-scheduled kernel first and stores it as a record, so the database's best
     record for a task is never worse than the untuned default; the next compile applies the records."""
