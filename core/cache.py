@@ -57,7 +57,9 @@ def _path(kind: str, k: str, suffix: str) -> Path:
     return root() / kind / f"{k[:32]}{suffix}"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    """Write `data` to `path` so that concurrent compiles never read a half-written file; a read-only or
+    full cache directory only costs a recomputation next time, and an interrupt leaves no partial file."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +67,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
         tmp = Path(name)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
     except OSError:
@@ -94,7 +99,7 @@ def remember(kind: str, k: str, compute: Callable[[], Any]) -> Any:
         return hit
     value = compute()
     if enabled() and value is not None:
-        _write_atomic(_path(kind, k, ".json"), json.dumps({"key": k, "value": value}).encode())
+        write_atomic(_path(kind, k, ".json"), json.dumps({"key": k, "value": value}).encode())
     return value
 
 
@@ -125,7 +130,7 @@ def save_arrays(kind: str, k: str, arrays: dict) -> None:
 
     buf = io.BytesIO()
     np.savez(buf, __key__=np.array(k), **arrays)
-    _write_atomic(_path(kind, k, ".npz"), buf.getvalue())
+    write_atomic(_path(kind, k, ".npz"), buf.getvalue())
 
 
 # ------------------------------------------------------------------------------- bytes + a JSON sidecar
@@ -147,8 +152,8 @@ def load_blob(kind: str, k: str) -> tuple[bytes, Any] | None:
 def save_blob(kind: str, k: str, data: bytes, meta: Any) -> None:
     if not enabled():
         return
-    _write_atomic(_path(kind, k, ".bin"), data)  # the blob first: a sidecar never points at a missing blob
-    _write_atomic(_path(kind, k, ".json"),
+    write_atomic(_path(kind, k, ".bin"), data)  # the blob first: a sidecar never points at a missing blob
+    write_atomic(_path(kind, k, ".json"),
                   json.dumps({"key": k, "value": {"sha256": hashlib.sha256(data).hexdigest(), "meta": meta}}).encode())
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from edgec.core.cache import write_atomic
 from edgec.core.errors import InputError
 
 from .graph import model_sha256
@@ -170,22 +170,7 @@ def _save(path: Path, cal: Calibration) -> None:
     arrays["__counts__"] = np.stack([cal.histograms[k].counts for k in names]) if names else np.zeros((0, 1))
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        tmp = Path(name)
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: concurrent compiles never read a half-written cache
-        tmp = None
-    except OSError:
-        pass  # a read-only or full cache dir only costs a recalibration next time
-    finally:
-        if tmp is not None:  # a full disk or an interrupt mid-write: no partial file stays behind
-            tmp.unlink(missing_ok=True)
+    write_atomic(path, buf.getvalue(), fsync=True)
 
 
 def _load(path: Path, msha: str, dsha: str) -> dict[str, StreamingHistogram] | None:
