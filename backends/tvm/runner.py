@@ -64,9 +64,20 @@ class _VmRunner(Runner):
     def run(self, feeds):
         n = self._feed_batch(feeds)
         if n is None:
-            outs = _flatten(self.vm["main"](*self._args(feeds)))
-            return {spec.name: o.numpy() for spec, o in zip(self.outputs, outs)}
+            return self._named(self.vm["main"](*self._args(feeds)))
         return self._run_chunked(feeds, n)
+
+    def _named(self, result) -> dict:
+        """The VM's result by output name. A sequence output comes back as a tuple of tensors: it stays a list
+        (flattening it would hand its first element over as the whole output)."""
+        import tvm
+
+        if not any(s.dtype.startswith("sequence(") for s in self.outputs):
+            return {spec.name: o.numpy() for spec, o in zip(self.outputs, _flatten(result))}
+        items = [result] if len(self.outputs) == 1 or isinstance(result, tvm.runtime.Tensor) else list(result)
+        return {spec.name: ([t.numpy() for t in _flatten(item)] if spec.dtype.startswith("sequence(")
+                            else _flatten(item)[0].numpy())
+                for spec, item in zip(self.outputs, items)}
 
     def _feed_batch(self, feeds) -> int | None:
         """The common leading size of the feeds when it differs from the compiled static batch, else None."""
