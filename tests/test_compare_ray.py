@@ -202,11 +202,13 @@ def test_two_node_sweep_matches_local(tmp_path, two_nodes):
 
     # A local re-run reuses the cluster's artifacts; a cluster re-run resumes from the local ones.
     again = edgec.compare(model, None, "fp32,fp16,int8", output=tmp_path / "ray", **SMALL, **FAST)
-    assert all(r["reused"] for r in again.rows if r["status"] == "ok")
+    assert all(r["reused"] for r in again.rows if r["status"] == "ok"), [
+        (r["backend"], r["precision"], r["status"], r["reused"]) for r in again.rows]
     with RayExecutor() as ex:
         resumed = edgec.compare(model, None, "fp32,fp16,int8", output=tmp_path / "local", **SMALL, **FAST,
                                 executor=ex)
-    assert all(r["reused"] for r in resumed.rows if r["status"] == "ok")
+    assert all(r["reused"] for r in resumed.rows if r["status"] == "ok"), [
+        (r["backend"], r["precision"], r["status"], r["reused"]) for r in resumed.rows]
     assert _hashes(again) == _hashes(resumed) == _hashes(local)
 
 
