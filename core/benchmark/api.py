@@ -283,8 +283,7 @@ def _throughput(runners, extra, feeds_by, streams, iterations, dur, warmup, thre
         live = [n for n in names if n not in errors]
         if not live:
             break
-        k = b % len(live)
-        seq = live[k:] + live[:k]
+        seq = timing.rotated(live, b)
         order.append(seq)
         for n in seq:
             try:

@@ -42,6 +42,13 @@ def _device_times(runner, feeds, runs: int, warmup: int) -> list[float]:
     return [float(x) for x in res.results]
 
 
+def rotated(names: list, round_no: int) -> list:
+    """`names` starting at a different one each round: no artifact is always timed first (or right after
+    the same neighbour), so drift and cache warmth fall on every artifact alike."""
+    k = round_no % len(names)
+    return names[k:] + names[:k]
+
+
 def round_robin(runners: Mapping[str, Runner], feeds: Mapping[str, np.ndarray], *, runs: int | None = None,
                 duration: float | None = None, warmup: int = 5, min_runs: int = 10,
                 feeds_by: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> tuple[dict[str, list[float]], dict[str, str], list[list[str]]]:
@@ -80,8 +87,7 @@ def round_robin(runners: Mapping[str, Runner], feeds: Mapping[str, np.ndarray], 
                 break
             if t_end is not None and r >= min_runs and time.perf_counter() >= t_end:
                 break
-            k = r % len(live)
-            seq = live[k:] + live[:k]
+            seq = rotated(live, r)
             order.append(seq)
             for n in seq:
                 try:
