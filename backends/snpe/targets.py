@@ -29,7 +29,7 @@ class HtpTarget:
 
 
 def snapdragon_profiles() -> list[str]:
-    return [n for n in profiles.names() if "qnn" in profiles.load(n)]
+    return profiles.having("qnn")
 
 
 def resolve(target: str | None, htp_arch=None, soc_model=None) -> HtpTarget:

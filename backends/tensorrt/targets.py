@@ -97,4 +97,4 @@ def resolve(spec, tc: Toolchain, gpu: Gpu) -> GpuTarget:
 
 
 def gpu_profiles() -> list[str]:
-    return [n for n in profiles.names() if profiles.load(n).get("tensorrt")]
+    return profiles.having("tensorrt")

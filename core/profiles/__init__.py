@@ -32,3 +32,9 @@ def load(name: str) -> dict[str, Any]:
     if profile.get("schema") != SCHEMA:
         raise InputError(f"target profile '{name}' has schema {profile.get('schema')!r}; this edgec reads schema {SCHEMA}")
     return profile
+
+
+def having(section: str) -> list[str]:
+    """The profiles with a (non-empty) `section` for one backend, e.g. "qnn" or "tensorrt": the names that
+    backend's --target accepts and lists in its errors."""
+    return [n for n in names() if load(n).get(section)]
