@@ -17,6 +17,7 @@ All at 1 thread unless said; `uptime` printed first and last.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -47,25 +48,48 @@ def agreement(name, model, out, args, **kw):
             for r in c.rows:
                 if r["status"] != "ok":
                     print(f"  {name} {r['backend']} {r['precision']}: {r['status']}: {r['error']}")
-        cmp.append({f"{r['backend']} {r['precision']}": 1.0 / r["speedup_vs_reference"] for r in ok})
+        # compare reports a speedup and its paired-block 95 % CI; as a latency ratio both invert
+        cmp.append({f"{r['backend']} {r['precision']}": {
+            "latency_ratio": 1.0 / r["speedup_vs_reference"],
+            "latency_ratio_ci95": [1.0 / r["speedup_ci95"][1], 1.0 / r["speedup_ci95"][0]] if r.get("speedup_ci95")
+            else None} for r in ok})
         arts = [r["artifact"] for r in ok]  # onnxruntime fp32 first: the reference in both
-        b = edgec.benchmark(arts, iterations=args.runs, warmup=5, threads=1, measure_memory=False, input=data,
-                            preprocess=kw.get("preprocess"))
-        bench.append({f"{a['backend']} {a['precision']}": a["vs_first"] for a in b.artifacts})
+        # the CLI, as a user runs it (a fresh process)
+        cmd = [str(REPO / ".venv" / "bin" / "edgec"), "benchmark", *arts, "-n", str(args.runs), "--warmup", "5",
+               "--threads", "1", "--no-memory", "--json", "--input", str(data)]
+        if kw.get("preprocess"):
+            cmd += ["--preprocess", kw["preprocess"]]
+        b = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+        bench.append({f"{a['backend']} {a['precision']}": a["vs_first"] for a in b["artifacts"]})
     print(f"\n[{name}] median-latency ratio vs onnxruntime fp32, 1 thread, {args.runs} interleaved runs per artifact "
           f"per run; order compare, benchmark, compare, benchmark; same input (first sample of {Path(data).name})")
-    print(f"  {'cell':<18} {'compare #1':>10} {'compare #2':>10}   {'benchmark #1 [95% CI]':<24} {'benchmark #2 [95% CI]':<24}")
+    print("  each run: median-latency ratio [its 95 % CI]; 'agree' counts the compare x benchmark pairs whose "
+          "difference is inside the combined noise, |a - b| <= sqrt(h_a^2 + h_b^2) (h = CI half-width)")
+    heads = ["compare #1", "compare #2", "benchmark #1", "benchmark #2"]
+    print(f"  {'cell':<18} " + " ".join(f"{h:<24}" for h in heads) + " agree")
+    total = [0, 0]
     for k in cmp[0]:
-        row = f"  {k:<18} {cmp[0][k]:10.3f} {cmp[1].get(k, float('nan')):10.3f}   "
-        for bb in bench:
-            v = bb[k]
+        runs = [c.get(k) for c in cmp] + [bb.get(k) for bb in bench]
+
+        def fmt(v):
+            if v is None:
+                return "-".ljust(24)
             lo, hi = v["latency_ratio_ci95"] or (float("nan"), float("nan"))
-            row += f"{v['latency_ratio']:.3f} [{lo:.3f}, {hi:.3f}]".ljust(25)
-        inside = sum(lo <= c[k] <= hi for c in cmp for bb in bench
-                     for lo, hi in [bb[k]["latency_ratio_ci95"] or (float("nan"), float("nan"))])
-        spread = max(c[k] for c in cmp + [{k: bb[k]["latency_ratio"]} for bb in bench]) - \
-            min(c[k] for c in cmp + [{k: bb[k]["latency_ratio"]} for bb in bench])
-        print(row + f" compare in CI {inside}/4, spread of all four {spread:.3f}")
+            return f"{v['latency_ratio']:.3f} [{lo:.3f}, {hi:.3f}]".ljust(24)
+
+        def half(v):
+            ci = v["latency_ratio_ci95"]
+            return 0.0 if ci is None else (ci[1] - ci[0]) / 2
+
+        pairs = [(a, b) for a in runs[:2] for b in runs[2:] if a is not None and b is not None]
+        agree = sum(abs(a["latency_ratio"] - b["latency_ratio"]) <= (half(a) ** 2 + half(b) ** 2) ** 0.5
+                    for a, b in pairs)
+        if k != "onnxruntime fp32":
+            total[0] += agree
+            total[1] += len(pairs)
+        print(f"  {k:<18} " + " ".join(fmt(v) for v in runs) + f" {agree}/{len(pairs)}")
+    print(f"  [{name}] compare and benchmark agree within their stated noise in {total[0]}/{total[1]} pairs "
+          f"(reference row excluded)")
     return {k.replace(" ", "-"): r["artifact"] for k, r in zip(cmp[1], ok)}
 
 
@@ -122,18 +146,30 @@ def main() -> int:
     p.add_argument("--tp-seconds", type=float, default=4.0)
     p.add_argument("--tp-repeats", type=int, default=4)
     p.add_argument("--mem-repeats", type=int, default=3)
+    p.add_argument("--only", choices=("agreement", "throughput", "memory"), help="run one part")
     args = p.parse_args()
     import tempfile
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench_benchmark-"))
     print(f"uptime (start): {uptime()}")
     t0 = time.time()
     fm = REPO / "examples" / "fashion_mnist"
+    if args.only not in (None, "agreement"):
+        eff = {k: str(work / "eff" / "artifacts" / k) for k in ("onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32",
+                                                  "openvino-int8") if (work / "eff" / "artifacts" / k / "manifest.json").exists()}
+        if args.only == "throughput" and "openvino-fp32" in eff:
+            throughput(eff["openvino-fp32"], args)
+        elif args.only == "memory":
+            memory_table(eff, args)
+        print(f"\nuptime (end): {uptime()}; {time.time() - t0:.0f} s; work dir {work}")
+        return 0
     agreement("fashion_mnist", fm / "model.onnx", work / "fm", args, calibration=fm / "calib.npz",
               validation=fm / "val.npz", preprocess="unit", val_samples=200)
     eff = agreement("efficientnet_lite0", SHARED / "models" / "efficientnet_lite0.onnx", work / "eff", args,
                     calibration=SHARED / "data" / "imagenet_calib500_jpeg.npz", preprocess="efficientnet-lite",
                     calib_samples=100, val_samples=50)
     print(f"uptime: {uptime()}")
+    if args.only == "agreement":
+        return 0
     if "openvino-fp32" in eff:
         throughput(eff["openvino-fp32"], args)
     memory_table(eff, args)

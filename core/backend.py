@@ -115,6 +115,9 @@ class LatencyStats:
     p90_ms: float
     mean_ms: float
     min_ms: float
+    # Medians of consecutive blocks of the timed runs (core/benchmark/stats.py): interleaved cells share the
+    # blocks, so paired block ratios give a ratio its confidence interval.
+    block_medians_ms: list[float] | None = None
 
     def to_json(self) -> dict:
         return dict(self.__dict__)

@@ -14,7 +14,7 @@ from pathlib import Path
 from edgec.core.cli_common import dump as _dump
 from edgec.core.cli_common import key_value as _kv
 from edgec.core.cli_common import pct as _pct
-from edgec.core.cli_common import Parser, cosine, percent_open, percent_points, positive_int
+from edgec.core.cli_common import Parser, cosine, native_stdout_to_stderr, percent_open, percent_points, positive_int
 from edgec.core.cli_common import table as _table
 from edgec.core.errors import EdgecError, InputError, ValidationFailed
 from edgec.core.version import __version__
@@ -342,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             return e.code if isinstance(e.code, int) else 2
         if not getattr(args, "imports_no_toolchain", False):  # `edgec backends` stays cheap (issue 17)
             quiet_side_effects()
-        return args.func(args)
+        with native_stdout_to_stderr(bool(getattr(args, "json", False))):
+            return args.func(args)
     except EdgecError as e:
         if interrupt.pending() is not None:  # an error a toolchain raised because we interrupted it
             print("edgec: error: interrupted; nothing was written (a previous output is kept)", file=sys.stderr)

@@ -6,6 +6,8 @@ the same helpers without importing core/cli.py, which imports them.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 
@@ -29,6 +31,32 @@ def key_value(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"--option expects key=value, got {text!r}")
     k, v = text.split("=", 1)
     return k.strip(), coerce(v.strip())
+
+
+@contextlib.contextmanager
+def native_stdout_to_stderr(enabled: bool):
+    """Under `--json` the one document must be all of stdout, but native libraries print there behind
+    Python's back (onnxruntime-qnn's "# LIBNATIVE: ..." banner broke `edgec benchmark --json`): fd 1 goes to
+    stderr for the command, and sys.stdout keeps the real stdout for `dump`. Skipped when sys.stdout is not
+    the process's fd 1 (a test's capture), where native output never reached it anyway."""
+    try:
+        real = enabled and sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):
+        real = False
+    if not real:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    old, sys.stdout = sys.stdout, os.fdopen(saved, "w", closefd=False)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout = old
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def dump(obj) -> None:

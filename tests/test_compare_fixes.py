@@ -78,3 +78,36 @@ def test_several_models_one_report(tmp_path, tiny_data):
     assert len(data["models"]) == 2 and (out / "pareto.png").exists() and (out / "a" / "report.json").exists()
     md = (out / "report.md").read_text()
     assert "a: onnxruntime" in md and "b: onnxruntime" in md
+
+
+def test_simulated_latency_gets_no_speedup_and_ratios_carry_a_ci():
+    """A QNN HTP simulator's (or an emulated board's) latency is labelled where it ran and divided by no host
+    latency; host cells' speedups carry the paired-block 95 % interval `edgec benchmark` states, so the
+    two tools' ratios can be checked against each other's noise."""
+    from edgec.core.backend import LatencyStats
+    from edgec.core.compare.cell import TimingGroup
+    from edgec.core.compare.sweep import _Cell, _apply_timing, _mark_pareto, _rows
+
+    def lat(ms, blocks):
+        return LatencyStats(30, 1, 1, ms, ms, ms, ms, blocks)
+
+    cells = [_Cell("onnxruntime", "fp32", reference=True), _Cell("openvino", "int8"), _Cell("qnn", "int8")]
+    for c in cells:
+        c.status = "ok"
+    sim = "QNN HTP simulator on x86-64 (emulated, not device latency)"
+    g = TimingGroup("host", "host", {
+        "onnxruntime-fp32": {"latency": lat(2.0, [2.0, 2.1, 1.9, 2.0]), "error": None, "memory": None, "where": "host"},
+        "openvino-int8": {"latency": lat(1.0, [1.0, 1.0, 1.0, 1.05]), "error": None, "memory": None, "where": "host"},
+        "qnn-int8": {"latency": lat(0.5, [0.5, 0.5, 0.5, 0.5]), "error": None, "memory": None, "where": sim}})
+    _apply_timing(cells, [g])
+    rows = _rows(cells)
+    by = {r["backend"]: r for r in rows}
+    assert by["openvino"]["speedup_vs_reference"] == 2.0
+    lo, hi = by["openvino"]["speedup_ci95"]
+    assert lo < 2.0 < hi and hi - lo < 0.5
+    assert by["qnn"]["speedup_vs_reference"] is None and by["qnn"]["speedup_ci95"] is None
+    assert sim in by["qnn"]["timed_on"]
+    for r in rows:
+        r["top1_accuracy"] = 0.9
+    _mark_pareto(rows)
+    assert not by["qnn"]["pareto"] and by["openvino"]["pareto"]

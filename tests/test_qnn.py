@@ -90,6 +90,19 @@ def test_reloaded_artifact_runs_on_htp_and_matches_fp32(int8_art, data):
     assert y.shape == (1, 10) and cos > 0.99
 
 
+def test_benchmark_json_is_clean_and_simulator_latency_is_not_ranked(int8_art, data, tmp_path):
+    """onnxruntime-qnn prints a native banner on fd 1: `--json` must still be one JSON document. The HTP
+    simulator's latency is labelled emulated and gets no ratio against a host artifact."""
+    host = edgec.compile(data / "tiny.onnx", backend="onnxruntime", output=tmp_path / "ort", val_samples=2).path
+    r = _cli("benchmark", host, int8_art.path, "-n", "6", "--warmup", "1", "--no-memory", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    ort_row, qnn_row = rep["artifacts"]
+    assert ort_row["where"] == "host" and ort_row["vs_first"]["ranked"]
+    assert qnn_row["emulated"] and "simulator" in qnn_row["where"]
+    assert qnn_row["vs_first"]["ranked"] is False and "latency_ratio" not in qnn_row["vs_first"]
+
+
 def test_a_cpu_only_session_is_detected(int8_art):
     """providers=['QNNExecutionProvider'] without plugin registration runs the Q/DQ model on the CPU EP
     without a word; our check must refuse it, and our own session must show QNN nodes."""

@@ -184,12 +184,22 @@ def _spec(arg) -> TensorSpec:
                       tuple(d if isinstance(d, int) else str(d) for d in arg.shape))
 
 
+def _on_device() -> bool:
+    """On an Arm host (a Snapdragon board or Windows-on-Snapdragon laptop) libQnnHtp.so drives the real NPU."""
+    import platform
+
+    return platform.machine().lower() in ("aarch64", "arm64")
+
+
 class HtpRunner(Runner):
     """A QNN context model (or any ONNX model) on the HTP backend through onnxruntime-qnn."""
 
     def __init__(self, model_path: Path, cfg: HtpConfig, what: str = "QNN artifact"):
         self.cfg = cfg
         self.threads = cfg.threads
+        # Off a Snapdragon, libQnnHtp.so simulates the NPU on this CPU: its latencies say nothing about the
+        # device, so benchmark and compare label them and rank them against nothing timed on the host.
+        self.where = "host" if _on_device() else "QNN HTP simulator on x86-64 (emulated, not device latency)"
         self.session = open_session(Path(model_path), cfg)
         self.placement = check_on_htp(self.session, what, cfg.cpu_fallback)
         self.inputs = [_spec(i) for i in self.session.get_inputs()]

@@ -141,6 +141,8 @@ class SnpeRunner(Runner):
         if not dlc.is_file():
             raise InputError(f"{dlc} not found; not an snpe artifact")
         self.sdk, self.dlc, self.inputs, self.outputs, self.layout = sdk, dlc, list(inputs), list(outputs), layout
+        # Each inference is a snpe-net-run process: its latency includes process start, not the model's alone.
+        self.where = "snpe-net-run process per inference (x86 CPU runtime; process start included)"
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with tempfile.TemporaryDirectory(prefix="edgec-snpe-run-") as tmp:

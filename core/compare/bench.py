@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from edgec.core.backend import LatencyStats, Runner
+from edgec.core.benchmark.stats import blocks
 from edgec.core.benchmark.timing import first_line, round_robin
 
 __all__ = ["first_line", "interleaved", "time_cells"]
@@ -30,7 +31,7 @@ def interleaved(runners: Mapping[str, Runner], feeds: Mapping[str, np.ndarray], 
             continue
         t = np.asarray(times[n]) * 1e3
         stats[n] = LatencyStats(len(t), warmup, threads, float(np.median(t)), float(np.percentile(t, 90)),
-                                float(t.mean()), float(t.min()))
+                                float(t.mean()), float(t.min()), [float(np.median(b)) for b in blocks(t)])
     return stats, errors
 
 
@@ -45,17 +46,20 @@ def time_cells(cells: Sequence[tuple[str, str, str]], feeds: Mapping[str, np.nda
     import edgec
     from edgec.core import progress
 
-    out = {name: {"latency": None, "error": None, "memory": None} for name, _, _ in cells}
+    # "where" names what ran the timed inferences when it is not this host's CPU (a board, a simulator): such a
+    # latency is labelled and never put in a ratio with host latencies.
+    out = {name: {"latency": None, "error": None, "memory": None, "where": "host"} for name, _, _ in cells}
     runners: dict[str, Runner] = {}
     try:
         from edgec.core.manifest import read_manifest
 
         for name, _backend, artifact in cells:
             try:
-                on_board = board_cell(read_manifest(Path(artifact)))
+                manifest = read_manifest(Path(artifact))
             except Exception:
-                on_board = False
-            if on_board:
+                manifest = None
+            if board_cell(manifest):
+                out[name]["where"] = manifest["backend_info"]["validation_ran_on"]
                 # A board (TVM RPC server) serves one session at a time: each board cell is timed on the board
                 # from its own child process, whose session ends with it (see time_in_child).
                 progress.say(f"compare: timing {name} on its board")
@@ -66,6 +70,7 @@ def time_cells(cells: Sequence[tuple[str, str, str]], feeds: Mapping[str, np.nda
                 continue
             try:
                 runners[name] = edgec.load(artifact, threads=threads)
+                out[name]["where"] = getattr(runners[name], "where", "host")
             except Exception as e:
                 out[name]["error"] = f"load failed: {first_line(e)}"
         progress.say(f"compare: timing {len(runners)} cells interleaved, >= {runs} runs each and >= {min_seconds:g} s "

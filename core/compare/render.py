@@ -35,10 +35,17 @@ def cells(row: dict) -> list[str]:
     return [name, prec, status, _pct(row["top1_accuracy"]), agreement,
             _num(row["cosine"], ".5f"), _ms(row["latency_ms_median"]), _ms(row["latency_ms_p90"]),
             _num(row.get("latency_runs"), "d"),
-            "" if row["speedup_vs_reference"] is None else f"{row['speedup_vs_reference']:.2f}x",
+            _speedup(row),
             "" if row["size_bytes"] is None else f"{row['size_bytes'] / 1e6:.2f}",
             "" if row.get("peak_rss_bytes") is None else f"{row['peak_rss_bytes'] / 1e6:.0f}",
             compile_s, "*" if row["pareto"] else ""]
+
+
+def _speedup(row: dict) -> str:
+    if row["speedup_vs_reference"] is None:
+        return ""
+    ci = row.get("speedup_ci95")
+    return f"{row['speedup_vs_reference']:.2f}x" + (f" ±{(ci[1] - ci[0]) / 2:.2f}" if ci and not row["reference"] else "")
 
 
 def _problems(report) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from edgec.core import progress
 from edgec.core.backend import PRECISIONS
+from edgec.core.benchmark.stats import interval
 from edgec.core.compare import cache
 from edgec.core.compare.bench import first_line
 from edgec.core.compare.cell import CellJob, cell_resources
@@ -25,7 +26,7 @@ REFERENCE = ("onnxruntime", "fp32")
 # Every row carries every key (None where it does not apply), so scripts and tables never special-case.
 ROW_KEYS = ("backend", "precision", "variant", "status", "error", "reference", "reused", "top1_accuracy", "top1_agreement",
             "cosine", "validation_samples", "validated_on", "latency_ms_median", "latency_ms_p90", "latency_runs",
-            "speedup_vs_reference", "size_bytes", "peak_rss_bytes", "memory_increment_bytes", "compile_seconds",
+            "speedup_vs_reference", "speedup_ci95", "size_bytes", "peak_rss_bytes", "memory_increment_bytes", "compile_seconds",
             "artifact", "pareto", "compiled_on", "timed_on")
 # ok: compiled, validated, timed. failed_validation: compiled but outside the cosine threshold (metrics, no
 # artifact). error: compile/load/benchmark raised. unavailable: backend missing here. unsupported: precision.
@@ -81,6 +82,7 @@ class _Cell:
     compiled_on: str | None = None
     timed_on: str | None = None  # "node type @ node": speedups only against the reference timed on the same node
     ref_ms: float | None = None
+    ref_blocks: list[float] | None = None
     # A variant of the backend x precision cell (edgec auto's candidates): its name suffix and the compile
     # keyword arguments it adds (calib_method, max_drop, compression, backend options merged over the sweep's).
     variant: str | None = None
@@ -359,9 +361,15 @@ def _apply_timing(cells: list[_Cell], groups) -> None:
         if res["error"]:
             c.status, c.error = "error", res["error"]
         c.latency, c.memory = res["latency"], res["memory"]
-        c.timed_on = g.node if g.node_type == g.node else f"{g.node_type} @ {g.node}"
-        ref_lat = (g.results.get(ref.name) or {}).get("latency")
+        where = res.get("where") or "host"
+        c.timed_on = (g.node if g.node_type == g.node else f"{g.node_type} @ {g.node}") + (
+            "" if where == "host" else f" ({where})")
+        ref_res = g.results.get(ref.name) or {}
+        # A speedup is a ratio of two latencies from the same hardware: a simulator's or an emulated board's
+        # latency gets none against the host reference (and stays off the Pareto front, see _mark_pareto).
+        ref_lat = ref_res.get("latency") if (ref_res.get("where") or "host") == where else None
         c.ref_ms = ref_lat.median_ms if ref_lat else None
+        c.ref_blocks = ref_lat.block_medians_ms if ref_lat else None
 
 
 def _rows(cells: list[_Cell]) -> list[dict]:
@@ -381,6 +389,7 @@ def _rows(cells: list[_Cell]) -> list[dict]:
             "latency_ms_median": lat.median_ms if lat else None, "latency_ms_p90": lat.p90_ms if lat else None,
             "latency_runs": lat.runs if lat else None,
             "speedup_vs_reference": (c.ref_ms / lat.median_ms) if (lat and c.ref_ms) else None,
+            "speedup_ci95": _speedup_ci(c),
             "size_bytes": _size(c.manifest) if c.status == "ok" else None,
             "peak_rss_bytes": (c.memory or {}).get("peak_rss_bytes"),
             "memory_increment_bytes": (c.memory or {}).get("increment_bytes"),
@@ -389,6 +398,15 @@ def _rows(cells: list[_Cell]) -> list[dict]:
             "pareto": False, "compiled_on": c.compiled_on, "timed_on": c.timed_on,
         })
     return rows
+
+
+def _speedup_ci(c: _Cell) -> list[float] | None:
+    """The speedup's 95 % interval from paired block medians (the method `edgec benchmark` states), so a
+    ratio from compare and one from benchmark can be checked against each other's noise."""
+    mine = c.latency.block_medians_ms if c.latency else None
+    if not (mine and c.ref_blocks and c.ref_ms) or len(mine) != len(c.ref_blocks):
+        return None
+    return interval(c.ref_ms / c.latency.median_ms, [r / m for r, m in zip(c.ref_blocks, mine)])
 
 
 def _validated_on(v: dict) -> str:
