@@ -92,6 +92,11 @@ def test_judge_thresholds():
     assert judge(_row(acc=None), ref, None, Demands(max_drop=1)).drop == pytest.approx(1.0)  # agreement points
     assert judge(_row(acc=0.80), ref, 0.92, Demands(min_accuracy=85)).misses[0].startswith("accuracy")
     assert not judge(_row(status="failed_validation", ms=None), ref, 0.92, Demands(max_drop=1)).meets
+    # A backbone's features: judged on cosine alone, whatever top-1 says about them.
+    feat = {**_row(acc=0.0, agr=0.2), "cosine": 0.9991}
+    assert judge(feat, ref, 0.0, Demands(min_cosine=0.999)).meets
+    assert judge(feat, ref, 0.0, Demands(min_cosine=0.9995)).misses == ["cosine 0.99910 < 0.9995"]
+    assert judge(_row(), ref, 0.92, Demands(min_cosine=0.99)).misses[0].startswith("cosine unknown")
 
 
 def _measured(*items):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from edgec.core.cli_common import dump, nonneg_int, percent_open, percent_points, positive_int, ranged
+from edgec.core.cli_common import cosine, dump, nonneg_int, percent_open, percent_points, positive_int, ranged
 
 positive = ranged(float, 0, lo_open=True, what="a number > 0")
 
@@ -29,6 +29,8 @@ def add_parser(sub):
     a.add_argument("--max-drop", type=percent_points, help="top-1 points (agreement without labels) each model may "
                                                            "lose vs its FP32 on --val")
     a.add_argument("--min-accuracy", type=percent_open, help="top-1 %% on --val every cell must reach (compares models)")
+    a.add_argument("--min-cosine", type=cosine, help="cosine to the FP32 outputs over --val (worst output) every cell must reach "
+                   "(for outputs that are not classes: features, boxes, maps)")
     a.add_argument("--max-latency-ms", type=positive, help="median latency limit (on a proxy where the device is not here)")
     a.add_argument("--max-size-mb", type=positive, help="artifact size limit on disk (MB)")
     a.add_argument("--budget-minutes", type=positive, default=30.0, help="no new round starts after this (default 30)")
@@ -52,7 +54,7 @@ def cmd_auto(args) -> int:
     from edgec.core.auto.search import auto, explain
     from edgec.core.errors import InputError
 
-    demands = Demands(args.max_drop, args.max_latency_ms, args.max_size_mb, args.min_accuracy)
+    demands = Demands(args.max_drop, args.max_latency_ms, args.max_size_mb, args.min_accuracy, args.min_cosine)
     if args.explain:
         plan = explain(args.hardware, demands, backends=args.backends)
         if args.json:
@@ -66,7 +68,8 @@ def cmd_auto(args) -> int:
         raise InputError("edgec auto needs -o OUT (the winning artifact and the report go there)")
     res = auto(args.models, args.hardware, calibration=args.calib, validation=args.val, test=args.test,
                preprocess=args.preprocess, max_drop=args.max_drop, max_latency_ms=args.max_latency_ms,
-               max_size_mb=args.max_size_mb, min_accuracy=args.min_accuracy, budget_minutes=args.budget_minutes,
+               max_size_mb=args.max_size_mb, min_accuracy=args.min_accuracy, min_cosine=args.min_cosine,
+               budget_minutes=args.budget_minutes,
                output=args.output, calib_samples=args.calib_samples, val_samples=args.val_samples,
                threads=args.threads, runs=args.runs, warmup=args.warmup, playoff_seconds=args.playoff_seconds,
                backends=args.backends, force=args.force)

@@ -26,6 +26,9 @@ class Demands:
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
     min_accuracy: float | None = None  # top-1 %, absolute: compares models with one bar
+    # Cosine to the FP32 outputs over all of --val (the worst output's): the demand for models whose outputs are not classes
+    # (a backbone's features, a detector's maps), where top-1 drop and agreement mean nothing.
+    min_cosine: float | None = None
 
 
 @dataclass
@@ -151,6 +154,12 @@ def judge(row: dict, ref_row: dict | None, ref_accuracy: float | None, demands: 
             o.misses.append("accuracy unknown: --val has no labels")
         elif o.accuracy < demands.min_accuracy:
             o.misses.append(f"accuracy {o.accuracy:.1f}% < {demands.min_accuracy:g}%")
+    if demands.min_cosine is not None:
+        cos = row.get("cosine")
+        if cos is None:
+            o.misses.append("cosine unknown: the cell was not validated")
+        elif cos < demands.min_cosine:
+            o.misses.append(f"cosine {cos:.5f} < {demands.min_cosine:g}")
     if demands.max_latency_ms is not None and o.latency_ms is not None and o.latency_ms > demands.max_latency_ms:
         o.misses.append(f"latency {o.latency_ms:.3f} ms > {demands.max_latency_ms:g}")
     size_cap = demands.max_size_mb if demands.max_size_mb is not None else max_model_mb

@@ -162,7 +162,12 @@ def measure_on_test(rep: dict, test, preprocess, demands, threads: int) -> None:
          "cosine": v.get("cosine"), "drop_points": drop, "drop_se": se, "metric": metric}
     if demands.max_drop is not None and drop is not None:
         t["meets_max_drop"] = drop <= demands.max_drop
+    if demands.min_cosine is not None and t["cosine"] is not None:
+        t["meets_min_cosine"] = t["cosine"] >= demands.min_cosine
     w["test"] = t
+    if t.get("meets_min_cosine") is False:
+        rep["notes"].append(f"on --test the winner's cosine is {t['cosine']:.5f}, below --min-cosine "
+                            f"{demands.min_cosine:g}: it met the demand on --val only")
     if t.get("meets_max_drop") is False:
         rep["notes"].append(f"on --test the winner's drop is {drop:.2f} ± {se:.2f} points, above --max-drop "
                             f"{demands.max_drop:g}: it met the demand on --val only")

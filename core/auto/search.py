@@ -220,7 +220,8 @@ class _Search:
 
 def auto(models, hardware_name: str, *, calibration=None, validation=None, test=None, preprocess=None,
          max_drop: float | None = None, max_latency_ms: float | None = None, max_size_mb: float | None = None,
-         min_accuracy: float | None = None, budget_minutes: float | None = 30.0, output,
+         min_accuracy: float | None = None, min_cosine: float | None = None, budget_minutes: float | None = 30.0,
+         output,
          calib_samples: int | None = None, val_samples: int | None = None, threads: int = 1, runs: int = 50,
          warmup: int = 5, min_seconds: float = 1.0, playoff_seconds: float = 20.0, backends=None, force: bool = False,
          clock=None) -> AutoResult:
@@ -230,6 +231,7 @@ def auto(models, hardware_name: str, *, calibration=None, validation=None, test=
     calibration / validation: the int8 calibration data and the selection data (labels give top-1 drops);
     test: held-out data the winner and its FP32 model are re-measured on (never used to choose).
     max_drop: points of top-1 (agreement without labels) each model may lose against its own FP32.
+    min_cosine: cosine to the FP32 outputs over --val (the worst output's) every cell must reach (models whose outputs are not classes).
     budget_minutes: no new round starts after this much wall time (None = no limit).
     backends: search only these of the profile's targets (names or "a,b").
     playoff_seconds: cells within 10 % of the fastest are timed again this long side by side (0 = no playoff).
@@ -253,7 +255,9 @@ def auto(models, hardware_name: str, *, calibration=None, validation=None, test=
                     ("budget_minutes", budget_minutes)):
         if v is not None and not (v == v and 0 <= v < float("inf")) or (name != "max_drop" and v is not None and v <= 0):
             raise InputError(f"--{name.replace('_', '-')} must be a finite positive number (got {v})")
-    demands = Demands(max_drop, max_latency_ms, max_size_mb, min_accuracy)
+    if min_cosine is not None and not (-1 <= min_cosine <= 1):
+        raise InputError(f"--min-cosine must be a cosine between -1 and 1 (got {min_cosine})")
+    demands = Demands(max_drop, max_latency_ms, max_size_mb, min_accuracy, min_cosine)
     preprocess = _as_list(preprocess, len(models), "--preprocess")
     labels = _labels(models)
     out = Path(output)
