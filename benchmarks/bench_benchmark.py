@@ -4,11 +4,10 @@
     python benchmarks/bench_benchmark.py --keep DIR --reuse   # re-time artifacts compiled before
 
 1. Agreement with `edgec compare`: on the bundled model (examples/fashion_mnist) and EfficientNet-Lite0
-   (efficientnet-lite preprocessing, calib500 with 100 samples), `edgec compare` compiles onnxruntime and
-   OpenVINO fp32 / int8 and times them interleaved; `edgec benchmark` then times the same artifacts
-   interleaved. Latency ratios vs onnxruntime fp32 from both, with benchmark's batch-medians 95 % CI.
-   compare records medians only, so the noise stated is benchmark's CI; the two runs are minutes apart
-   on a shared machine, so drift between runs is on top of it.
+   (efficientnet-lite preprocessing, calib500 with 100 samples), the `edgec compare` CLI compiles
+   onnxruntime and OpenVINO fp32 / int8 and times them interleaved, and the `edgec benchmark` CLI times the
+   same artifacts interleaved, alternated --repeats times in fresh processes. Latency ratios vs onnxruntime
+   fp32; both tools state a paired-block 95 % CI per run; agreement is judged on the between-run means.
 2. Throughput on OpenVINO EfficientNet-Lite0 fp32: 1 stream x 1 thread, 2 streams x 1 thread
    (2 async requests, NUM_STREAMS=2) and 1 stream x 2 threads, alternated block by block.
 3. Peak RSS (fresh child per artifact, 3 repeats) fp32 vs int8 on onnxruntime and OpenVINO.
@@ -18,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -33,64 +33,66 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def agreement(name, model, out, args, **kw):
-    """compare, benchmark, compare again (artifacts reused: timing only), benchmark again: the spread between
-    repeats of each tool shows the run-to-run drift that a within-run CI cannot."""
-    import edgec
+def _cli(*argv) -> dict:
+    r = subprocess.run([str(REPO / ".venv" / "bin" / "edgec"), *map(str, argv)], capture_output=True, text=True,
+                       env={**os.environ, "EDGEC_PROGRESS": "0"})
+    if r.returncode != 0:
+        raise SystemExit(f"edgec {argv[0]} failed: {r.stderr.strip().splitlines()[-1:]}")
+    return json.loads(r.stdout)
 
-    cmp, bench = [], []
-    data = kw.get("validation") or kw.get("calibration")  # compare times the first sample of this
-    for rep in range(2):
-        c = edgec.compare(model, ["onnxruntime", "openvino"], "fp32,int8", output=out, threads=1, runs=args.runs,
-                          warmup=5, force=not args.reuse and rep == 0, memory=False, **kw)
-        ok = [r for r in c.rows if r["status"] == "ok"]
+
+def agreement(name, model, out, args, calibration, preprocess, validation=None, calib_samples=None, val_samples=None):
+    """`edgec compare` and `edgec benchmark`, each as the CLI a user runs (a fresh process), alternated
+    args.repeats times over the same artifacts (compare's first run compiles them, later runs reuse them).
+
+    Two kinds of noise: each run's own 95 % CI (paired blocks, what both tools state), and the spread
+    between runs (fresh processes: other load, where the kernel places the threads). The agreement test is
+    between runs: per cell, the two tools' mean ratios differ by less than 2 standard errors of that
+    difference (Welch); the within-run CIs are printed beside it to show how much of the drift they cover."""
+    data = validation or calibration  # compare times the first sample of this
+    common = ["--threads", "1", "--runs", str(args.runs), "--warmup", "5", "--calib", calibration,
+              "--preprocess", preprocess] + (["--val", validation] if validation else []) + (
+        ["--calib-samples", calib_samples] if calib_samples else []) + (["--val-samples", val_samples] if val_samples else [])
+    cmp, bench, arts = [], [], None
+    for rep in range(args.repeats):
+        c = _cli("compare", model, "-b", "onnxruntime,openvino", "-p", "fp32,int8", "-o", out, "--json", *common,
+                 *(["--force"] if rep == 0 and not args.reuse else []))
+        ok = [r for r in c["cells"] if r["status"] == "ok"]
         if rep == 0:
-            for r in c.rows:
+            for r in c["cells"]:
                 if r["status"] != "ok":
                     print(f"  {name} {r['backend']} {r['precision']}: {r['status']}: {r['error']}")
-        # compare reports a speedup and its paired-block 95 % CI; as a latency ratio both invert
-        cmp.append({f"{r['backend']} {r['precision']}": {
-            "latency_ratio": 1.0 / r["speedup_vs_reference"],
-            "latency_ratio_ci95": [1.0 / r["speedup_ci95"][1], 1.0 / r["speedup_ci95"][0]] if r.get("speedup_ci95")
-            else None} for r in ok})
-        arts = [r["artifact"] for r in ok]  # onnxruntime fp32 first: the reference in both
-        # the CLI, as a user runs it (a fresh process)
-        cmd = [str(REPO / ".venv" / "bin" / "edgec"), "benchmark", *arts, "-n", str(args.runs), "--warmup", "5",
-               "--threads", "1", "--no-memory", "--json", "--input", str(data)]
-        if kw.get("preprocess"):
-            cmd += ["--preprocess", kw["preprocess"]]
-        b = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-        bench.append({f"{a['backend']} {a['precision']}": a["vs_first"] for a in b["artifacts"]})
+            arts = [r["artifact"] for r in ok]  # onnxruntime fp32 first: the reference in both
+        # compare reports a speedup and its CI; as a latency ratio both invert
+        cmp.append({f"{r['backend']} {r['precision']}": (
+            1.0 / r["speedup_vs_reference"],
+            None if not r.get("speedup_ci95") else (1.0 / r["speedup_ci95"][1], 1.0 / r["speedup_ci95"][0]))
+            for r in ok})
+        b = _cli("benchmark", *arts, "-n", args.runs, "--warmup", "5", "--threads", "1", "--no-memory", "--json",
+                 "--input", data, "--preprocess", preprocess)
+        bench.append({f"{a['backend']} {a['precision']}": (a["vs_first"]["latency_ratio"],
+                                                           a["vs_first"]["latency_ratio_ci95"]) for a in b["artifacts"]})
     print(f"\n[{name}] median-latency ratio vs onnxruntime fp32, 1 thread, {args.runs} interleaved runs per artifact "
-          f"per run; order compare, benchmark, compare, benchmark; same input (first sample of {Path(data).name})")
-    print("  each run: median-latency ratio [its 95 % CI]; 'agree' counts the compare x benchmark pairs whose "
-          "difference is inside the combined noise, |a - b| <= sqrt(h_a^2 + h_b^2) (h = CI half-width)")
-    heads = ["compare #1", "compare #2", "benchmark #1", "benchmark #2"]
-    print(f"  {'cell':<18} " + " ".join(f"{h:<24}" for h in heads) + " agree")
-    total = [0, 0]
+          f"per run; {args.repeats} fresh-process runs of each tool, alternated; same input (first sample of "
+          f"{Path(data).name})")
+    print(f"  {'cell':<18} {'compare: mean ± sd':<20} {'benchmark: mean ± sd':<21} {'diff ± SE':<16} "
+          f"{'within-run CI ±':<16} {'agree (|diff| < 2 SE)'}")
+    met = []
     for k in cmp[0]:
-        runs = [c.get(k) for c in cmp] + [bb.get(k) for bb in bench]
-
-        def fmt(v):
-            if v is None:
-                return "-".ljust(24)
-            lo, hi = v["latency_ratio_ci95"] or (float("nan"), float("nan"))
-            return f"{v['latency_ratio']:.3f} [{lo:.3f}, {hi:.3f}]".ljust(24)
-
-        def half(v):
-            ci = v["latency_ratio_ci95"]
-            return 0.0 if ci is None else (ci[1] - ci[0]) / 2
-
-        pairs = [(a, b) for a in runs[:2] for b in runs[2:] if a is not None and b is not None]
-        agree = sum(abs(a["latency_ratio"] - b["latency_ratio"]) <= (half(a) ** 2 + half(b) ** 2) ** 0.5
-                    for a, b in pairs)
-        if k != "onnxruntime fp32":
-            total[0] += agree
-            total[1] += len(pairs)
-        print(f"  {k:<18} " + " ".join(fmt(v) for v in runs) + f" {agree}/{len(pairs)}")
-    print(f"  [{name}] compare and benchmark agree within their stated noise in {total[0]}/{total[1]} pairs "
-          f"(reference row excluded)")
-    return {k.replace(" ", "-"): r["artifact"] for k, r in zip(cmp[1], ok)}
+        if k == "onnxruntime fp32":
+            continue
+        c = np.array([r[k][0] for r in cmp if k in r])
+        bb = np.array([r[k][0] for r in bench if k in r])
+        halves = [(ci[1] - ci[0]) / 2 for r in cmp + bench if k in r for ci in [r[k][1]] if ci]
+        diff = c.mean() - bb.mean()
+        se = float(np.sqrt(c.var(ddof=1) / len(c) + bb.var(ddof=1) / len(bb)))
+        ok_ = abs(diff) < 2 * se if se > 0 else diff == 0
+        met.append(ok_)
+        print(f"  {k:<18} {c.mean():.3f} ± {c.std(ddof=1):.3f}        {bb.mean():.3f} ± {bb.std(ddof=1):.3f}         "
+              f"{diff:+.3f} ± {se:.3f}   {np.mean(halves):.3f}            {'yes' if ok_ else 'NO'}")
+        print(f"  {'':<18} runs: compare {' '.join(f'{x:.3f}' for x in c)}; benchmark {' '.join(f'{x:.3f}' for x in bb)}")
+    print(f"  [{name}] agree in {sum(met)}/{len(met)} cells")
+    return {k.replace(" ", "-"): a for k, a in zip(cmp[0], arts)}
 
 
 def throughput(art, args):
@@ -143,6 +145,7 @@ def main() -> int:
     p.add_argument("--keep", help="work directory to keep (default: a fresh one under /tmp)")
     p.add_argument("--reuse", action="store_true", help="reuse compare's cached artifacts in --keep")
     p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=5, help="fresh-process runs of each tool in the agreement part")
     p.add_argument("--tp-seconds", type=float, default=4.0)
     p.add_argument("--tp-repeats", type=int, default=4)
     p.add_argument("--mem-repeats", type=int, default=3)

@@ -24,6 +24,22 @@ def cache_root() -> Path:
     return Path(base) if base else Path.home() / ".cache" / "edgec"
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, its font cache under edgec's cache instead of ~/.cache/matplotlib
+    (a compare or auto run writes nothing outside edgec's cache). ImportError when matplotlib is missing."""
+    if "MPLCONFIGDIR" not in os.environ:
+        where = cache_root() / "matplotlib"
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            os.environ["MPLCONFIGDIR"] = str(where)
+        except OSError:  # unwritable cache: matplotlib falls back to a temporary directory itself
+            pass
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def _decline_openvino_telemetry() -> None:
     try:
         from openvino_telemetry.utils import opt_in_checker as oc
@@ -49,6 +65,21 @@ def quiet_side_effects() -> None:
     _done = True
     _decline_openvino_telemetry()
     _import_onnxruntime_into(cache_root() / "onnxruntime")
+
+
+def child_env(env: dict | None = None) -> dict:
+    """The environment for an edgec child process (memory, board timing): onnxruntime's first import there
+    writes its telemetry db under XDG_CACHE_HOME and a .ses under TMPDIR, so both point into edgec's cache,
+    as `quiet_side_effects` arranges in this process (without importing onnxruntime into the child early,
+    which would add to its measured memory)."""
+    env = dict(os.environ if env is None else env)
+    where = cache_root() / "onnxruntime"
+    try:
+        (where / "tmp").mkdir(parents=True, exist_ok=True)
+        env["XDG_CACHE_HOME"], env["TMPDIR"] = str(where), str(where / "tmp")
+    except OSError:
+        pass
+    return env
 
 
 def _import_onnxruntime_into(where: Path) -> None:

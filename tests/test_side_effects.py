@@ -31,6 +31,23 @@ def test_compile_writes_nothing_outside_edgec_cache(tmp_path, backend):
     assert "telemetry" not in r.stderr.lower()
 
 
+def test_compare_writes_nothing_outside_edgec_cache(tmp_path):
+    """compare adds a plot (matplotlib's font cache) and the report to what a compile writes."""
+    pytest.importorskip("matplotlib")
+    home, tmpd = tmp_path / "home", tmp_path / "tmpdir"
+    home.mkdir(), tmpd.mkdir()
+    model = B.tiny(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGEC_CACHE_DIR", "XDG_CACHE_HOME", "CI", "MPLCONFIGDIR")}
+    env.update(HOME=str(home), TMPDIR=str(tmpd))
+    r = subprocess.run([sys.executable, "-m", "edgec.core.cli", "compare", str(model), "-b", "onnxruntime", "-p", "fp32",
+                        "--val", str(B.data(tmp_path, n=4)), "--runs", "3", "--warmup", "1", "-o", str(tmp_path / "rep")],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "rep" / "pareto.png").is_file()
+    written = sorted(p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file())
+    assert written and all(w.startswith(".cache/edgec/") for w in written), written  # no ~/.cache/matplotlib
+
+
 def test_openvino_telemetry_is_declined():
     oc = pytest.importorskip("openvino_telemetry.utils.opt_in_checker")
     from edgec.core.sandbox import quiet_side_effects

@@ -103,7 +103,9 @@ def run_child(backend: str, artifact: str | None = None, feeds: dict | None = No
     cmd = [sys.executable, "-m", "edgec.core.benchmark.memory", "--backend", backend, "--runs", str(runs)]
     if threads:
         cmd += ["--threads", str(threads)]
-    env = {**os.environ, "EDGEC_PROGRESS": "0"}
+    from edgec.core.sandbox import child_env
+
+    env = child_env({**os.environ, "EDGEC_PROGRESS": "0"})
     with tempfile.TemporaryDirectory(prefix="edgec-bench-mem-") as d:
         if artifact is not None:
             np.savez(Path(d) / "feeds.npz", **feeds)

@@ -118,8 +118,11 @@ def time_in_child(artifact, feeds: Mapping[str, np.ndarray], *, runs: int, warmu
     with tempfile.TemporaryDirectory(prefix="edgec-board-") as tmp:
         f = Path(tmp) / "feeds.npz"
         np.savez(f, **{k: np.asarray(v) for k, v in feeds.items()})
+        from edgec.core.sandbox import child_env
+
         out = subprocess.run([sys.executable, "-m", "edgec.core.compare.bench", str(artifact), str(f), str(runs),
-                              str(warmup), str(threads or 0)], capture_output=True, text=True, timeout=timeout)
+                              str(warmup), str(threads or 0)], capture_output=True, text=True, timeout=timeout,
+                             env=child_env())
     if out.returncode != 0:
         raise RuntimeError((out.stderr.strip().splitlines() or ["board timing failed"])[-1])
     d = json.loads(out.stdout.strip().splitlines()[-1])

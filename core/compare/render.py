@@ -143,9 +143,8 @@ def _column_labels(fig, ax, labels) -> None:
 def plot(report, path: Path) -> bool:
     """Write pareto.png; False (and a note) when matplotlib is missing or nothing was timed."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from edgec.core.sandbox import pyplot
+        plt = pyplot()
     except ImportError:
         report.meta["notes"].append("pareto.png not written: matplotlib is missing; pip install 'edgec[plot]'")
         return False
