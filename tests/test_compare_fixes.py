@@ -3,6 +3,7 @@ enough runs for a p90, overlapping Pareto labels, several models in one report."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -111,3 +112,26 @@ def test_simulated_latency_gets_no_speedup_and_ratios_carry_a_ci():
         r["top1_accuracy"] = 0.9
     _mark_pareto(rows)
     assert not by["qnn"]["pareto"] and by["openvino"]["pareto"]
+
+
+def test_compression_axis_adds_a_variant_per_spec(tmp_path, tiny_cnn_path, run_cli):
+    """--compress SPEC: every cell once more with those steps; the rows show what compression shrinks (the
+    entropy-coded weights), and a bad SPEC is compile's own one-line error. The bundled model: the tiny
+    CNN's layers are below compression's minimum layer size."""
+    fm = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist"
+    rep = edgec.compare(fm / "model.onnx", "onnxruntime", "int8", output=tmp_path / "rep",
+                        calibration=fm / "calib.npz", validation=fm / "val.npz", preprocess="unit", calib_samples=64,
+                        val_samples=64, compress=["prune=0.5,prune-method=magnitude", "cluster=8,cluster-method=nearest"],
+                        memory=False, runs=3, warmup=1, min_seconds=0, threads=1)
+    rows = {(r["precision"], r["variant"]): r for r in rep.rows}
+    prune, cluster = "prune0.5+prune-methodmagnitude", "cluster8+cluster-methodnearest"
+    # the reference is added uncompressed; every asked-for cell comes once plain and once per SPEC
+    assert set(rows) == {("fp32", None), ("int8", None), ("int8", prune), ("int8", cluster)}
+    assert rows["fp32", None]["reference"] and all(r["status"] == "ok" for r in rep.rows), rep.rows
+    assert rows["int8", prune]["weights_ans_bytes"] < 0.8 * rows["int8", None]["weights_ans_bytes"]
+    assert rows["int8", cluster]["weights_ans_bytes"] < 0.8 * rows["int8", None]["weights_ans_bytes"]
+    m = json.loads((Path(rows["int8", prune]["artifact"]) / "manifest.json").read_text())
+    assert m["compression"]["steps"][0]["technique"] == "prune"
+    code, _out, err = run_cli("compare", tiny_cnn_path, "-b", "onnxruntime", "-p", "fp32", "-o", tmp_path / "bad",
+                              "--compress", "prune=2")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--prune 2" in err, err

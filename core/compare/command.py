@@ -46,6 +46,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     c.add_argument("--min-seconds", type=ranged(float, 0, what="seconds >= 0"), default=1.0,
                    help="keep timing rounds until this long has passed, so "
                                                                "sub-millisecond cells get enough runs for a stable p90 (default 1)")
+    c.add_argument("--compress", action="append", metavar="SPEC",
+                   help="also compile every cell with these compression steps, compile's flags as key=value pairs "
+                        "joined by commas: prune=0.5 | cluster=16 | prune=0.5,cluster=16 | ecq=3e-9 | "
+                        "prune-channels=0.3 | low-rank=0.95 (repeat for more variants)")
     c.add_argument("--force", action="store_true", help="recompile every cell even when a cached artifact matches")
     c.add_argument("-o", "--output", required=True, help="report directory (artifacts go under its artifacts/)")
     c.add_argument("--json", action="store_true", help="print report.json on stdout")
@@ -67,7 +71,7 @@ def cmd_compare(args) -> int:
                      calibration=args.calib, validation=args.val, preprocess=pp,
                      calib_samples=args.calib_samples, val_samples=args.val_samples, calib_method=args.calib_method,
                      options=options, min_cosine=args.min_cosine, threads=args.threads, runs=args.runs,
-                     warmup=args.warmup, min_seconds=args.min_seconds, force=args.force,
+                     warmup=args.warmup, min_seconds=args.min_seconds, force=args.force, compress=args.compress,
                      **executor.executor_kwargs(args))
     if args.json:
         dump(report.to_json())

@@ -8,7 +8,7 @@ from pathlib import Path
 METRIC_LABEL = {"top1_accuracy": "top-1 accuracy (%)", "top1_agreement": "top-1 agreement with FP32 (%)",
                 "cosine": "cosine similarity to FP32"}
 COLUMNS = ("backend", "precision", "status", "top-1 acc", "agreement", "cosine", "median ms", "p90 ms", "runs",
-           "speedup", "size MB", "peak RSS MB", "compile s", "pareto")
+           "speedup", "size MB", "weights ANS MB", "peak RSS MB", "compile s", "pareto")
 
 
 def _pct(x):
@@ -37,6 +37,7 @@ def cells(row: dict) -> list[str]:
             _num(row.get("latency_runs"), "d"),
             _speedup(row),
             "" if row["size_bytes"] is None else f"{row['size_bytes'] / 1e6:.2f}",
+            "" if row.get("weights_ans_bytes") is None else f"{row['weights_ans_bytes'] / 1e6:.3f}",
             "" if row.get("peak_rss_bytes") is None else f"{row['peak_rss_bytes'] / 1e6:.0f}",
             compile_s, "*" if row["pareto"] else ""]
 

@@ -26,7 +26,7 @@ REFERENCE = ("onnxruntime", "fp32")
 # Every row carries every key (None where it does not apply), so scripts and tables never special-case.
 ROW_KEYS = ("backend", "precision", "variant", "status", "error", "reference", "reused", "top1_accuracy", "top1_agreement",
             "cosine", "validation_samples", "validated_on", "latency_ms_median", "latency_ms_p90", "latency_runs",
-            "speedup_vs_reference", "speedup_ci95", "size_bytes", "peak_rss_bytes", "memory_increment_bytes", "compile_seconds",
+            "speedup_vs_reference", "speedup_ci95", "size_bytes", "weights_ans_bytes", "peak_rss_bytes", "memory_increment_bytes", "compile_seconds",
             "artifact", "pareto", "compiled_on", "timed_on")
 # ok: compiled, validated, timed. failed_validation: compiled but outside the cosine threshold (metrics, no
 # artifact). error: compile/load/benchmark raised. unavailable: backend missing here. unsupported: precision.
@@ -178,13 +178,20 @@ def _size(manifest: dict | None) -> int | None:
     return sum(int(f.get("size", 0)) for f in files.values()) if files else None
 
 
+def _ans(manifest: dict | None) -> int | None:
+    """The weights entropy-coded (ANS; core/compression/entropy.py): what compression shrinks, since the
+    runtimes' files stay dense."""
+    w = (((manifest or {}).get("size") or {}).get("weights")) or {}
+    return w.get("ans_bytes")
+
+
 def compare(model, backends: Iterable[str] | str | None = None, precisions: Iterable[str] | str = PRECISIONS, *,
             output, calibration=None, validation=None, preprocess: str | None = None,
             calib_samples: int | None = None, val_samples: int | None = None, calib_method: str | None = None,
             options: Mapping[str, Mapping[str, Any]] | None = None, min_cosine: float | None = None,
             threads: int | None = 1, runs: int = 50, warmup: int = 5, min_seconds: float = 1.0, force: bool = False,
             write: bool = True, memory: bool = True, cells: Sequence[Mapping] | None = None, executor="local",
-            ray_address: str | None = None) -> CompareReport:
+            ray_address: str | None = None, compress: Sequence[str] | str | None = None) -> CompareReport:
     """Compile, validate and time `model` on every backend x precision; write the report into `output`.
 
     backends: names, or None for every registered backend (unavailable ones get a row saying why).
@@ -200,6 +207,8 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
     requested.
     cells: instead of the backends x precisions grid, these cells: dicts {"backend", "precision", "variant"
     (a unique name suffix), "compile" (extra edgec.compile kwargs)}; `edgec auto` sweeps its candidates so.
+    compress: compression SPECs ("prune=0.5", "cluster=16", "prune=0.5,cluster=16"; see
+    core/compare/compression_axis.py): every cell once more per SPEC, compiled with those steps.
     """
     from edgec.core.model_io import sha256_file
 
@@ -213,6 +222,17 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
     bad = [p for p in precs if p not in PRECISIONS]
     if bad:
         raise InputError(f"unknown precision '{bad[0]}' (choose from {', '.join(PRECISIONS)})")
+    if compress:
+        from edgec.core.compare.compression_axis import grid_with_variants
+
+        specs = [compress] if isinstance(compress, str) else list(compress)
+        grid: list[str] = []
+        if cells is None and (backends is None or backends == "all"):
+            import edgec
+            grid = [r["name"] for r in edgec.list_backends()]
+        elif cells is None:
+            grid = _split(backends)
+        cells = grid_with_variants(grid, precs, specs, base_cells=cells)
     if cells is not None:
         names = list(dict.fromkeys(c["backend"] for c in cells))
         precs = list(dict.fromkeys(c["precision"] for c in cells))
@@ -391,6 +411,7 @@ def _rows(cells: list[_Cell]) -> list[dict]:
             "speedup_vs_reference": (c.ref_ms / lat.median_ms) if (lat and c.ref_ms) else None,
             "speedup_ci95": _speedup_ci(c),
             "size_bytes": _size(c.manifest) if c.status == "ok" else None,
+            "weights_ans_bytes": _ans(c.manifest) if c.status == "ok" else None,
             "peak_rss_bytes": (c.memory or {}).get("peak_rss_bytes"),
             "memory_increment_bytes": (c.memory or {}).get("increment_bytes"),
             "compile_seconds": c.compile_seconds,

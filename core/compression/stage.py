@@ -13,6 +13,8 @@ def compression_stage(model: onnx.ModelProto, steps: Sequence[Step] | None, *, c
     """(model, result); the model untouched and None when no step is asked for."""
     if not steps:
         return model, None
+    # JSON-shaped steps ({"technique": "prune", "amount": 0.5}) from the API or a compare variant
+    steps = [s if isinstance(s, Step) else Step(**{**s, "layers": tuple(s.get("layers") or ())}) for s in steps]
     say("compressing weights: " + ", ".join(f"{s.technique} {s.amount:g}" for s in steps))
     res = compress(model, steps, calibration=calibration, validation=validation, max_drop=max_drop,
                     per_channel=per_channel, progress=say, qmax=qmax)
