@@ -8,6 +8,10 @@ fastest compare cell that meets the budget on the selection data are timed side 
 1 thread (edgec.benchmark), and the ratio is printed.
 
     .venv/bin/python benchmarks/bench_auto.py squeezenet1_1 squeezenet-bgr [OUT]
+    .venv/bin/python benchmarks/bench_auto.py mobilenetv2_backbone imagenet [OUT] --min-cosine 0.99
+
+A model whose outputs are not classes (the MobileNetV2 backbone's 1280 features) is judged by
+--min-cosine (cosine to its FP32 features over the selection split) instead of --max-drop 1.
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ def split_pack(src: Path, out_dir: Path, parts: dict[str, slice]) -> dict[str, P
     return out
 
 
-def main(model_name: str, preprocess: str, out: str | None = None) -> None:
+def main(model_name: str, preprocess: str, out: str | None = None, min_cosine: float | None = None) -> None:
     import edgec
     from edgec.core.auto import hardware
     from edgec.core.auto.plan import Demands, judge
@@ -57,21 +61,31 @@ def main(model_name: str, preprocess: str, out: str | None = None) -> None:
     t_grid = time.monotonic() - t0
     ref = grid.row("onnxruntime", "fp32")
     ref_acc = grid.meta.get("reference_top1_accuracy")
-    met = [r for r in grid.rows if judge(r, ref, ref_acc, Demands(max_drop=1.0)).meets]
+    demands = Demands(min_cosine=min_cosine) if min_cosine is not None else Demands(max_drop=1.0)
+    met = [r for r in grid.rows if judge(r, ref, ref_acc, demands).meets]
     best_grid = min(met, key=lambda r: r["latency_ms_median"]) if met else None
     t1 = time.monotonic()
-    res = edgec.auto(model, "x86", max_drop=1.0, test=test, output=out_dir, budget_minutes=60, **common)
+    res = edgec.auto(model, "x86", max_drop=None if min_cosine is not None else 1.0, min_cosine=min_cosine, test=test,
+                     output=out_dir, budget_minutes=60, **common)
     t_auto = time.monotonic() - t1
     w = res.winner
     print(f"compare grid: {t_grid:.0f} s; auto (after the grid, its cells reused): {t_auto:.0f} s")
-    print("grid cells meeting --max-drop 1 on the selection split:",
+    print(f"demands: {demands}; uptime {__import__('os').getloadavg()}")
+    print("grid cells meeting the demands on the selection split:",
           ", ".join(f"{r['backend']}-{r['precision']} {r['latency_ms_median']:.3f} ms" for r in met))
     print(f"auto winner: {w and w['candidate']}  test: {json.dumps((w or {}).get('test'))}")
     if w and best_grid:
         b = edgec.benchmark([res.files["artifact"], best_grid["artifact"]], threads=1, duration=20, measure_memory=False,
                             input=splits["select"], preprocess=preprocess)
-        print(json.dumps(b.to_json() if hasattr(b, "to_json") else b, default=str)[:3000])
+        for a in b.artifacts:
+            print(f"  {a['artifact']}: median {a['latency_ms']['median']:.3f} ms, vs first {json.dumps(a['vs_first'])}")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    argv = sys.argv[1:]
+    mc = None
+    if "--min-cosine" in argv:
+        i = argv.index("--min-cosine")
+        mc = float(argv[i + 1])
+        del argv[i:i + 2]
+    main(*argv, min_cosine=mc)
