@@ -361,7 +361,6 @@ def run_pool(names: list[str], backend: str, jobs: int, timeout: float, progress
              on_result=None) -> list[dict]:
     todo = list(names)
     results, workers = [], [Worker(backend) for _ in range(min(jobs, len(todo)))]
-    busy: dict[int, Worker] = {}
     t0 = time.monotonic()
     for w in workers:
         if todo:

@@ -116,7 +116,6 @@ def ort_int8(onnx_path: Path, calib_x: np.ndarray, out: Path) -> Path:
     """The onnxruntime row: edgec's own INT8 compile for onnxruntime (the core's Q/DQ, GPTQ weights)."""
     import edgec
 
-    q = out / "model.onnx"
     if not out.exists():
         npz = out.parent / "calib_for_ort.npz"
         np.savez(npz, input=calib_x)

@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     print(f"  validation runtime: {m['validation']['runtime']}")
 
     model, out, opts = first_fp32
-    again = compile_cli(model, tmp / "rebuild", "fp32", opts)
+    compile_cli(model, tmp / "rebuild", "fp32", opts)
     h1 = hashlib.sha256((out / "model.plan").read_bytes()).hexdigest()
     h2 = hashlib.sha256((tmp / "rebuild" / "model.plan").read_bytes()).hexdigest()
     print(f"\n== determinism: {model.stem} fp32 rebuilt in a fresh process: "

@@ -32,7 +32,7 @@ def _timing_cache_path(opts: dict, tc: Toolchain, gpu: Gpu) -> Path | None:
 
 def configure(trt, tc: Toolchain, gpu: Gpu, parsed: Parsed, target: GpuTarget, opts: dict,
               shapes: dict[str, tuple]) -> tuple[object, dict]:
-    b, net = parsed.builder, parsed.network
+    b = parsed.builder
     config = b.create_builder_config()
     info: dict = {}
     config.builder_optimization_level = int(opts["opt_level"])
