@@ -113,7 +113,8 @@ class Outcome:
 
     @property
     def missed_accuracy(self) -> bool:
-        return self.status == "failed_validation" or any(m.startswith(("drop", "accuracy")) for m in self.misses)
+        return self.status == "failed_validation" or any(m.startswith(("drop", "accuracy", "cosine"))
+                                                         for m in self.misses)
 
 
 def drop_and_se(row: dict, ref_accuracy: float | None) -> tuple[float | None, float | None, str | None]:

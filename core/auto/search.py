@@ -98,9 +98,11 @@ class _Search:
         from edgec.core.compare.sweep import compare
 
         uniq = list({c.name: c for c in cands}.values())
+        # A --min-cosine demand is also each cell's validation threshold: compare's default (0.99 for int8)
+        # would otherwise reject or accept cells on another bar than the user's.
         rep = compare(self.model, output=self.sweep_dir, cells=[c.cell(self.demands.max_drop) for c in uniq],
                       threads=self.threads, runs=runs, warmup=warmup, min_seconds=min_seconds, write=write,
-                      memory=False, **self.data)
+                      memory=False, min_cosine=self.demands.min_cosine, **self.data)
         if rep.meta.get("reference_top1_accuracy") is not None:
             self.ref_accuracy = rep.meta["reference_top1_accuracy"]
         ref_row = next(r for r in rep.rows if r["reference"])
