@@ -96,6 +96,7 @@ def test_judge_thresholds():
     feat = {**_row(acc=0.0, agr=0.2), "cosine": 0.9991}
     assert judge(feat, ref, 0.0, Demands(min_cosine=0.999)).meets
     assert judge(feat, ref, 0.0, Demands(min_cosine=0.9995)).misses == ["cosine 0.99910 < 0.9995"]
+    assert judge(feat, ref, 0.0, Demands(min_cosine=0.9995)).missed_accuracy  # int8 follow-ups run for it
     assert judge(_row(), ref, 0.92, Demands(min_cosine=0.99)).misses[0].startswith("cosine unknown")
 
 
