@@ -6,8 +6,8 @@
 Each configuration sweeps the bundled Fashion-MNIST model from scratch (a fresh -o and a fresh
 EDGEC_CACHE_DIR, so no calibration histogram or artifact is reused): local = every cell in this process,
 one after another; ray-N = a loopback cluster of N raylets on this machine (edgec.core.compare.ray_executor.
-local_cluster, --cpus-per-node CPUs each), every cell a Ray task in a fresh worker process (ray-N-reuse:
-workers reused across cells, RayExecutor(fresh_worker=False)). Reported: the
+local_cluster, --cpus-per-node CPUs each), every cell a Ray task, workers reused by cells of one backend
+(RayExecutor's default; ray-N-fresh: a fresh worker process per cell, cells_per_worker=1). Reported: the
 sweep's wall time (compile + validate + the interleaved timing phase, which is the same work everywhere),
 cells compiled per minute, and the cluster's start-up separately. Configurations rotate between rounds so
 a load change does not always hit the same one; the load (`uptime`) is printed before and after each.
@@ -55,7 +55,7 @@ def one(config: str, args) -> dict:
             nodes = int(config.split("-")[1])
             t0 = time.perf_counter()
             with local_cluster(nodes=nodes, cpus_per_node=args.cpus_per_node, object_store_memory=80 << 20):
-                with RayExecutor(fresh_worker=not config.endswith("-reuse")) as ex:
+                with RayExecutor(**({"cells_per_worker": 1} if config.endswith("-fresh") else {})) as ex:
                     start = time.perf_counter() - t0
                     t = time.perf_counter()
                     rep = edgec.compare(BUNDLED / "model.onnx", args.backends, args.precisions, output=root / "out",
