@@ -94,13 +94,13 @@ def main() -> int:
             r = one(c, args)
             r["round"] = rnd
             results.append(r)
-            print(f"round {rnd} {c:6s}: {r['wall_s']:7.1f} s for {r['cells']} cells ({r['ok']} ok) = "
+            print(f"round {rnd} {c:11s}: {r['wall_s']:7.1f} s for {r['cells']} cells ({r['ok']} ok) = "
                   f"{r['cells_per_min']:5.2f} cells/min; cluster start {r['start_s']:5.1f} s; "
                   f"load {r['load_before']} -> {r['load_after']}", file=sys.stderr, flush=True)
     print(f"\nbundled model, {args.backends} x {args.precisions}, calib {args.calib_samples} / val "
           f"{args.val_samples} samples, {args.runs} timed runs per cell at 1 thread; host: {os.cpu_count()} CPUs, "
           f"{args.cpus_per_node} CPU(s) per Ray node")
-    print(f"{'config':8s} {'sweep wall s':>13s} {'cells/min':>10s} {'vs local':>9s} {'cluster start s':>16s}")
+    print(f"{'config':11s} {'sweep wall s':>13s} {'cells/min':>10s} {'vs local':>9s} {'cluster start s':>16s}")
     for c in configs:
         mine = [r for r in results if r["config"] == c]
         wall = sum(r["wall_s"] for r in mine) / len(mine)
@@ -108,7 +108,7 @@ def main() -> int:
         loc = [r for r in results if r["config"] == "local"]
         ratio = (sum(r["wall_s"] for r in loc) / len(loc)) / wall if loc else float("nan")
         start = sum(r["start_s"] for r in mine) / len(mine)
-        print(f"{c:8s} {wall:13.1f} {cpm:10.2f} {ratio:8.2f}x {start:16.1f}")
+        print(f"{c:11s} {wall:13.1f} {cpm:10.2f} {ratio:8.2f}x {start:16.1f}")
     if args.json:
         print(json.dumps(results, indent=2))
     return 0
