@@ -6,8 +6,8 @@
 Each configuration sweeps the bundled Fashion-MNIST model from scratch (a fresh -o and a fresh
 EDGEC_CACHE_DIR, so no calibration histogram or artifact is reused): local = every cell in this process,
 one after another; ray-N = a loopback cluster of N raylets on this machine (edgec.core.compare.ray_executor.
-local_cluster, --cpus-per-node CPUs each), every cell a Ray task in a fresh worker process (ray-N-reuse:
-workers reused across cells, RayExecutor(fresh_worker=False)). Reported: the
+local_cluster, --cpus-per-node CPUs each), every cell a Ray task, workers reused by cells of one backend
+(RayExecutor's default; ray-N-fresh: a fresh worker process per cell, cells_per_worker=1). Reported: the
 sweep's wall time (compile + validate + the interleaved timing phase, which is the same work everywhere),
 cells compiled per minute, and the cluster's start-up separately. Configurations rotate between rounds so
 a load change does not always hit the same one; the load (`uptime`) is printed before and after each.
@@ -55,7 +55,7 @@ def one(config: str, args) -> dict:
             nodes = int(config.split("-")[1])
             t0 = time.perf_counter()
             with local_cluster(nodes=nodes, cpus_per_node=args.cpus_per_node, object_store_memory=80 << 20):
-                with RayExecutor(fresh_worker=not config.endswith("-reuse")) as ex:
+                with RayExecutor(**({"cells_per_worker": 1} if config.endswith("-fresh") else {})) as ex:
                     start = time.perf_counter() - t0
                     t = time.perf_counter()
                     rep = edgec.compare(BUNDLED / "model.onnx", args.backends, args.precisions, output=root / "out",
@@ -94,13 +94,13 @@ def main() -> int:
             r = one(c, args)
             r["round"] = rnd
             results.append(r)
-            print(f"round {rnd} {c:6s}: {r['wall_s']:7.1f} s for {r['cells']} cells ({r['ok']} ok) = "
+            print(f"round {rnd} {c:11s}: {r['wall_s']:7.1f} s for {r['cells']} cells ({r['ok']} ok) = "
                   f"{r['cells_per_min']:5.2f} cells/min; cluster start {r['start_s']:5.1f} s; "
                   f"load {r['load_before']} -> {r['load_after']}", file=sys.stderr, flush=True)
     print(f"\nbundled model, {args.backends} x {args.precisions}, calib {args.calib_samples} / val "
           f"{args.val_samples} samples, {args.runs} timed runs per cell at 1 thread; host: {os.cpu_count()} CPUs, "
           f"{args.cpus_per_node} CPU(s) per Ray node")
-    print(f"{'config':8s} {'sweep wall s':>13s} {'cells/min':>10s} {'vs local':>9s} {'cluster start s':>16s}")
+    print(f"{'config':11s} {'sweep wall s':>13s} {'cells/min':>10s} {'vs local':>9s} {'cluster start s':>16s}")
     for c in configs:
         mine = [r for r in results if r["config"] == c]
         wall = sum(r["wall_s"] for r in mine) / len(mine)
@@ -108,7 +108,7 @@ def main() -> int:
         loc = [r for r in results if r["config"] == "local"]
         ratio = (sum(r["wall_s"] for r in loc) / len(loc)) / wall if loc else float("nan")
         start = sum(r["start_s"] for r in mine) / len(mine)
-        print(f"{c:8s} {wall:13.1f} {cpm:10.2f} {ratio:8.2f}x {start:16.1f}")
+        print(f"{c:11s} {wall:13.1f} {cpm:10.2f} {ratio:8.2f}x {start:16.1f}")
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

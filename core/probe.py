@@ -3,10 +3,13 @@
 `edgec backends` lists every backend; importing tvm, openvino+nncf or onnx to do it took seconds
 (issue 17). `importlib.util.find_spec` finds a top-level module without running it and the installed
 distributions' metadata carries their versions; the heavy import waits for a compile that needs it.
-A module that is already imported answers with its own version string (OpenVINO's names its build).
+A module that is already imported answers with its own version string (OpenVINO's names its build),
+except inside `metadata_only()`: a cache key must not depend on what this process happened to import.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib
 import importlib.metadata
@@ -32,10 +35,35 @@ def dist_version(*dists: str) -> str | None:
     return None
 
 
+_METADATA_ONLY = contextvars.ContextVar("edgec_probe_metadata_only", default=False)
+
+
+@contextlib.contextmanager
+def metadata_only():
+    """Within it, `version` answers from installed metadata only, never from an imported module.
+
+    `Backend.toolchain()` inside it is what a content-hash key may hold (core/compare/cache.py): the same
+    in a fresh process as after a compile there. Outside it, a toolchain read after a compile is richer
+    (OpenVINO's get_version() names its build, the metadata its release only), which the manifest records;
+    a key holding that changed whenever the driver had compiled something first (issue 22).
+    """
+    token = _METADATA_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _METADATA_ONLY.reset(token)
+
+
+def is_metadata_only() -> bool:
+    """Inside `metadata_only()`: toolchain() implementations that ask a loaded library skip the question."""
+    return _METADATA_ONLY.get()
+
+
 def version(module: str, *dists: str, attr: str = "__version__") -> str:
-    """`module`'s version: its own attribute when it is imported already, else its distribution's (one of
-    `dists`, default the module's name), else "?" (installed without metadata)."""
-    mod = sys.modules.get(module)
+    """`module`'s version: its own attribute when it is imported already (not inside `metadata_only()`),
+    else its distribution's (one of `dists`, default the module's name), else "?" (installed without
+    metadata)."""
+    mod = None if _METADATA_ONLY.get() else sys.modules.get(module)
     if mod is not None:
         v = getattr(mod, attr, None)
         v = v() if callable(v) else v

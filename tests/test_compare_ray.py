@@ -116,6 +116,101 @@ def test_local_rows_record_where(tmp_path, tiny_cnn_path, tiny_data):
     assert side["compiled_on"] == row["compiled_on"]
 
 
+def test_cell_key_reads_toolchains_as_a_fresh_process_does(monkeypatch, tmp_path):
+    """A driver that has compiled (OpenVINO and TVM imported, TVM's LLVM version remembered) keys a cell as a
+    fresh process does: the key's toolchain comes from installed metadata, while the manifest's record still
+    reads the loaded library. (A key holding the loaded OpenVINO's build string made a Ray re-run rebuild
+    the cells a fresh `edgec compare` process had cached.)"""
+    import types
+
+    from edgec.core import cache as disk_cache
+    from edgec.core import probe
+    from edgec.core.compare import cache
+    from edgec.core.registry import get_backend
+
+    names = [b for b, mod in (("onnxruntime", "onnxruntime"), ("openvino", "openvino"), ("tvm", "tvm"))
+             if probe.installed(mod)]
+    if "openvino" not in names:
+        pytest.skip("OpenVINO is not installed (pip install 'edgec[openvino]')")
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "cache"))  # no LLVM version remembered yet
+    before = {b: cache.toolchain_key(b) for b in names}
+    build = f"{before['openvino']['openvino']}-99999-this-process-build"
+    loaded = types.ModuleType("openvino")
+    loaded.get_version = lambda: build
+    monkeypatch.setitem(sys.modules, "openvino", loaded)  # as after an in-process OpenVINO compile
+    assert get_backend("openvino").toolchain()["openvino"] == build  # what the manifest records
+    lib = probe.module_file("tvm", "lib/libtvm_compiler.so") if "tvm" in names else None
+    if lib is not None:  # as after any process on this host compiled with TVM
+        disk_cache.remember("probe", disk_cache.file_key(lib), lambda: "99")
+        assert "llvm" in get_backend("tvm").toolchain()
+    assert {b: cache.toolchain_key(b) for b in names} == before
+
+
+class _OtherProcessExecutor(LocalExecutor):
+    """Cells compiled in one fresh (spawned) process under another node's label: what a Ray worker is to
+    the driver, without Ray. Timing stays in this process (LocalExecutor.time)."""
+
+    name = "other-process"
+    label = "worker-host/0badc0de"
+
+    def __init__(self):
+        self.compiled: list[str] = []
+
+    def compile(self, jobs):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from edgec.core.compare.cell import run_cell
+
+        if not jobs:
+            return
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for job in jobs:
+                self.compiled.append(job.name)
+                yield pool.submit(run_cell, job, self.label).result()
+
+    def describe(self) -> dict:
+        return {"name": self.name}
+
+
+def test_each_executor_reuses_the_others_cells(tmp_path):
+    """Reuse depends on the content-hash key and an intact artifact only: a cell compiled by a fresh
+    `edgec compare` process is reused by a driver that has imported the toolchains since and compiles
+    elsewhere, and a cell compiled in another process (another node's label, OpenVINO layer names of a
+    fresh process) is reused by the local executor."""
+    import subprocess
+
+    pytest.importorskip("openvino")
+    import openvino  # noqa: F401  # this driver's state differs from the CLI process's at key time
+
+    model, val = BUNDLED / "model.onnx", BUNDLED / "val.npz"
+    kw = dict(preprocess="unit", val_samples=32, runs=3, warmup=1, min_seconds=0, threads=1, memory=False,
+              write=False)
+
+    def rows(rep):
+        return [(r["backend"], r["precision"], r["status"], r["reused"], r["compiled_on"]) for r in rep.rows]
+
+    # A fresh process compiles first (`edgec compare`'s state at key time: no toolchain imported yet).
+    code = (f"import edgec, json; r = edgec.compare({str(model)!r}, 'onnxruntime,openvino', 'fp32', "
+            f"output={str(tmp_path / 'fresh')!r}, validation={str(val)!r}, **{kw!r}); "
+            "print(json.dumps([c['status'] for c in r.rows]))")
+    fresh = subprocess.run([sys.executable, "-c", code], env={**os.environ, "EDGEC_PROGRESS": "0"},
+                           capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0 and json.loads(fresh.stdout) == ["ok", "ok"], fresh.stderr[-2000:]
+    other = _OtherProcessExecutor()
+    resumed = edgec.compare(model, "onnxruntime,openvino", "fp32", output=tmp_path / "fresh", executor=other,
+                            validation=val, **kw)
+    assert other.compiled == [] and all(r[2] == "ok" and r[3] for r in rows(resumed)), rows(resumed)
+
+    built = edgec.compare(model, "onnxruntime,openvino", "fp32", output=tmp_path / "other", executor=other,
+                          validation=val, **kw)
+    assert other.compiled == ["onnxruntime-fp32", "openvino-fp32"]
+    assert [r[2:] for r in rows(built)] == [("ok", False, other.label)] * 2, rows(built)
+    again = edgec.compare(model, "onnxruntime,openvino", "fp32", output=tmp_path / "other", validation=val, **kw)
+    assert [r[2:] for r in rows(again)] == [("ok", True, other.label)] * 2, rows(again)
+    assert again.meta["executor"]["name"] == "local"
+
+
 # --- Ray clusters on this machine (slow) ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -141,9 +236,9 @@ def two_nodes():
 
 def _ov_xml(path: Path) -> str:
     """OpenVINO numbers the layers it generates with a process-wide counter (Reshape_15 in a fresh process,
-    Reshape_8364 after other compiles in it: see tests/test_determinism.py), so the local executor's
-    in-process compiles name them differently from the Ray executor's fresh workers; the rest of the IR and
-    every weight byte (model.bin, hashed exactly) must match."""
+    Reshape_8364 after other compiles in it: see tests/test_determinism.py), so compiles name them by what
+    their process built before (the local executor's one process, a Ray worker's earlier cells of the
+    backend); the rest of the IR and every weight byte (model.bin, hashed exactly) must match."""
     import hashlib
     import re
     return "normalized:" + hashlib.sha256(re.sub(rb"(?<=[A-Za-z])_\d+", b"_#", path.read_bytes())).hexdigest()
@@ -157,10 +252,10 @@ def _hashes(report) -> dict:
             m = json.loads((d / "manifest.json").read_text())
             out[r["backend"], r["precision"]] = {
                 k: _ov_xml(d / k) if r["backend"] == "openvino" and k.endswith(".xml")
-                # The QNN context binary of an in-process compile also depends on what the process built
-                # before (measured: 105 of 176,128 bytes of the bundled int8 differ after the fp16 cell;
-                # two fresh `edgec compile` processes and the Ray cell give identical bytes), so the local
-                # executor's is compared by size; the Q/DQ model it was built from, exactly.
+                # The QNN context binary also depends on what its process built before (measured: 105 of
+                # 176,128 bytes of the bundled int8 differ after the fp16 cell; two fresh `edgec compile`
+                # processes give identical bytes), so it is compared by size; the Q/DQ model it was built
+                # from, exactly.
                 else f"size:{v['size']}" if r["backend"] == "qnn" and k.endswith("_ctx_qnn.bin") else v["sha256"]
                 for k, v in m["files"].items()}
     return out
@@ -187,7 +282,14 @@ def test_two_node_sweep_matches_local(tmp_path, two_nodes):
     with RayExecutor() as ex:
         ray_rep = edgec.compare(model, None, "fp32,fp16,int8", output=tmp_path / "ray", **SMALL, **FAST, executor=ex)
         nodes = {n["node"] for n in ex.describe()["nodes"]}
+        started = ex.started()
     assert len(nodes) == 2
+    backends_of: dict = {}  # (node, worker pid) -> the backends whose cells it ran
+    for name, attempts in started.items():
+        for where in attempts:
+            backends_of.setdefault(tuple(where), set()).add(name.rsplit("-", 1)[0])
+    assert all(len(b) == 1 for b in backends_of.values()), backends_of  # a worker serves one backend only
+    assert len(backends_of) < sum(map(len, started.values())), started  # and workers are reused
     ok = [r for r in local.rows if r["status"] == "ok"]
     assert {r["backend"] for r in ok} >= {"onnxruntime", "openvino", "tflite"}, local.rows
     assert [(r["backend"], r["precision"]) for r in ray_rep.rows] == [(r["backend"], r["precision"]) for r in local.rows]

@@ -263,6 +263,10 @@ def _llvm_version() -> str | None:
     remembered in edgec's cache for listings, keyed by the library file, so a reinstall asks again."""
     from edgec.core import cache
 
+    if probe.is_metadata_only():
+        # A cache key (probe.metadata_only): known only once some process has imported tvm, so it would
+        # change the key after the first compile; the apache-tvm version already fixes the LLVM it links.
+        return None
     key = cache.file_key(probe.module_file("tvm", "lib/libtvm_compiler.so"))
     if key is None:
         return None

@@ -4,6 +4,12 @@ The key is a sha256 over the model's sha256, backend, precision, backend options
 validation data fingerprints (plus the sample counts and preprocessing that select from them), the
 backend's toolchain versions and the edgec version. It lives in a sidecar `<cell>.cell.json` beside
 the artifact directory, not inside it, because the artifact's manifest lists every file it holds.
+
+Reuse depends on the key and an intact artifact only, never on which executor, host or process wrote the
+cell (its `compiled_on` is for the report): in-process and fresh-worker compiles of one cell may differ in
+bytes (OpenVINO's generated layer names, a QNN context binary) and are equally valid. So every key field
+must read the same in any process: toolchain versions come from installed metadata (`toolchain_key`),
+not from whatever modules the driver has imported by then.
 """
 from __future__ import annotations
 
@@ -44,6 +50,20 @@ def data_fingerprint(data) -> str | None:
         h.update(f.relative_to(p).as_posix().encode())
         h.update(sha256_file(f).encode())
     return "dir:" + h.hexdigest()
+
+
+def toolchain_key(backend: str) -> dict:
+    """The backend's toolchain versions as a key field: `Backend.toolchain()` under probe.metadata_only(),
+    so a driver that has compiled (imported OpenVINO, TVM) keys a cell as a fresh process does."""
+    from edgec.core import probe
+    from edgec.core.registry import get_backend
+
+    try:
+        with probe.metadata_only():
+            return get_backend(backend).toolchain()
+    except Exception as e:  # a key field, not a failure: the compile will report a broken toolchain itself
+        from edgec.core.benchmark.timing import first_line
+        return {"error": first_line(e)}
 
 
 def cell_key(inputs: dict) -> str:

@@ -9,12 +9,16 @@ alike); a probe task on each node checks that (model sha256, -o writable) before
 node that cannot see them fails the sweep with a one-line error instead of writing elsewhere.
 
 Cells: one task each, asking for the cell's CPUs (the validation thread count), memory (cell.cell_resources)
-and any custom resource its backend declares (`Backend.cell_resources`, e.g. {"GPU": 1}). Each task runs in
-a fresh worker process (max_calls=1): a crashing or leaking toolchain takes only its cell down, and every
-compile starts from the same process state (OpenVINO numbers generated layers per process, so a reused
-process would give different, though equivalent, files). A worker killed mid-cell (OOM killer, a lost
-node) is retried elsewhere by Ray (max_retries); a cell that fails for its own reasons returns an error
-outcome and is never retried; a cell whose worker dies on every attempt becomes an error row.
+and any custom resource its backend declares (`Backend.cell_resources`, e.g. {"GPU": 1}). Workers are
+reused by cells of ONE backend only (a runtime_env per backend: Ray pools workers by runtime_env), up to
+`cells_per_worker` cells each, so a cell no longer pays a Python start plus the edgec and toolchain imports
+(seconds, for cells of a few seconds), and no worker loads every toolchain. A worker still runs one cell at
+a time, so a worker killed mid-cell (OOM killer, a lost node) loses only that cell, which Ray retries in a
+new worker (max_retries); a cell that fails for its own reasons returns an error outcome and is never
+retried; a cell whose worker dies on every attempt becomes an error row. cells_per_worker=1 gives each cell
+a fresh process (the state of a standalone `edgec compile`: OpenVINO numbers generated layers per process,
+so a reused process writes different, equivalent files, as the local executor does; the cell cache reuses
+either, see cache.py).
 
 Timing: nodes are grouped by type (the `edgec/node-type` node label if set, else architecture, CPU model,
 CPU count and GPUs, probed on the node); one node of each type times every cell it can run, interleaved,
@@ -45,6 +49,8 @@ from edgec.core.sandbox import cache_root
 
 NODE_TYPE_LABEL = "edgec/node-type"
 MAX_RETRIES = 2  # attempts after the first when a worker or node dies mid-cell
+CELLS_PER_WORKER = 16  # a bound on what a leaking toolchain can pile up in one worker
+BACKEND_ENV = "EDGEC_CELL_BACKEND"  # set in a cell worker's runtime_env: one worker pool per backend
 _PRIVATE_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     # Ray's own switch for "no cluster networking": every node and driver address becomes 127.0.0.1,
@@ -149,13 +155,15 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
-                 object_store_memory: int = 256 << 20, max_retries: int = MAX_RETRIES, fresh_worker: bool = True):
-        """fresh_worker: one worker process per cell (isolation, every compile from the same process state;
-        costs a Python + toolchain start per cell, seconds that matter only for tiny models). False reuses
-        workers across cells."""
+                 object_store_memory: int = 256 << 20, max_retries: int = MAX_RETRIES,
+                 cells_per_worker: int = CELLS_PER_WORKER):
+        """cells_per_worker: how many cells of one backend a worker process runs before Ray replaces it; 1 = a
+        fresh process per cell (a Python + toolchain start each, seconds that matter for small models)."""
         ray = self._ray = _import_ray()
+        if cells_per_worker < 1:
+            raise InputError(f"cells_per_worker must be >= 1 (got {cells_per_worker})")
         self.max_retries = max_retries
-        self.fresh_worker = fresh_worker
+        self.cells_per_worker = cells_per_worker
         self._private_cluster = None
         self._owns_connection = False  # connected by us to an existing cluster: disconnect on close
         self._private = False
@@ -235,6 +243,8 @@ class RayExecutor:
         gpus = custom.pop("GPU", 0)
         opts = {"num_cpus": r.get("cpus", 1), "num_gpus": gpus, "max_retries": self.max_retries,
                 "retry_exceptions": False}
+        if self.cells_per_worker > 1:  # env_vars merge into the job's runtime_env; nothing else changes
+            opts["runtime_env"] = {"env_vars": {BACKEND_ENV: job.backend}}
         if r.get("memory"):
             opts["memory"] = r["memory"]
         if custom:
@@ -260,7 +270,7 @@ class RayExecutor:
         self._probe(model=model, model_sha=sha256_file(model), writable=str(Path(jobs[0].artifact).parent),
                     readable=[v for k in ("calibration", "validation")
                               if isinstance(v := jobs[0].compile.get(k), str)])
-        task = ray.remote(max_calls=1 if self.fresh_worker else 0)(_cell_task)
+        task = ray.remote(max_calls=self.cells_per_worker)(_cell_task)
         bar = CellBar(len(jobs), desc="compare (ray)")
         pending: dict = {}
         try:
@@ -355,7 +365,7 @@ class RayExecutor:
                        "cpus": n["resources"].get("CPU"), "gpus": n["resources"].get("GPU", 0)}
                       for n in (self._nodes or [])],
             "storage": "shared path: each task writes its artifact and cell cache entry under -o itself",
-            "max_retries": self.max_retries, "fresh_worker_per_cell": self.fresh_worker,
+            "max_retries": self.max_retries, "cells_per_worker": self.cells_per_worker,
             "retried": {k: v for k, v in self.attempts.items() if v > 1},
         }
 

@@ -146,14 +146,6 @@ def _screen(cell: _Cell, executor, threads, model_bytes: int) -> None:
                       f"(supported: {', '.join(be.requirements.precisions)})")
 
 
-def _toolchain(backend: str) -> dict:
-    from edgec.core.registry import get_backend
-    try:
-        return get_backend(backend).toolchain()
-    except Exception as e:  # a key field, not a failure: the compile will report a broken toolchain itself
-        return {"error": first_line(e)}
-
-
 def _bench_feeds(model_path: Path, validation, calibration, preprocess) -> tuple[dict, str]:
     """One input for timing: the first validation (else calibration) sample, else seeded random."""
     import numpy as np
@@ -347,7 +339,7 @@ def _jobs(cells: list[_Cell], ex, common: dict, options: dict, model_path: Path,
             continue
         cell.artifact = art_root / cell.name
         inputs = {**common, "backend": cell.backend, "precision": cell.precision,
-                  "options": options.get(cell.backend, {}), "toolchain": _toolchain(cell.backend)}
+                  "options": options.get(cell.backend, {}), "toolchain": cache.toolchain_key(cell.backend)}
         if cell.extra:
             inputs["extra"] = cell.extra
         key = cache.cell_key(inputs)
