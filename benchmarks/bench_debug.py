@@ -29,6 +29,7 @@ def main() -> int:
     ap.add_argument("--min-agreement", default="98")
     ap.add_argument("--samples", default="16", help="images for the layerwise comparison")
     ap.add_argument("--shrink", default="16", help="shrink-phase compile budget (edgec debug --shrink)")
+    ap.add_argument("--accept", default="bound", choices=["bound", "observed"], help="edgec debug --accept")
     ap.add_argument("--vs-fp32", action="store_true",
                     help="also compile FP32 and time INT8, keep-set and FP32 together with `edgec benchmark`")
     ap.add_argument("-o", "--output", default=str(REPO / "out" / "bench_debug"))
@@ -48,7 +49,7 @@ def main() -> int:
         opts = [x.split(":", 1)[1] for x in a.option if x.startswith(be + ":")]
         argv = ["debug", str(model), "--backend", be, "--precision", "int8", "--preprocess", "squeezenet-bgr",
                 "--calib", str(calib), "--calib-samples", "200", "--val", str(calib), "--val-skip", "200",
-                "--samples", a.samples, "--bisect", "--shrink", a.shrink, "--min-agreement", a.min_agreement, "--holdout", str(ev),
+                "--samples", a.samples, "--bisect", "--shrink", a.shrink, "--accept", a.accept, "--min-agreement", a.min_agreement, "--holdout", str(ev),
                 "--threads", "1", "-o", str(Path(a.output) / be), "--json"]
         for o in opts:
             argv += ["-O", o]
@@ -66,8 +67,10 @@ def main() -> int:
         worst = [e for t in rep["worst"] for e in rep["layers"] if e["tensor"] == t]
         print("largest own added error: " + "; ".join(f"{e['layer'] or e['tensor']} {e['own_sqnr_db']} dB" for e in worst))
         def step(s):
-            return (f"-{s['dropped']}" if s.get("dropped") else f"k={s['k']}") + f":{s['agreement']:.2f}%"
-        print(f"bisect over {b['candidates']} candidates ({b['ranked']} ranked), agreement on calib500[200:], "
+            return ((f"-{s['dropped']}" if s.get("dropped") else f"k={s['k']}") + f":{s['agreement']:.2f}%"
+                    + (f"(est {s['est_agreement']:.2f}, >={s['agreement_bound']:.2f})" if "agreement_bound" in s else ""))
+        print(f"bisect over {b['candidates']} candidates ({b['ranked']} ranked), judged on {b.get('judged_on')}, "
+              f"agreement on calib500[200:], "
               f"300 images: " + " ".join(step(s) for s in b["steps"] if s.get("phase") != "shrink"))
         print(f"shrink from k={b['prefix_k']}: " + " ".join(step(s) for s in b["steps"] if s.get("phase") == "shrink"))
         print(f"keep ({len(b['keep'])}): {', '.join(b['keep']) or '-'}  met on selection: {b['met']}")

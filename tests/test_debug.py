@@ -141,6 +141,13 @@ def test_candidates_are_complete_so_the_all_float_end_is_reached():
     assert bis.universe({}, "tensors", legacy) == ["x"]
 
 
+def test_demand_is_judged_on_the_bound_when_a_row_has_one():
+    # 99 % observed on a few hundred images is not 98 % when the estimate minus its standard error is 97
+    assert not bis.meets({"agreement": 99.0, "agreement_bound": 97.0}, 98.0, None)
+    assert bis.meets({"agreement": 97.0, "agreement_bound": 98.5}, 98.0, None)
+    assert bis.meets({"agreement": 99.0}, 98.0, None) and not bis.meets({"drop": 1.2, "drop_bound": 2.5}, None, 2.0)
+
+
 def test_shrink_drops_what_only_came_along_with_the_prefix():
     need = {"a", "c"}  # the demand needs exactly these two; the prefix found holds four
     calls = []
@@ -227,7 +234,9 @@ def test_cli_debug_bisect_json_and_html(tiny, tmp_path):
     assert rep["layers"] and "rb" in rep["keep"]  # the broken layer's output: its rounding and int8 weights go
     b = rep["bisect"]
     chosen = next(s for s in b["steps"] if s["artifact"] == b["artifact"])
-    assert b["met"] and b["steps"][0]["agreement"] < 95 <= chosen["agreement"] and chosen["keep"] == rep["keep"]
+    assert b["met"] and b["steps"][0]["agreement"] < 95 and chosen["keep"] == rep["keep"]
+    assert b["judged_on"] == "agreement_bound" and chosen["agreement_bound"] >= 95  # the smooth bound, not a count
+    assert all(s["agreement_bound"] <= s["est_agreement"] for s in b["steps"])
     qa = json.loads((out / "keep-0" / "manifest.json").read_text())["quantization"]["quantized_activations"]
     assert b["candidates"] == len(qa) and 0 < b["ranked"] <= len(qa) and set(rep["keep"]) <= set(qa)
     assert "--float-tensors " + ",".join(rep["keep"]) in b["flag_line"]

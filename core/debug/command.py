@@ -42,6 +42,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--shrink", type=nonneg_int, default=16, metavar="N",
                    help="with --bisect: after the shortest ranked prefix is found, try dropping each of its members "
                         "(least ranked first), at most N more compiles (default 16; 0: the prefix as found)")
+    d.add_argument("--accept", choices=["bound", "observed"], default="bound",
+                   help="with --bisect: judge a candidate on its estimated agreement minus one standard error "
+                        "(default; the core repair's smooth estimate from the logit gaps) or on the observed "
+                        "top-1 agreement count, which a search over many candidates overfits")
     d.add_argument("--holdout", help="with --bisect: held-out data the chosen keep-set is measured on (never selected on)")
     d.add_argument("--holdout-samples", type=positive_int, help="use at most N samples of --holdout")
     d.add_argument("--min-cosine", type=cosine, help="validation threshold for the compiled artifact")
@@ -144,11 +148,15 @@ def cmd_debug(args) -> int:
                 raise InputError("--bisect recompiles the model: pass --calib DATA (the calibration data)")
             ranking = rep.get("tensor_ranking" if args.unit == "tensors" else "ranking") or []
             base_manifest = base or read_manifest(artifact)
+            judge = None
+            if args.accept == "bound":
+                from edgec.core.model_io import load_model as _load
+                judge = bis.Judge(_load(Path(model)), val, threads=args.threads)
             b = bis.bisect(model, backend, precision, ranking, calibration=args.calib, selection=val, unit=args.unit,
                            workdir=work / "bisect", min_agreement=args.min_agreement, max_drop=args.max_drop,
                            compile_kwargs=compile_kwargs, say=progress.say, base=(artifact, base_manifest),
                            everything=bis.universe(base_manifest, args.unit, rep.get("layers")),
-                           shrink_budget=args.shrink)
+                           shrink_budget=args.shrink, judge=judge)
             b["flag_line"] = bis.flag_line(model, backend, precision, b["keep"], _flag_extras(args), args.unit)
             if b["artifact"] and args.holdout:
                 b["holdout"] = _holdout(args, b, artifact, model, specs, pp)
@@ -208,12 +216,15 @@ def _format_bisect(b: dict) -> str:
     dem = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in b["demand"].items())
     def step(s):
         tag = f"-{s['dropped']}" if s.get("dropped") else f"k={s['k']}"
-        return f"{tag}:{s['agreement']:.2f}%" if s.get("agreement") is not None else tag
+        if s.get("agreement") is None:
+            return tag
+        return f"{tag}:{s['agreement']:.2f}%" + (f"(>={s['agreement_bound']:.2f})" if "agreement_bound" in s else "")
     prefix = [s for s in b["steps"] if s.get("phase") != "shrink"]
     trials = [s for s in b["steps"] if s.get("phase") == "shrink"]
     lines = [f"bisect       {b.get('candidates')} candidates ({b.get('ranked')} ranked by own error, then every other "
              f"quantized {b['unit'][:-1]}): " + " ".join(step(s) for s in prefix)
-             + f"  (agreement on {b['selection']['samples']} selection samples of {b['selection']['data']})"]
+             + f"  (agreement on {b['selection']['samples']} selection samples of {b['selection']['data']}; "
+               f"judged on {b.get('judged_on')})"]
     if trials:
         lines.append(f"shrink       from k={b.get('prefix_k')}: " + " ".join(step(s) for s in trials))
     if b["met"]:
