@@ -7,6 +7,14 @@ artifact interleaved at 1 thread. Prints the worst layers by own added error, th
 keep-set, the held-out numbers, the latency ratio and the flag line that builds it.
 
     .venv/bin/python benchmarks/bench_debug.py [--backends onnxruntime,openvino] [--min-agreement 98] [-o DIR]
+
+Measured 2026-12-01 (load 5-9, `--vs-fp32`), 36 candidates (29 ranked), judged on the agreement bound:
+  onnxruntime  23 tensors float; eval500 98.20 +- 0.60 % vs INT8 96.20 +- 0.86 % (paired +2.00 +- 0.89,
+               McNemar p=0.041), meets 98 % held out; latency 2.02x INT8, FP32 is 1.47x INT8
+  openvino     22 tensors float; eval500 97.80 +- 0.66 % vs INT8 96.00 +- 0.88 % (paired +1.80 +- 0.96,
+               p=0.093), misses 98 % held out by one image; latency 2.03x INT8, FP32 is 2.01x INT8
+  `--accept observed` (the raw count) on onnxruntime chose 7 tensors at 98.33 % on the selection split,
+  94.80 +- 0.99 % on eval500: below plain INT8 (paired -1.40 +- 0.72), the search had fitted noise.
 """
 from __future__ import annotations
 
@@ -28,6 +36,10 @@ def main() -> int:
     ap.add_argument("--backends", default="onnxruntime,openvino")
     ap.add_argument("--min-agreement", default="98")
     ap.add_argument("--samples", default="16", help="images for the layerwise comparison")
+    ap.add_argument("--shrink", default="16", help="shrink-phase compile budget (edgec debug --shrink)")
+    ap.add_argument("--accept", default="bound", choices=["bound", "observed"], help="edgec debug --accept")
+    ap.add_argument("--vs-fp32", action="store_true",
+                    help="also compile FP32 and time INT8, keep-set and FP32 together with `edgec benchmark`")
     ap.add_argument("-o", "--output", default=str(REPO / "out" / "bench_debug"))
     ap.add_argument("--option", "-O", action="append", default=[], metavar="BACKEND:KEY=VALUE")
     a = ap.parse_args()
@@ -45,7 +57,7 @@ def main() -> int:
         opts = [x.split(":", 1)[1] for x in a.option if x.startswith(be + ":")]
         argv = ["debug", str(model), "--backend", be, "--precision", "int8", "--preprocess", "squeezenet-bgr",
                 "--calib", str(calib), "--calib-samples", "200", "--val", str(calib), "--val-skip", "200",
-                "--samples", a.samples, "--bisect", "--min-agreement", a.min_agreement, "--holdout", str(ev),
+                "--samples", a.samples, "--bisect", "--shrink", a.shrink, "--accept", a.accept, "--min-agreement", a.min_agreement, "--holdout", str(ev),
                 "--threads", "1", "-o", str(Path(a.output) / be), "--json"]
         for o in opts:
             argv += ["-O", o]
@@ -62,8 +74,13 @@ def main() -> int:
         print(f"audit: {rep['audit'].get('summary')}")
         worst = [e for t in rep["worst"] for e in rep["layers"] if e["tensor"] == t]
         print("largest own added error: " + "; ".join(f"{e['layer'] or e['tensor']} {e['own_sqnr_db']} dB" for e in worst))
-        print("bisect (agreement on calib500[200:], 300 images): "
-              + " ".join(f"k={s['k']}:{s['agreement']:.2f}%" for s in b["steps"]))
+        def step(s):
+            return ((f"-{s['dropped']}" if s.get("dropped") else f"k={s['k']}") + f":{s['agreement']:.2f}%"
+                    + (f"(est {s['est_agreement']:.2f}, >={s['agreement_bound']:.2f})" if "agreement_bound" in s else ""))
+        print(f"bisect over {b['candidates']} candidates ({b['ranked']} ranked), judged on {b.get('judged_on')}, "
+              f"agreement on calib500[200:], "
+              f"300 images: " + " ".join(step(s) for s in b["steps"] if s.get("phase") != "shrink"))
+        print(f"shrink from k={b['prefix_k']}: " + " ".join(step(s) for s in b["steps"] if s.get("phase") == "shrink"))
         print(f"keep ({len(b['keep'])}): {', '.join(b['keep']) or '-'}  met on selection: {b['met']}")
         h = b.get("holdout")
         if h:
@@ -75,11 +92,29 @@ def main() -> int:
                   f"{'met' if h['met'] else 'NOT met'}")
         lat = b.get("latency") or {}
         if "ratio" in lat:
-            print(f"latency keep-set / INT8 (interleaved, 1 thread, {lat['runs']} runs): {lat['ratio']:.3f} "
-                  f"({lat['keep_median_ms']} vs {lat['int8_median_ms']} ms)")
+            print(f"latency keep-set / INT8 (edgec.benchmark, interleaved, 1 thread, {lat['runs']} runs): "
+                  f"{lat['ratio']:.3f} (95 % CI {lat.get('ratio_ci95')}; {lat['keep_median_ms']} vs "
+                  f"{lat['int8_median_ms']} ms)")
         print(f"flag line: {b['flag_line']}")
+        if b.get("artifact") and b["k"] and a.vs_fp32:
+            print(_versus_fp32(model, be, b["base_artifact"], b["artifact"], Path(a.output) / be / "fp32"))
     print(f"\nuptime: {os.popen('uptime').read().strip()}")
     return 0
+
+
+def _versus_fp32(model: Path, backend: str, int8: str, keep: str, dest: Path) -> str:
+    """`edgec benchmark INT8 KEEP FP32 --threads 1`: where the keep-set sits between INT8 and FP32."""
+    import edgec
+
+    edgec.compile(str(model), backend=backend, precision="fp32", output=str(dest), force=True)
+    rep = edgec.benchmark([int8, keep, str(dest)], threads=1, iterations=200, warmup=10, measure_memory=False)
+    parts = []
+    for name, row in zip(("int8", "keep-set", "fp32"), rep.artifacts):
+        vs = row.get("vs_first") or {}
+        ci = vs.get("latency_ratio_ci95")
+        parts.append(f"{name} {row['latency_ms']['median']:.2f} ms" + (
+            f" ({vs['latency_ratio']:.3f}x int8, 95 % CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
+    return "edgec benchmark (interleaved, 1 thread, 200 runs each): " + "; ".join(parts)
 
 
 if __name__ == "__main__":

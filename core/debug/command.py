@@ -39,6 +39,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--min-agreement", type=percent_open, metavar="PCT", help="with --bisect: top-1 agreement with FP32 (%%)")
     d.add_argument("--max-drop", type=percent_points, metavar="POINTS",
                    help="with --bisect: top-1 points (labelled --val) or agreement points lost")
+    d.add_argument("--shrink", type=nonneg_int, default=16, metavar="N",
+                   help="with --bisect: after the shortest ranked prefix is found, try dropping each of its members "
+                        "(least ranked first), at most N more compiles (default 16; 0: the prefix as found)")
+    d.add_argument("--accept", choices=["bound", "observed"], default="bound",
+                   help="with --bisect: judge a candidate on its estimated agreement minus one standard error "
+                        "(default; the core repair's smooth estimate from the logit gaps) or on the observed "
+                        "top-1 agreement count, which a search over many candidates overfits")
     d.add_argument("--holdout", help="with --bisect: held-out data the chosen keep-set is measured on (never selected on)")
     d.add_argument("--holdout-samples", type=positive_int, help="use at most N samples of --holdout")
     d.add_argument("--min-cosine", type=cosine, help="validation threshold for the compiled artifact")
@@ -140,10 +147,16 @@ def cmd_debug(args) -> int:
             if precision == "int8" and args.calib is None:
                 raise InputError("--bisect recompiles the model: pass --calib DATA (the calibration data)")
             ranking = rep.get("tensor_ranking" if args.unit == "tensors" else "ranking") or []
+            base_manifest = base or read_manifest(artifact)
+            judge = None
+            if args.accept == "bound":
+                from edgec.core.model_io import load_model as _load
+                judge = bis.Judge(_load(Path(model)), val, threads=args.threads)
             b = bis.bisect(model, backend, precision, ranking, calibration=args.calib, selection=val, unit=args.unit,
                            workdir=work / "bisect", min_agreement=args.min_agreement, max_drop=args.max_drop,
-                           compile_kwargs=compile_kwargs, say=progress.say,
-                           base=(artifact, base or read_manifest(artifact)))
+                           compile_kwargs=compile_kwargs, say=progress.say, base=(artifact, base_manifest),
+                           everything=bis.universe(base_manifest, args.unit, rep.get("layers")),
+                           shrink_budget=args.shrink, judge=judge)
             b["flag_line"] = bis.flag_line(model, backend, precision, b["keep"], _flag_extras(args), args.unit)
             if b["artifact"] and args.holdout:
                 b["holdout"] = _holdout(args, b, artifact, model, specs, pp)
@@ -164,8 +177,8 @@ def cmd_debug(args) -> int:
             if rep.get("files"):
                 print("wrote " + ", ".join(rep["files"].values()))
         if args.bisect and not rep["bisect"]["met"]:
-            print("edgec: error: no keep-set met the demand on the selection data, even with everything ranked kept "
-                  "in float (see the steps above)", file=sys.stderr)
+            print(f"edgec: error: no keep-set met the demand on the selection data, even with all "
+                  f"{rep['bisect']['candidates']} quantized {args.unit} in float (see the steps above)", file=sys.stderr)
             return 1
         return 0
     finally:
@@ -201,14 +214,24 @@ def _holdout(args, b: dict, base_artifact: Path, model, specs, pp) -> dict:
 
 def _format_bisect(b: dict) -> str:
     dem = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in b["demand"].items())
-    lines = ["bisect       " + " ".join(f"k={s['k']}:{s['agreement']:.2f}%" if s.get("agreement") is not None
-                                        else f"k={s['k']}" for s in b["steps"])
-             + f"  (agreement on {b['selection']['samples']} selection samples of {b['selection']['data']})"]
+    def step(s):
+        tag = f"-{s['dropped']}" if s.get("dropped") else f"k={s['k']}"
+        if s.get("agreement") is None:
+            return tag
+        return f"{tag}:{s['agreement']:.2f}%" + (f"(>={s['agreement_bound']:.2f})" if "agreement_bound" in s else "")
+    prefix = [s for s in b["steps"] if s.get("phase") != "shrink"]
+    trials = [s for s in b["steps"] if s.get("phase") == "shrink"]
+    lines = [f"bisect       {b.get('candidates')} candidates ({b.get('ranked')} ranked by own error, then every other "
+             f"quantized {b['unit'][:-1]}): " + " ".join(step(s) for s in prefix)
+             + f"  (agreement on {b['selection']['samples']} selection samples of {b['selection']['data']}; "
+               f"judged on {b.get('judged_on')})"]
+    if trials:
+        lines.append(f"shrink       from k={b.get('prefix_k')}: " + " ".join(step(s) for s in trials))
     if b["met"]:
         lines.append(f"keep         {len(b['keep'])} {b['unit']} in float meet {dem} on the selection data: "
                      + (", ".join(b["keep"]) or "(none: INT8 as is meets it)"))
     else:
-        lines.append(f"keep         NOT met: {dem} missed even with all {len(b['keep'])} ranked {b['unit']} in float")
+        lines.append(f"keep         NOT met: {dem} missed even with all {len(b['keep'])} quantized {b['unit']} in float")
     h = b.get("holdout")
     if h:
         lines.append(f"held-out     {h['samples']} samples of {h['data']}: INT8 {h['int8_agreement']:.2f} ± {h['int8_se']:.2f} %, "
@@ -218,7 +241,9 @@ def _format_bisect(b: dict) -> str:
                      f"{'meets' if h['met'] else 'does NOT meet'} {dem} on held-out data")
     lat = b.get("latency")
     if lat and "ratio" in lat:
-        lines.append(f"latency      keep-set / INT8 = {lat['ratio']:.3f} (median {lat['keep_median_ms']} vs "
-                     f"{lat['int8_median_ms']} ms, {lat['runs']} interleaved runs, {lat['threads']} thread)")
+        ci = lat.get("ratio_ci95")
+        lines.append(f"latency      keep-set / INT8 = {lat['ratio']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                     + f" (median {lat['keep_median_ms']} vs {lat['int8_median_ms']} ms, {lat['runs']} interleaved "
+                     f"runs each, {lat['threads']} thread, edgec benchmark's loop)")
     lines.append(f"build it     {b['flag_line']}")
     return "\n".join(lines)

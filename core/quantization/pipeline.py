@@ -91,6 +91,8 @@ def quantize(model: onnx.ModelProto, precision: str, *, flavour: QuantFlavour = 
                             bias_correction=bias_correction, max_drop=max_drop, validation=validation,
                             progress=progress, weight_rounding=True if weight_rounding is None else weight_rounding,
                             min_agreement=min_agreement)
+        from .float_tensors import quantized_activations
+        report["quantized_activations"] = quantized_activations(out)  # what --float-tensors accepts (edgec debug)
     if float_tensors and precision == "int8":
         from .float_tensors import float_tensors as restore_float, quantized_activations
 
