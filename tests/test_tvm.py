@@ -320,3 +320,39 @@ def test_fast_stack_matches_inspect_stack_where_tvmscript_reads_it():
         inspect.stack = real
     tvm.ir.assert_structural_equal(plain, quick)
     # (the import itself runs in every sampled-schedule compile: test_tvm_schedules' schedule=sampled case)
+
+
+def test_numpy_constant_folding_equals_relax_foldconstant():
+    """constfold.py computes weight data movement with numpy (FoldConstant builds an LLVM module per call):
+    per-channel dequantize, transpose, reshape, isnan/where and float arithmetic of constants must give
+    exactly FoldConstant's constants."""
+    import tvm
+    from tvm import relax
+
+    from edgec.backends.tvm import constfold
+
+    rng = np.random.default_rng(0)
+    q = relax.const(rng.integers(-128, 128, (4, 3, 3, 2)).astype(np.int8), "int8")
+    scale = relax.const(rng.uniform(0.01, 0.1, 4).astype(np.float32), "float32")
+    zp = relax.const(np.zeros(4, np.int8), "int8")
+    x = relax.Var("x", relax.TensorType((1, 2, 3, 3), "float32"))
+    bb = relax.BlockBuilder()
+    R = relax.op
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            w = bb.emit(R.dequantize(q, scale, zp, axis=0))
+            wt = bb.emit(R.permute_dims(w, [0, 3, 1, 2]))
+            b = bb.emit(R.reshape(R.multiply(relax.const(np.arange(4, dtype=np.float32)), relax.const(np.float32(0.5))),
+                                  (1, 4, 1, 1)))
+            lo = bb.emit(R.where(R.isnan(relax.const(np.float32(0.0))), relax.const(np.float32(-np.inf)),
+                                 relax.const(np.float32(0.0))))
+            y = bb.emit(R.maximum(R.add(R.nn.conv2d(x, wt), b), lo))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    mod = bb.get()
+    folded = constfold.fold(mod)
+    text = folded["main"].script()
+    assert not any(f"R.{op}(" in text for op in ("dequantize", "permute_dims", "reshape", "isnan", "where", "multiply"))
+    ours = relax.transform.FoldConstant()(folded)  # numpy first; FoldConstant then only propagates
+    ref = relax.transform.FoldConstant()(mod)
+    tvm.ir.assert_structural_equal(ours, ref, map_free_vars=True)
