@@ -1,7 +1,7 @@
 """TVM backend: host compile/load/run/validate on tiny models, profiles, cross-compilation, errors.
 
-The first TVM compile in a process pays ~20 s importing MetaSchedule's tensor intrinsics; the module
-fixture compiles once and the other tests reuse what it can.
+The module fixture compiles once and the other tests reuse what they can (the per-function object cache
+test compiles another model of the same graph into the same cache).
 """
 from __future__ import annotations
 
