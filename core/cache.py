@@ -5,6 +5,7 @@ many cells. What depends only on (model, data, settings) is computed once and re
   reference/   the FP32 reference's outputs on the validation data (core/reference_cache.py)
   rounding/    GPTQ-rounded weights and bias-correction deltas per (model, data, flavour) (core/quantization)
   probe/       small facts about installed toolchains (TVM's LLVM version) for `edgec backends`
+  tvm-objects/ one object file per fused TVM function, by its TIR and target (backends/tvm/objects.py)
 (calibration histograms keep their own directory, core/quantization/calibration.py.)
 
 Keys are sha256 of everything the result depends on (model bytes, data fingerprint, settings, edgec

@@ -101,9 +101,9 @@ def test_rules_schedule_every_conv_kind_and_match_onnxruntime(tmp_path, size):
             "rules:channel_last_reduction"} <= kinds, by
     assert sum(v == "rules:depthwise" for v in by.values()) == 2
     assert sum(v == "rules:pointwise" for v in by.values()) == 3  # incl. the one with the residual add
-    # Only layout glue (the input transpose, the flatten) is left to the sampled fallback.
-    assert all(v.startswith("rules:") or v == "sampled" for v in by.values())
-    assert sum(v == "sampled" for v in by.values()) <= 3
+    # Only layout glue (the input transpose, the flatten) is left, and the injective rule takes it.
+    assert all(v.startswith("rules:") for v in by.values()), by
+    assert sum(v == "rules:injective" for v in by.values()) <= 3
     assert s["scheduled_functions"] == s["functions"]
     assert s["sources"]["rules:pointwise"] == 3
 
@@ -208,8 +208,9 @@ def test_int8_qdq_fuses_into_the_rule_scheduled_convolutions(tmp_path):
     assert art.manifest["validation"]["passed"]
     info = art.manifest["backend_info"]
     by = info["schedules"]["by_function"]
-    assert sum(v.startswith("rules:") for v in by.values()) == 8, by  # 6 convs, the pool, the dense: as in fp32
-    assert sum(v == "sampled" for v in by.values()) <= 3, by
+    # 6 convs, the pool, the dense: as in fp32; the layout glue (input transpose, flatten) is injective
+    assert sum(v.startswith("rules:") and v != "rules:injective" for v in by.values()) == 8, by
+    assert sum(v == "sampled" for v in by.values()) == 0 and sum(v == "rules:injective" for v in by.values()) <= 3, by
     assert not any("transpose" in f and "conv2d" not in f and ("round" in f or "quantize" in f)
                    and f.count("transpose") > 1 for f in by), by
     assert info["int8"]["kernels_with_integer_operands"] == 0 and info["int8"]["functions_with_quantize_dequantize"] > 0
@@ -236,3 +237,44 @@ def test_max_pooling_is_a_channel_last_reduction(tmp_path):
     s = _compile_and_compare(model, tmp_path)
     assert s["sources"]["rules:channel_last_reduction"] == 2, s["by_function"]  # the max pool and the mean
     assert s["sources"]["rules:pointwise"] == 1 and s["sources"]["rules:dense"] == 1 and s["sources"]["rules:conv"] == 1
+
+
+def test_functions_without_a_reduction_get_the_injective_rule(tmp_path):
+    """Elementwise ops with a rank-0 operand, a transpose, a concatenation, a pad, a reshape and a rank-0
+    result: each fused function is scheduled by the injective rule (no MetaSchedule sampling, whose first
+    use imports every TVMScript tensor intrinsic), and the numbers match onnxruntime. 64x32x32 elements
+    are enough for a parallel outer loop on a multi-core target; 3x5 has no vector width."""
+    n = helper.make_node
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [n("Mul", ["x", "s"], ["xs"]), n("Transpose", ["xs"], ["t"], perm=[0, 2, 3, 1]),
+         n("Relu", ["t"], ["tr"]), n("Concat", ["tr", "tr"], ["big"], axis=3),
+         n("Pad", ["small", "pads"], ["sp"], mode="constant"), n("Reshape", ["sp", "shape"], ["spr"]),
+         n("Mul", ["s", "s"], ["s2"])], "injective",
+        [helper.make_tensor_value_info("x", f, [1, 32, 32, 32]), helper.make_tensor_value_info("s", f, []),
+         helper.make_tensor_value_info("small", f, [3, 5])],
+        [helper.make_tensor_value_info("big", f, [1, 32, 32, 64]), helper.make_tensor_value_info("spr", f, [35]),
+         helper.make_tensor_value_info("s2", f, [])],
+        [numpy_helper.from_array(np.array([1, 1, 1, 1], np.int64), "pads"),
+         numpy_helper.from_array(np.array([35], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    rng = np.random.default_rng(6)
+    feeds = {"x": rng.standard_normal((1, 32, 32, 32), np.float32), "s": np.array(-1.5, np.float32),
+             "small": rng.standard_normal((3, 5), np.float32)}
+    for opts in ({}, {"target": '{"kind": "llvm", "num-cores": 2}'}):  # the 1-thread and the parallel schedule
+        art = edgec.compile(model, backend="tvm", output=tmp_path / f"a{len(opts)}", validation=[feeds], threads=1,
+                            options=opts)
+        s = art.manifest["backend_info"]["schedules"]
+        assert set(s["by_function"].values()) == {"rules:injective"}, s["by_function"]
+        assert s["scheduled_functions"] == s["functions"] >= 2
+        runner = edgec.load(art.path, threads=2)
+        try:
+            out = runner.run(feeds)
+        finally:
+            runner.close()
+        ref = _ort(model, feeds)
+        for name, want in zip(("big", "spr", "s2"), ref):
+            assert out[name].shape == want.shape, name
+            np.testing.assert_allclose(out[name], want, rtol=1e-6, atol=1e-6)

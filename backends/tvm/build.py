@@ -125,7 +125,10 @@ def schedule_untuned(mod, target, schedule: str, progress: Callable[[str], None]
     if schedule == "rules":
         mod, applied = schedules.apply_rules(mod, target)
         sources.update(applied)
-    if schedule in ("rules", "sampled"):
+    if schedule in ("rules", "sampled") and _unscheduled(mod):
+        # only when something is left: sampling needs MetaSchedule's tensor intrinsics imported (intrinsics.py),
+        # which alone was a one-Mul model's 35-53 s lowering before the rules covered functions without a
+        # reduction (schedules/injective.py)
         before = scheduled_names(mod)
         db, _ = sampled_schedules(mod, target, progress=progress)
         mod = apply_database(mod, target, db)
@@ -136,12 +139,21 @@ def schedule_untuned(mod, target, schedule: str, progress: Callable[[str], None]
     return mod, dict(sorted(sources.items()))
 
 
+def _unscheduled(mod) -> bool:
+    import tvm
+
+    return any(isinstance(f, tvm.tirx.PrimFunc) and not is_scheduled(f) for f in mod.functions.values())
+
+
 def sampled_schedules(mod, target, seed: int = 0, progress: Callable[[str], None] = lambda m: None):
     """A MemoryDatabase holding one schedule per task, sampled from MetaSchedule's CPU design space and
     post-processed, but never measured. On EfficientNet-Lite0 (NCHW) this is ~2x faster than the naive
     loops and ~13x slower than the schedule rules (see README): the fallback for what no rule matches."""
     from tvm.s_tir import meta_schedule as ms
 
+    from edgec.backends.tvm.intrinsics import import_tensor_intrinsics
+
+    import_tensor_intrinsics()  # before the first TuneContext imports it the slow way (intrinsics.py)
     tasks = ms.relax_integration.extract_tasks(mod, target)
     db = ms.database.MemoryDatabase()
     scheduled = 0
@@ -184,6 +196,22 @@ def apply_database(mod, target, db):
 
 
 def compile_module(fused_mod, target, out_path: Path, cross_cc: str | None) -> dict[str, Any]:
+    """The (scheduled) fused module as one shared library: one cached object file per function, built in
+    parallel (objects.py); the plain `tvm.compile` when that path fails, with the reason in the info."""
+    from edgec.backends.tvm import objects
+
+    try:
+        return objects.compile_module(fused_mod, target, out_path, cross_cc)
+    except KeyboardInterrupt:  # interrupt.Interrupted included
+        raise
+    except Exception as e:  # noqa: BLE001 - the plain build below is the reference path
+        interrupt.check()
+        info = plain_compile_module(fused_mod, target, out_path, cross_cc)
+        info["build_cache"] = {"off": tvm_reason(e, 200)}
+        return info
+
+
+def plain_compile_module(fused_mod, target, out_path: Path, cross_cc: str | None) -> dict[str, Any]:
     """`tvm.compile` the (scheduled) fused module and export it as one shared library."""
     import tvm
 

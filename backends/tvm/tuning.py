@@ -72,10 +72,13 @@ def record_count(path: Path) -> int:
 
 
 def _worker_init() -> None:
-    """Runs once in each builder/runner worker: pay TVM's imports before the first job's clock starts.
-    tensor_intrin alone takes ~20 s here (it parses hundreds of TVMScript intrinsics)."""
+    """Runs once in each builder/runner worker: pay TVM's imports before the first job's clock starts
+    (tensor_intrin through intrinsics.py: seconds, not the ~20-50 s of its plain import)."""
     import tvm  # noqa: F401
-    import tvm.s_tir.tensor_intrin  # noqa: F401
+
+    from edgec.backends.tvm.intrinsics import import_tensor_intrinsics
+
+    import_tensor_intrinsics()
     from tvm.s_tir import meta_schedule  # noqa: F401
 
 
@@ -212,6 +215,9 @@ def tune(fused_mod, target, db_path: Path, trials: int, minutes: float, progress
 
 
 def _tune(ms, fused_mod, target, db_path, trials, minutes, progress, seed_with_rules=False) -> dict:
+    from edgec.backends.tvm.intrinsics import import_tensor_intrinsics
+
+    import_tensor_intrinsics()  # before MetaSchedule's first TuneContext imports it the slow way
     before = record_count(db_path)
     db = open_database(db_path)
     tasks = ms.relax_integration.extract_tasks(fused_mod, target)

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from types import ModuleType
 
-from edgec.backends.tvm.schedules import conv, dense, reduction
+from edgec.backends.tvm.schedules import conv, dense, injective, reduction
 from edgec.backends.tvm.schedules.common import is_scheduled, vector_shape
 
 
@@ -25,6 +25,7 @@ RULES: list[tuple[ModuleType, Callable[[object], str]]] = [
     (conv, lambda m: f"rules:{m.kind}"),
     (dense, lambda m: "rules:dense"),
     (reduction, lambda m: "rules:channel_last_reduction"),
+    (injective, lambda m: "rules:injective"),
 ]
 
 

@@ -1,0 +1,59 @@
+"""MetaSchedule's tensor intrinsics, imported in seconds instead of most of a minute.
+
+`tvm.s_tir.tensor_intrin` defines ~250 TVMScript prim_funcs when imported (CUDA, ROCm, ARM, x86 ...), and
+TVMScript's `@T.prim_func` calls `inspect.stack()` for each of them, twice (the decorator, and again when
+the parser evaluates the decorator expression). `inspect.stack()` reads every frame's source context, and
+for the frozen importlib frames of an import that lookup (`inspect.getmodule`) scans all of `sys.modules`:
+the more a process has imported (onnx, onnxruntime, OpenVINO, pytest ...), the slower. Profiled in a
+compile of a one-Mul model (cProfile, load 7 on 2 cores): 287 of 296 s were this import, 266 s of them
+`inspect.stack`, 257 s of those `inspect.getmodule`; unprofiled it cost 35-53 s on a quiet machine and
+up to 95 s inside the test suite. MetaSchedule imports it at its first `TuneContext` (sampled schedules,
+tuning) and in every builder worker.
+
+Here the import runs with an `inspect.stack` that builds the same `FrameInfo` records (frame, file name,
+line, function, the source line from linecache) without the scan. TVMScript reads only those fields
+(`tvm.script.parser.core.utils.is_defined_in_class`, `resolve_closure_vars`).
+"""
+from __future__ import annotations
+
+import inspect
+import linecache
+import sys
+import threading
+
+_lock = threading.Lock()
+MODULE = "tvm.s_tir.tensor_intrin"
+
+
+def _stack(context: int = 1) -> list[inspect.FrameInfo]:
+    """inspect.stack(context) as Python 3.11 computes it (same fields, same context window), minus the
+    sys.modules scan that `getframeinfo` does to find each frame's module."""
+    out = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        filename, lineno = code.co_filename, frame.f_lineno
+        lines = index = None
+        if context > 0 and lineno:
+            src = linecache.getlines(filename, frame.f_globals)
+            if src:
+                start = max(0, min(lineno - 1 - context // 2, len(src) - context))
+                lines, index = src[start:start + context], lineno - 1 - start
+        out.append(inspect.FrameInfo(frame, filename, lineno, code.co_name, lines, index))
+        frame = frame.f_back
+    return out
+
+
+def import_tensor_intrinsics() -> None:
+    """Import tvm.s_tir.tensor_intrin (once per process) with the fast stack."""
+    if MODULE in sys.modules:
+        return
+    with _lock:
+        if MODULE in sys.modules:
+            return
+        real = inspect.stack
+        inspect.stack = _stack
+        try:
+            __import__(MODULE)
+        finally:
+            inspect.stack = real
