@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgec.core.quantization.graph import ensure_node_names
+from edgec.core.quantization.graph import ensure_node_names, input_uses
 
 PER_CHANNEL_UNARY = {
     "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Elu", "Selu", "Tanh", "Softplus",
@@ -128,10 +128,7 @@ def analyse(model: onnx.ModelProto) -> ChannelGraph:
     model = ensure_node_names(copy)
     consts = _consts(model)
     shapes = _shapes(model)
-    uses: dict[str, int] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
+    uses = input_uses(model.graph)
     atoms: dict = {}
     parent: list = []
     blocked_atoms: list = []
@@ -291,10 +288,7 @@ def prune_graph(cg: ChannelGraph, remove: set) -> onnx.ModelProto:
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     const_nodes = {n.output[0]: n for n in g.node if n.op_type == "Constant"}
-    uses: dict[str, int] = {}
-    for n in g.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
+    uses = input_uses(g)
     keep_of = {t: np.array([cg.root(int(a)) not in remove for a in ats]) for t, ats in cg.atoms.items() if ats is not None}
     shapes = _shapes(cg.model)
 

@@ -26,6 +26,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgec.core.errors import InputError
+from edgec.core.quantization.graph import input_uses
 
 TEMPERATURE = 2.0
 BATCH = 16
@@ -73,10 +74,7 @@ def batchable(model: onnx.ModelProto) -> onnx.ModelProto:
               for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
     inits = {t.name: t for t in g.initializer}
     consts = {n.output[0]: n for n in g.node if n.op_type == "Constant"}
-    uses: dict = {}
-    for n in g.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
+    uses = input_uses(g)
     for n in g.node:
         if n.op_type != "Reshape":
             continue

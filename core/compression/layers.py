@@ -16,7 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgec.core.errors import InputError
-from edgec.core.quantization.graph import ensure_node_names, initializers
+from edgec.core.quantization.graph import ensure_node_names, initializers, input_uses
 from edgec.core.quantization.rounding import _attr, _layers
 
 QMAX = 127  # symmetric INT8 weight grid: ORT and every backend's s8 weights use [-127, 127]
@@ -62,10 +62,7 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
     """Every Conv/Gemm/MatMul with a float32 constant weight used by that node alone."""
     model = ensure_node_names(model)
     inits = initializers(model)
-    uses: dict[str, int] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
+    uses = input_uses(model.graph)
     out = []
     for node, w, rows, groups in _layers(model):
         t = inits[node.input[1]]

@@ -38,6 +38,15 @@ def folded_activation(qm: onnx.ModelProto, fp32: onnx.ModelProto, tensor: str, s
     return act
 
 
+def input_uses(graph: onnx.GraphProto) -> dict[str, int]:
+    """How many node inputs of `graph` (its own nodes, not subgraphs') read each value."""
+    uses: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    return uses
+
+
 def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
     """Give every node a unique name; placement reports, keep-lists and ORT's quantizer key on them."""
     seen: set[str] = set()

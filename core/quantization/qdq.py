@@ -325,10 +325,6 @@ def weight_only(model: onnx.ModelProto, flavour: QuantFlavour, exclude: Iterable
                          "convert the model with onnx.version_converter first")
     inits = initializers(m)
     done: dict[str, str] = {}
-    uses: dict[str, int] = {}
-    for n in m.graph.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
     new_nodes = []
     for node in weighted_nodes(m):
         w_name = node.input[1]
