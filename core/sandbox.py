@@ -72,14 +72,17 @@ def child_env(env: dict | None = None) -> dict:
     writes its telemetry db under XDG_CACHE_HOME and a .ses under TMPDIR, so both point into edgec's cache,
     as `quiet_side_effects` arranges in this process (without importing onnxruntime into the child early,
     which would add to its measured memory)."""
-    env = dict(os.environ if env is None else env)
-    where = cache_root() / "onnxruntime"
+    return {**(os.environ if env is None else env), **_onnxruntime_dirs(cache_root() / "onnxruntime")}
+
+
+def _onnxruntime_dirs(where: Path) -> dict:
+    """XDG_CACHE_HOME and TMPDIR under `where`, created; {} when it is unwritable (onnxruntime's defaults,
+    as without edgec)."""
     try:
         (where / "tmp").mkdir(parents=True, exist_ok=True)
-        env["XDG_CACHE_HOME"], env["TMPDIR"] = str(where), str(where / "tmp")
     except OSError:
-        pass
-    return env
+        return {}
+    return {"XDG_CACHE_HOME": str(where), "TMPDIR": str(where / "tmp")}
 
 
 def _import_onnxruntime_into(where: Path) -> None:
@@ -87,11 +90,7 @@ def _import_onnxruntime_into(where: Path) -> None:
     if "onnxruntime" in sys.modules:
         return
     saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "TMPDIR")}
-    try:
-        (where / "tmp").mkdir(parents=True, exist_ok=True)
-        os.environ["XDG_CACHE_HOME"], os.environ["TMPDIR"] = str(where), str(where / "tmp")
-    except OSError:  # an unwritable cache: onnxruntime's defaults, as without edgec
-        pass
+    os.environ.update(_onnxruntime_dirs(where))
     try:
         import onnxruntime  # noqa: F401
     except Exception:

@@ -214,25 +214,19 @@ def compare(model, backends: Iterable[str] | str | None = None, precisions: Iter
     bad = [p for p in precs if p not in PRECISIONS]
     if bad:
         raise InputError(f"unknown precision '{bad[0]}' (choose from {', '.join(PRECISIONS)})")
+    if cells is None and (backends is None or backends == "all"):
+        import edgec
+        names = [r["name"] for r in edgec.list_backends()]
+    elif cells is None:
+        names = _split(backends)
     if compress:
         from edgec.core.compare.compression_axis import grid_with_variants
 
         specs = [compress] if isinstance(compress, str) else list(compress)
-        grid: list[str] = []
-        if cells is None and (backends is None or backends == "all"):
-            import edgec
-            grid = [r["name"] for r in edgec.list_backends()]
-        elif cells is None:
-            grid = _split(backends)
-        cells = grid_with_variants(grid, precs, specs, base_cells=cells)
+        cells = grid_with_variants(names if cells is None else [], precs, specs, base_cells=cells)
     if cells is not None:
         names = list(dict.fromkeys(c["backend"] for c in cells))
         precs = list(dict.fromkeys(c["precision"] for c in cells))
-    elif backends is None or backends == "all":
-        import edgec
-        names = [r["name"] for r in edgec.list_backends()]
-    else:
-        names = _split(backends)
     if not names:
         raise InputError("no backends to compare; pass --backends a,b (see `edgec backends`)")
     if runs < 1 or warmup < 0:
