@@ -14,7 +14,9 @@ from edgec.core.compare import ROW_KEYS, STATUSES
 from edgec.core.compare.bench import interleaved
 from edgec.core.compare.sweep import _mark_pareto
 
-FAST = dict(runs=5, warmup=1, threads=1)
+# Timing and memory are covered in test_compare_fixes/test_benchmark; here each cell is timed briefly and
+# its peak RSS (a child process per cell) is skipped.
+FAST = dict(runs=5, warmup=1, threads=1, min_seconds=0, memory=False)
 
 
 @pytest.fixture
@@ -169,7 +171,8 @@ def test_failed_validation_row_is_cached(tmp_path, tiny_cnn_path, tiny_data, com
     # onnxruntime fp32 vs itself after the optimizer's folding is a hair below cosine 1 (above 1 is refused
     # as out of range)
     args = ["compare", tiny_cnn_path, "--backends", "onnxruntime", "--precisions", "fp32", "--val", tiny_data,
-            "--min-cosine", "1", "--runs", "3", "--warmup", "0", "-o", tmp_path / "rep", "--json"]
+            "--min-cosine", "1", "--runs", "3", "--warmup", "0", "--min-seconds", "0", "--no-memory", "-o", tmp_path / "rep",
+            "--json"]
     code, out, err = run_cli(*args)
     assert code == 1 and "no cell produced a validated artifact" in err
     row = json.loads(out)["cells"][0]
@@ -182,13 +185,16 @@ def test_failed_validation_row_is_cached(tmp_path, tiny_cnn_path, tiny_data, com
 
 def test_cli_table_and_usage_errors(tmp_path, tiny_cnn_path, tiny_data, run_cli):
     code, out, err = run_cli("compare", tiny_cnn_path, "-b", "onnxruntime", "-p", "fp32,fp16", "--val", tiny_data,
-                             "--threads", "1", "--runs", "3", "--warmup", "1", "-O", "onnxruntime:graph_optimization=basic",
+                             "--threads", "1", "--runs", "3", "--warmup", "1", "--min-seconds", "0", "--no-memory",
+                             "-O", "onnxruntime:graph_optimization=basic",
                              "-o", tmp_path / "rep")
     assert code == 0, err
     assert "| onnxruntime (ref) | fp32 | ok |" in out and "| onnxruntime | fp16 | ok |" in out
     assert "wrote" in out and "pareto.png" in out
     opts = json.loads((tmp_path / "rep" / "artifacts" / "onnxruntime-fp32" / "manifest.json").read_text())["options"]
     assert opts["graph_optimization"] == "basic"
+    rows = json.loads((tmp_path / "rep" / "report.json").read_text())["cells"]
+    assert all(r["peak_rss_bytes"] is None for r in rows)  # --no-memory
 
     code, _, err = run_cli("compare", tiny_cnn_path, "-p", "fp8", "-o", tmp_path / "x")
     assert code == 2 and "unknown precision 'fp8'" in err

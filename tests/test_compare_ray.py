@@ -26,6 +26,8 @@ from edgec.core.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = REPO / "examples" / "fashion_mnist"
+# One Ray cluster at a time on this host: the module's tests stay on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("ray")
 FAST = dict(runs=3, warmup=1, threads=1, memory=False)
 SMALL = dict(calibration=BUNDLED / "calib.npz", validation=BUNDLED / "val.npz", preprocess="unit",
              calib_samples=32, val_samples=64)

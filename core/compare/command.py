@@ -46,6 +46,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     c.add_argument("--min-seconds", type=ranged(float, 0, what="seconds >= 0"), default=1.0,
                    help="keep timing rounds until this long has passed, so "
                                                                "sub-millisecond cells get enough runs for a stable p90 (default 1)")
+    c.add_argument("--no-memory", action="store_true", help="skip each cell's peak-RSS measurement in a fresh child "
+                                                           "process (about a second per cell)")
     c.add_argument("--compress", action="append", metavar="SPEC",
                    help="also compile every cell with these compression steps, compile's flags as key=value pairs "
                         "joined by commas: prune=0.5 | cluster=16 | prune=0.5,cluster=16 | ecq=3e-9 | "
@@ -71,7 +73,8 @@ def cmd_compare(args) -> int:
                      calibration=args.calib, validation=args.val, preprocess=pp,
                      calib_samples=args.calib_samples, val_samples=args.val_samples, calib_method=args.calib_method,
                      options=options, min_cosine=args.min_cosine, threads=args.threads, runs=args.runs,
-                     warmup=args.warmup, min_seconds=args.min_seconds, force=args.force, compress=args.compress,
+                     warmup=args.warmup, min_seconds=args.min_seconds, memory=not args.no_memory, force=args.force,
+                     compress=args.compress,
                      **executor.executor_kwargs(args))
     if args.json:
         dump(report.to_json())
