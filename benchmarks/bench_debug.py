@@ -39,7 +39,10 @@ def main() -> int:
     ap.add_argument("--shrink", default="16", help="shrink-phase compile budget (edgec debug --shrink)")
     ap.add_argument("--accept", default="bound", choices=["bound", "observed"], help="edgec debug --accept")
     ap.add_argument("--vs-fp32", action="store_true",
-                    help="also compile FP32 and time INT8, keep-set and FP32 together with `edgec benchmark`")
+                    help="kept for old command lines: edgec debug now times INT8, keep-set and FP32 together")
+    ap.add_argument("--bound-z", default="2", help="edgec debug --bound-z (standard errors below the estimate)")
+    ap.add_argument("--order", default="error", choices=["error", "cost"], help="edgec debug --order")
+    ap.add_argument("--no-close", action="store_true", help="edgec debug --no-close")
     ap.add_argument("-o", "--output", default=str(REPO / "out" / "bench_debug"))
     ap.add_argument("--option", "-O", action="append", default=[], metavar="BACKEND:KEY=VALUE")
     a = ap.parse_args()
@@ -58,7 +61,9 @@ def main() -> int:
         argv = ["debug", str(model), "--backend", be, "--precision", "int8", "--preprocess", "squeezenet-bgr",
                 "--calib", str(calib), "--calib-samples", "200", "--val", str(calib), "--val-skip", "200",
                 "--samples", a.samples, "--bisect", "--shrink", a.shrink, "--accept", a.accept, "--min-agreement", a.min_agreement, "--holdout", str(ev),
-                "--threads", "1", "-o", str(Path(a.output) / be), "--json"]
+                "--threads", "1", "-o", str(Path(a.output) / be), "--json", "--bound-z", a.bound_z, "--order", a.order]
+        if a.no_close:
+            argv.append("--no-close")
         for o in opts:
             argv += ["-O", o]
         t0 = time.perf_counter()
@@ -90,31 +95,20 @@ def main() -> int:
                   f"points (+{p['gained']}/-{p['lost']}, McNemar p={p['mcnemar_p']}); top-1 FP32 {h.get('reference_top1')} "
                   f"INT8 {h.get('int8_top1')} keep {h.get('keep_top1')}; demand {a.min_agreement} % on held-out: "
                   f"{'met' if h['met'] else 'NOT met'}")
+        c = b.get("cost") or {}
+        if c:
+            print(f"int8 work left: {c['int8_layers']} of {c['int8_layers_base']} weighted layers int8, "
+                  f"{c['int8_macs_fraction']} of INT8's integer MACs; chosen {len(b.get('members') or [])}, "
+                  f"closed to {len(b['keep'])} (stranded tensors added)")
         lat = b.get("latency") or {}
         if "ratio" in lat:
-            print(f"latency keep-set / INT8 (edgec.benchmark, interleaved, 1 thread, {lat['runs']} runs): "
-                  f"{lat['ratio']:.3f} (95 % CI {lat.get('ratio_ci95')}; {lat['keep_median_ms']} vs "
-                  f"{lat['int8_median_ms']} ms)")
+            from edgec.core.debug.bisect import latency_line
+            print("latency (edgec.benchmark, interleaved): " + latency_line(lat))
+        if lat.get("advice"):
+            print(f"advice: {lat['advice']}")
         print(f"flag line: {b['flag_line']}")
-        if b.get("artifact") and b["k"] and a.vs_fp32:
-            print(_versus_fp32(model, be, b["base_artifact"], b["artifact"], Path(a.output) / be / "fp32"))
     print(f"\nuptime: {os.popen('uptime').read().strip()}")
     return 0
-
-
-def _versus_fp32(model: Path, backend: str, int8: str, keep: str, dest: Path) -> str:
-    """`edgec benchmark INT8 KEEP FP32 --threads 1`: where the keep-set sits between INT8 and FP32."""
-    import edgec
-
-    edgec.compile(str(model), backend=backend, precision="fp32", output=str(dest), force=True)
-    rep = edgec.benchmark([int8, keep, str(dest)], threads=1, iterations=200, warmup=10, measure_memory=False)
-    parts = []
-    for name, row in zip(("int8", "keep-set", "fp32"), rep.artifacts):
-        vs = row.get("vs_first") or {}
-        ci = vs.get("latency_ratio_ci95")
-        parts.append(f"{name} {row['latency_ms']['median']:.2f} ms" + (
-            f" ({vs['latency_ratio']:.3f}x int8, 95 % CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
-    return "edgec benchmark (interleaved, 1 thread, 200 runs each): " + "; ".join(parts)
 
 
 if __name__ == "__main__":
