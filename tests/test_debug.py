@@ -449,10 +449,30 @@ def test_tvm_debug_build_exposes_the_layers_and_names_the_broken_one(tiny):
     assert (art.path / "model.onnx").is_file() and "model.onnx" in json.dumps(art.manifest.get("files"))
     rep = debug_artifact(art.path, _val(tiny, 8), samples=8)
     by = {e["tensor"]: e for e in rep["layers"]}
-    assert {"ra", "rb", "rc", "logits"} <= set(by), sorted(by)
-    assert rep["worst"][0] == "rb", rep["worst"]  # the wrecked layer's own added error stands out on TVM too
+    assert {"ca", "ra", "cb", "rb", "rc", "logits"} <= set(by), sorted(by)
+    # TVM's flavour quantizes symmetric int8 before the Relu: conv_a's output keeps its -20 channel, which
+    # takes the range (8 dB own); then conv_b's wrecked weights. Both stand out; the Relus add nothing.
+    assert set(rep["worst"][:2]) == {"ca", "cb"}, rep["worst"]
+    assert by["ra"]["own_nmse"] == 0 and by["cb"]["own_sqnr_db"] < 25
     assert "debug build" in rep["exposure"]["note"]
     assert rep["exposure"]["outputs_cosine_vs_artifact"] > 0.9999  # the debug module computes what module.so does
+    # the same Q/DQ ONNX on onnxruntime without fusions (plain fake-quant float arithmetic, as TVM lowers it)
+    # gives the same tensors under the same names: the exposure maps names and layouts right
+    from edgec.backends.onnxruntime.debug import ExposedRunner as OrtExposed
+    from edgec.backends.tvm.debug import expose_map, intermediates
+    from edgec.core.debug.layers import float_tensors
+    from edgec.core.debug.run import compiled_from
+
+    qm = onnx.load(str(art.path / "model.onnx"))
+    names = float_tensors(compiled_from(art.manifest))
+    ort_run = OrtExposed(qm, expose_map(qm, names), "CPUExecutionProvider", "disable", 1, ["logits"])
+    tvm_run = intermediates(art.path, art.manifest, names, 1)
+    x = {"input": _data(1, 9)}
+    a, b = ort_run.run(x), tvm_run.run(x)
+    tvm_run.close()
+    for t in ("ca", "rb", "rc", "logits"):
+        u, v = a[t].ravel(), b[t].ravel()
+        assert u.shape == v.shape and float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v))) > 0.999, t
 
 
 def test_qnn_audit(tiny):

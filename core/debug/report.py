@@ -80,7 +80,7 @@ def render_html(rep: dict) -> str:
              f"<title>edgec debug: {esc(str(rep.get('artifact')))}</title>",
              "<style>body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;font-size:12px}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td.l,th.l{text-align:left}"
-             "tr.worst td{background:#fde0dc}tr.keep td{background:#e3f4e3}code{background:#f4f4f4}</style></head><body>",
+             "tr.worst td{background:#fde0dc}tr.keep td{background:#e3f4e3}code{background:#f4f4f4;overflow-wrap:anywhere}</style></head><body>",
              f"<h1>edgec debug</h1><p><b>{esc(str(rep.get('backend')))} {esc(str(rep.get('precision')))}</b> artifact "
              f"<code>{esc(str(rep.get('artifact')))}</code> vs FP32 <code>{esc(str(rep.get('source')))}</code>, "
              f"{rep.get('samples')} samples of {esc(str(rep.get('data')))}.</p>"]
