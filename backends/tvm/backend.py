@@ -223,7 +223,7 @@ class TvmBackend(Backend):
     def intermediates(self, artifact_dir: Path, manifest, names, threads: int | None = None):
         from edgec.backends.tvm import debug
 
-        return debug.intermediates(artifact_dir, manifest, names, threads)
+        return debug.intermediates(artifact_dir, manifest, names, threads, META)
 
     def audit(self, artifact_dir: Path, manifest) -> list[dict]:
         from edgec.backends.tvm import debug

@@ -93,7 +93,8 @@ class ExposedRunner(Runner):
         self.runner.close()
 
 
-def intermediates(artifact_dir: Path, manifest: Mapping, names: list[str], threads: int | None = None):
+def intermediates(artifact_dir: Path, manifest: Mapping, names: list[str], threads: int | None = None,
+                  meta_file: str = "tvm_meta.json"):
     import json
     import shutil
     import tempfile
@@ -103,7 +104,6 @@ def intermediates(artifact_dir: Path, manifest: Mapping, names: list[str], threa
     from onnx import helper
 
     from edgec.backends.tvm import build, targets, tuning
-    from edgec.backends.tvm.backend import META
     from edgec.backends.tvm.runner import LocalRunner
     from edgec.core.backend import TensorSpec
     from edgec.core.debug.layers import tensor_types
@@ -114,7 +114,7 @@ def intermediates(artifact_dir: Path, manifest: Mapping, names: list[str], threa
         raise UnsupportedError("tvm: module.so returns only the model outputs and this artifact keeps no ONNX to "
                                "build a debug module from: compile it with -O debug_onnx=true (`edgec debug MODEL "
                                "--backend tvm` does)")
-    meta = json.loads((d / META).read_text())
+    meta = json.loads((d / meta_file).read_text())
     if meta.get("arch") != targets.host_arch() or "rpc" in (meta.get("execution") or {}):
         raise UnsupportedError(f"tvm: the debug module is built and run on this host; this artifact is "
                                f"{meta.get('arch')} code for {meta.get('execution', {}).get('where', 'a board')}")
