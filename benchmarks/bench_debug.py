@@ -8,13 +8,21 @@ keep-set, the held-out numbers, the latency ratio and the flag line that builds 
 
     .venv/bin/python benchmarks/bench_debug.py [--backends onnxruntime,openvino] [--min-agreement 98] [-o DIR]
 
-Measured 2026-12-01 (load 5-9, `--vs-fp32`), 36 candidates (29 ranked), judged on the agreement bound:
-  onnxruntime  23 tensors float; eval500 98.20 +- 0.60 % vs INT8 96.20 +- 0.86 % (paired +2.00 +- 0.89,
-               McNemar p=0.041), meets 98 % held out; latency 2.02x INT8, FP32 is 1.47x INT8
-  openvino     22 tensors float; eval500 97.80 +- 0.66 % vs INT8 96.00 +- 0.88 % (paired +1.80 +- 0.96,
-               p=0.093), misses 98 % held out by one image; latency 2.03x INT8, FP32 is 2.01x INT8
-  `--accept observed` (the raw count) on onnxruntime chose 7 tensors at 98.33 % on the selection split,
-  94.80 +- 0.99 % on eval500: below plain INT8 (paired -1.40 +- 0.72), the search had fitted noise.
+Measured 2026-12-01 18:00-18:35 (load 17-23: latencies are interleaved ratios only), 36 candidates (29
+ranked), judged on the agreement estimate minus 2 SEs (--bound-z 2), keep-sets closed over stranded Q/DQ:
+  openvino     --order error: 10 chosen + 23 stranded = 33 float, 2 of 26 convs int8 (2.7 % of the MACs);
+               eval500 98.20 +- 0.60 % vs INT8 96.00 +- 0.88 % (paired +2.20 +- 1.00, +18/-7, McNemar
+               p=0.043): meets 98 % held out; latency 1.667x INT8, FP32 1.655x: keep-set / FP32 1.007
+               --order cost: 12 + 21 = 33 float, 2 convs int8 (8.7 % of the MACs); eval500 99.60 +- 0.28 %
+               (paired +3.60 +- 0.88, +19/-1, p<0.001); 1.695x INT8, FP32 1.778x: 0.953 (CIs overlap)
+  onnxruntime  --order error: 33 float, 2 convs int8; eval500 98.20 +- 0.60 % vs 96.20 +- 0.86 % (paired
+               +2.00 +- 0.98, +17/-7, p=0.064): meets 98 % held out; 1.548x INT8, FP32 1.450x: 1.067
+               --order cost: 33 float, 2 convs int8 (8.7 % of the MACs); eval500 99.60 +- 0.28 % (paired
+               +3.40 +- 0.86, +18/-1, p=0.0001); 1.372x INT8, FP32 1.416x: 0.969 (CIs overlap)
+  advice printed on all three: use FP32. Before (z=1, no closure): OpenVINO 97.80 +- 0.66 % held out
+  (one image short); the 22-23-tensor keep-sets left no conv int8 at all but 13-14 Q/DQ pairs, 2.0x INT8
+  (onnxruntime: 1.38x FP32). `--accept observed` (the raw count) on onnxruntime chose 7 tensors at
+  98.33 % on the selection split, 94.80 +- 0.99 % on eval500: the search had fitted noise.
 """
 from __future__ import annotations
 
