@@ -99,6 +99,8 @@ def cmd_debug(args) -> int:
         raise InputError("--min-agreement / --max-drop / --holdout belong to --bisect; add --bisect")
     if args.val is None:
         raise InputError("debug needs data to compare on: pass --val DATA")
+    if args.order == "cost" and args.unit != "tensors":
+        raise InputError("--order cost ranks activation tensors by the int8 work they cost; use it with --unit tensors")
     target = Path(args.target)
     out_dir = Path(args.output) if args.output else None
     scratch = None
