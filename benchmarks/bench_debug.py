@@ -19,7 +19,12 @@ ranked), judged on the agreement estimate minus 2 SEs (--bound-z 2), keep-sets c
                +2.00 +- 0.98, +17/-7, p=0.064): meets 98 % held out; 1.548x INT8, FP32 1.450x: 1.067
                --order cost: 33 float, 2 convs int8 (8.7 % of the MACs); eval500 99.60 +- 0.28 % (paired
                +3.40 +- 0.86, +18/-1, p=0.0001); 1.372x INT8, FP32 1.416x: 0.969 (CIs overlap)
-  advice printed on all three: use FP32. Before (z=1, no closure): OpenVINO 97.80 +- 0.66 % held out
+  Re-timed together at load 4.5-5 (`edgec benchmark INT8 OLD CLOSED COST FP32 --threads 1 -n 300`), x INT8:
+    onnxruntime  old 23-tensor keep-set 2.18 [1.95, 2.40]; closed 1.44 [1.28, 1.59]; cost 1.34 [1.17, 1.50];
+                 FP32 1.37 [1.24, 1.51]
+    openvino     old 22-tensor keep-set 1.88 [1.80, 1.96]; closed 1.76 [1.67, 1.85]; cost 1.63 [1.53, 1.73];
+                 FP32 1.78 [1.70, 1.87]
+  advice printed on all four: use FP32. Before (z=1, no closure): OpenVINO 97.80 +- 0.66 % held out
   (one image short); the 22-23-tensor keep-sets left no conv int8 at all but 13-14 Q/DQ pairs, 2.0x INT8
   (onnxruntime: 1.38x FP32). `--accept observed` (the raw count) on onnxruntime chose 7 tensors at
   98.33 % on the selection split, 94.80 +- 0.99 % on eval500: the search had fitted noise.

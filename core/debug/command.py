@@ -47,7 +47,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "(default; the core repair's smooth estimate from the logit gaps) or on the observed "
                         "top-1 agreement count, which a search over many candidates overfits")
     d.add_argument("--bound-z", type=float, default=2.0, metavar="Z",
-                   help="with --accept bound: judge on the estimate minus Z standard errors (default 2: the one-SE "
+                   help="with --accept bound: judge on the agreement estimate minus (a drop estimate plus) Z standard errors (default 2: the one-SE "
                         "bound must clear the demand by one more SE of the selection's own estimate, so what is "
                         "met on the selection data holds on held-out data)")
     d.add_argument("--order", choices=["error", "cost"], default="error",
