@@ -8,13 +8,26 @@ keep-set, the held-out numbers, the latency ratio and the flag line that builds 
 
     .venv/bin/python benchmarks/bench_debug.py [--backends onnxruntime,openvino] [--min-agreement 98] [-o DIR]
 
-Measured 2026-12-01 (load 5-9, `--vs-fp32`), 36 candidates (29 ranked), judged on the agreement bound:
-  onnxruntime  23 tensors float; eval500 98.20 +- 0.60 % vs INT8 96.20 +- 0.86 % (paired +2.00 +- 0.89,
-               McNemar p=0.041), meets 98 % held out; latency 2.02x INT8, FP32 is 1.47x INT8
-  openvino     22 tensors float; eval500 97.80 +- 0.66 % vs INT8 96.00 +- 0.88 % (paired +1.80 +- 0.96,
-               p=0.093), misses 98 % held out by one image; latency 2.03x INT8, FP32 is 2.01x INT8
-  `--accept observed` (the raw count) on onnxruntime chose 7 tensors at 98.33 % on the selection split,
-  94.80 +- 0.99 % on eval500: below plain INT8 (paired -1.40 +- 0.72), the search had fitted noise.
+Measured 2026-12-01 18:00-18:35 (load 17-23: latencies are interleaved ratios only), 36 candidates (29
+ranked), judged on the agreement estimate minus 2 SEs (--bound-z 2), keep-sets closed over stranded Q/DQ:
+  openvino     --order error: 10 chosen + 23 stranded = 33 float, 2 of 26 convs int8 (2.7 % of the MACs);
+               eval500 98.20 +- 0.60 % vs INT8 96.00 +- 0.88 % (paired +2.20 +- 1.00, +18/-7, McNemar
+               p=0.043): meets 98 % held out; latency 1.667x INT8, FP32 1.655x: keep-set / FP32 1.007
+               --order cost: 12 + 21 = 33 float, 2 convs int8 (8.7 % of the MACs); eval500 99.60 +- 0.28 %
+               (paired +3.60 +- 0.88, +19/-1, p<0.001); 1.695x INT8, FP32 1.778x: 0.953 (CIs overlap)
+  onnxruntime  --order error: 33 float, 2 convs int8; eval500 98.20 +- 0.60 % vs 96.20 +- 0.86 % (paired
+               +2.00 +- 0.98, +17/-7, p=0.064): meets 98 % held out; 1.548x INT8, FP32 1.450x: 1.067
+               --order cost: 33 float, 2 convs int8 (8.7 % of the MACs); eval500 99.60 +- 0.28 % (paired
+               +3.40 +- 0.86, +18/-1, p=0.0001); 1.372x INT8, FP32 1.416x: 0.969 (CIs overlap)
+  Re-timed together at load 4.5-5 (`edgec benchmark INT8 OLD CLOSED COST FP32 --threads 1 -n 300`), x INT8:
+    onnxruntime  old 23-tensor keep-set 2.18 [1.95, 2.40]; closed 1.44 [1.28, 1.59]; cost 1.34 [1.17, 1.50];
+                 FP32 1.37 [1.24, 1.51]
+    openvino     old 22-tensor keep-set 1.88 [1.80, 1.96]; closed 1.76 [1.67, 1.85]; cost 1.63 [1.53, 1.73];
+                 FP32 1.78 [1.70, 1.87]
+  advice printed on all four: use FP32. Before (z=1, no closure): OpenVINO 97.80 +- 0.66 % held out
+  (one image short); the 22-23-tensor keep-sets left no conv int8 at all but 13-14 Q/DQ pairs, 2.0x INT8
+  (onnxruntime: 1.38x FP32). `--accept observed` (the raw count) on onnxruntime chose 7 tensors at
+  98.33 % on the selection split, 94.80 +- 0.99 % on eval500: the search had fitted noise.
 """
 from __future__ import annotations
 
@@ -39,7 +52,10 @@ def main() -> int:
     ap.add_argument("--shrink", default="16", help="shrink-phase compile budget (edgec debug --shrink)")
     ap.add_argument("--accept", default="bound", choices=["bound", "observed"], help="edgec debug --accept")
     ap.add_argument("--vs-fp32", action="store_true",
-                    help="also compile FP32 and time INT8, keep-set and FP32 together with `edgec benchmark`")
+                    help="kept for old command lines: edgec debug now times INT8, keep-set and FP32 together")
+    ap.add_argument("--bound-z", default="2", help="edgec debug --bound-z (standard errors below the estimate)")
+    ap.add_argument("--order", default="error", choices=["error", "cost"], help="edgec debug --order")
+    ap.add_argument("--no-close", action="store_true", help="edgec debug --no-close")
     ap.add_argument("-o", "--output", default=str(REPO / "out" / "bench_debug"))
     ap.add_argument("--option", "-O", action="append", default=[], metavar="BACKEND:KEY=VALUE")
     a = ap.parse_args()
@@ -58,7 +74,9 @@ def main() -> int:
         argv = ["debug", str(model), "--backend", be, "--precision", "int8", "--preprocess", "squeezenet-bgr",
                 "--calib", str(calib), "--calib-samples", "200", "--val", str(calib), "--val-skip", "200",
                 "--samples", a.samples, "--bisect", "--shrink", a.shrink, "--accept", a.accept, "--min-agreement", a.min_agreement, "--holdout", str(ev),
-                "--threads", "1", "-o", str(Path(a.output) / be), "--json"]
+                "--threads", "1", "-o", str(Path(a.output) / be), "--json", "--bound-z", a.bound_z, "--order", a.order]
+        if a.no_close:
+            argv.append("--no-close")
         for o in opts:
             argv += ["-O", o]
         t0 = time.perf_counter()
@@ -90,31 +108,20 @@ def main() -> int:
                   f"points (+{p['gained']}/-{p['lost']}, McNemar p={p['mcnemar_p']}); top-1 FP32 {h.get('reference_top1')} "
                   f"INT8 {h.get('int8_top1')} keep {h.get('keep_top1')}; demand {a.min_agreement} % on held-out: "
                   f"{'met' if h['met'] else 'NOT met'}")
+        c = b.get("cost") or {}
+        if c:
+            print(f"int8 work left: {c['int8_layers']} of {c['int8_layers_base']} weighted layers int8, "
+                  f"{c['int8_macs_fraction']} of INT8's integer MACs; chosen {len(b.get('members') or [])}, "
+                  f"closed to {len(b['keep'])} (stranded tensors added)")
         lat = b.get("latency") or {}
         if "ratio" in lat:
-            print(f"latency keep-set / INT8 (edgec.benchmark, interleaved, 1 thread, {lat['runs']} runs): "
-                  f"{lat['ratio']:.3f} (95 % CI {lat.get('ratio_ci95')}; {lat['keep_median_ms']} vs "
-                  f"{lat['int8_median_ms']} ms)")
+            from edgec.core.debug.bisect import latency_line
+            print("latency (edgec.benchmark, interleaved): " + latency_line(lat))
+        if lat.get("advice"):
+            print(f"advice: {lat['advice']}")
         print(f"flag line: {b['flag_line']}")
-        if b.get("artifact") and b["k"] and a.vs_fp32:
-            print(_versus_fp32(model, be, b["base_artifact"], b["artifact"], Path(a.output) / be / "fp32"))
     print(f"\nuptime: {os.popen('uptime').read().strip()}")
     return 0
-
-
-def _versus_fp32(model: Path, backend: str, int8: str, keep: str, dest: Path) -> str:
-    """`edgec benchmark INT8 KEEP FP32 --threads 1`: where the keep-set sits between INT8 and FP32."""
-    import edgec
-
-    edgec.compile(str(model), backend=backend, precision="fp32", output=str(dest), force=True)
-    rep = edgec.benchmark([int8, keep, str(dest)], threads=1, iterations=200, warmup=10, measure_memory=False)
-    parts = []
-    for name, row in zip(("int8", "keep-set", "fp32"), rep.artifacts):
-        vs = row.get("vs_first") or {}
-        ci = vs.get("latency_ratio_ci95")
-        parts.append(f"{name} {row['latency_ms']['median']:.2f} ms" + (
-            f" ({vs['latency_ratio']:.3f}x int8, 95 % CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
-    return "edgec benchmark (interleaved, 1 thread, 200 runs each): " + "; ".join(parts)
 
 
 if __name__ == "__main__":

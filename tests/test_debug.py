@@ -161,6 +161,63 @@ def test_shrink_drops_what_only_came_along_with_the_prefix():
     assert bis.shrink(["a", "b", "c", "d"], probe, 98.0, None, budget=1)[0] == ["a", "b", "c"]
 
 
+def _fire_graph() -> onnx.ModelProto:
+    """conv1 -> squeeze -> (expand 1x1, expand 3x3) -> Concat -> conv_n: SqueezeNet's fire module in small."""
+    rng = np.random.default_rng(0)
+    f = lambda n, *shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), n)  # noqa: E731
+    conv = lambda name, x, w, y, **kw: helper.make_node("Conv", [x, w], [y], name=name, **kw)  # noqa: E731
+    relu = lambda x, y: helper.make_node("Relu", [x], [y], name=f"relu_{y}")  # noqa: E731
+    nodes = [conv("conv1", "input", "w1", "c1", pads=[1, 1, 1, 1]), relu("c1", "r1"),
+             conv("squeeze", "r1", "ws", "cs"), relu("cs", "s"),
+             conv("expand1", "s", "we1", "ce1"), relu("ce1", "e1"),
+             conv("expand3", "s", "we3", "ce3", pads=[1, 1, 1, 1]), relu("ce3", "e3"),
+             helper.make_node("Concat", ["e1", "e3"], ["cat"], axis=1, name="concat"),
+             conv("conv_n", "cat", "wn", "n")]
+    g = helper.make_graph(nodes, "fire", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("n", TensorProto.FLOAT, None)],
+                          [f("w1", 8, 3, 3, 3), f("ws", 4, 8, 1, 1), f("we1", 8, 4, 1, 1), f("we3", 8, 4, 3, 3),
+                           f("wn", 10, 16, 1, 1)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_cost_model_finds_the_layers_a_keep_set_turns_float_and_the_tensors_it_strands():
+    from edgec.core.debug.cost import CostModel
+
+    cm = CostModel(_fire_graph(), ["input", "r1", "s", "e1", "e3", "cat", "n"])
+    assert cm.base == {"conv1", "squeeze", "expand1", "expand3", "conv_n"}
+    assert cm.macs["expand3"] == 8 * 8 * 8 * 4 * 9 and cm.macs["expand1"] == 8 * 8 * 8 * 4
+    # the squeeze output float: the squeeze and both expands lose int8; their outputs' Q/DQ now serve no
+    # int8 layer (conv_n reads the Concat's own quantized output), so they are stranded and closed over
+    assert cm.int8_layers(["s"]) == {"conv1", "conv_n"}
+    assert cm.stranded(["s"]) == ["e1", "e3"] and cm.close(["s"]) == ["s", "e1", "e3"]
+    assert cm.close(["s", "cat"]) == ["s", "cat", "e1", "e3", "n"]  # conv_n float too: its output goes
+    assert cm.close(["e1"]) == ["e1"]  # expand3 still writes e3, conv_n still reads cat
+    left = cm.int8_macs(["s"])
+    total = sum(cm.macs.values())
+    assert left["int8_layers"] == 2 and left["int8_macs_fraction"] == pytest.approx(
+        (cm.macs["conv1"] + cm.macs["conv_n"]) / total, abs=1e-4)
+    assert cm.int8_macs(cm.close(["input", "s", "cat"]))["int8_layers"] == 0
+    # latency-aware order: at equal own error the 1x1 expand (the fewest int8 MACs) goes first
+    assert cm.order_by_cost(["e3", "e1", "s"], {"e3": 1.0, "e1": 1.0, "s": 1.0})[0] == "e1"
+    assert cm.order_by_cost(["e3", "e1"], {"e3": 100.0, "e1": 1.0})[0] == "e3"
+
+
+def test_latency_advice_says_use_fp32_when_the_keep_set_is_not_faster():
+    lat = {"ratio": 2.02, "ratio_ci95": [1.96, 2.09], "fp32_ratio": 1.47, "fp32_ratio_ci95": [1.40, 1.54],
+           "keep_vs_fp32": 1.374}
+    a = bis.advise(lat)
+    assert not a["faster_than_fp32"] and a["advice"].startswith("use FP32") and "1.37" in a["advice"]
+    fast = dict(lat, ratio=1.2, ratio_ci95=[1.15, 1.25], keep_vs_fp32=0.816)
+    assert bis.advise(fast)["faster_than_fp32"] and "build it" in bis.advise(fast)["advice"]
+    near = dict(lat, ratio=1.45, ratio_ci95=[1.38, 1.52], keep_vs_fp32=0.986)
+    assert not bis.advise(near)["faster_than_fp32"]  # within the noise of FP32 is not faster
+    assert "no layer int8" in bis.advise(fast, {"int8_layers": 0})["advice"]
+    assert not bis.advise({"ratio": 1.2}, {"int8_layers": 0})["faster_than_fp32"]
+    line = bis.latency_line(dict(lat, int8_median_ms=15.6, keep_median_ms=31.6, fp32_median_ms=22.9, runs=200,
+                                 threads=1, load_average=[1.0, 1.0, 1.0]))
+    assert "FP32 22.9 ms = 1.470x INT8 [1.400, 1.540]" in line and "keep-set / FP32 = 1.374" in line
+
+
 def test_summary_line_counts_and_names_the_float_layers():
     rows = [{"name": "a", "precision": "int8"}, {"name": "b", "precision": "fp32", "why": "kept"},
             {"name": "c", "precision": "int8"}]
@@ -231,7 +288,8 @@ def test_cli_debug_bisect_json_and_html(tiny, tmp_path):
                    "--holdout", str(tiny / "val.npz"), "-o", str(out), "--json"])
     assert rc == 0
     rep = json.loads(buf.getvalue())
-    assert rep["layers"] and "rb" in rep["keep"]  # the broken layer's output: its rounding and int8 weights go
+    # the broken layer's input or output in float: either way it runs with its FP32 weights (checked below)
+    assert rep["layers"] and {"ra", "rb"} & set(rep["keep"])
     b = rep["bisect"]
     chosen = next(s for s in b["steps"] if s["artifact"] == b["artifact"])
     assert b["met"] and b["steps"][0]["agreement"] < 95 and chosen["keep"] == rep["keep"]
@@ -241,7 +299,12 @@ def test_cli_debug_bisect_json_and_html(tiny, tmp_path):
     assert b["candidates"] == len(qa) and 0 < b["ranked"] <= len(qa) and set(rep["keep"]) <= set(qa)
     assert "--float-tensors " + ",".join(rep["keep"]) in b["flag_line"]
     assert b["latency"]["ratio"] > 0 and b["holdout"]["keep_agreement"] >= b["holdout"]["int8_agreement"]
+    lat = b["latency"]  # FP32 timed in the same interleaved loop, and a verdict either way
+    assert lat["fp32_median_ms"] > 0 and lat["keep_vs_fp32"] > 0 and isinstance(lat["faster_than_fp32"], bool)
+    assert lat["advice"].startswith("use FP32" if not lat["faster_than_fp32"] else "the keep-set runs at")
+    assert b["closed"] and set(b["members"]) <= set(b["keep"]) and b["cost"]["int8_layers_base"] >= 1
     assert (out / "debug.json").is_file() and "<svg" in (out / "index.html").read_text()
+    assert "FP32" in (out / "index.html").read_text() and "advice" in (out / "index.html").read_text()
     # the printed flag line builds the artifact that was measured
     argv = b["flag_line"].split()[1:]
     built = tmp_path / "from-flag-line"
@@ -374,6 +437,43 @@ def test_tvm_audit_says_qdq_runs_as_float(tiny):
     a = art.manifest["audit"]
     assert a["summary"].startswith("0 of 4 conv/gemm layers run INT8"), a["summary"]
     assert "float arithmetic" in a["summary"]
+    # compiled without -O debug_onnx=true: no ONNX to build a debug module from, and debug says how to get one
+    rep = debug_artifact(art.path, _val(tiny, 4), samples=4)
+    assert rep["layers"] == [] and "debug_onnx=true" in rep["exposure"]["unavailable"]
+
+
+@pytest.mark.slow
+def test_tvm_debug_build_exposes_the_layers_and_names_the_broken_one(tiny):
+    # two TVM builds of the tiny model (the artifact, then the debug module): ~1-2 min, hence slow
+    _need("tvm")
+    art = _compile(tiny, "tvm", out="tvm-debug", options={"debug_onnx": True})
+    assert (art.path / "model.onnx").is_file() and "model.onnx" in json.dumps(art.manifest.get("files"))
+    rep = debug_artifact(art.path, _val(tiny, 8), samples=8)
+    by = {e["tensor"]: e for e in rep["layers"]}
+    assert {"ca", "ra", "cb", "rb", "rc", "logits"} <= set(by), sorted(by)
+    # TVM's flavour quantizes symmetric int8 before the Relu: conv_a's output keeps its -20 channel, which
+    # takes the range (8 dB own); then conv_b's wrecked weights. Both stand out; the Relus add nothing.
+    assert set(rep["worst"][:2]) == {"ca", "cb"}, rep["worst"]
+    assert by["ra"]["own_nmse"] == 0 and by["cb"]["own_sqnr_db"] < 25
+    assert "debug build" in rep["exposure"]["note"]
+    assert rep["exposure"]["outputs_cosine_vs_artifact"] > 0.9999  # the debug module computes what module.so does
+    # the same Q/DQ ONNX on onnxruntime without fusions (plain fake-quant float arithmetic, as TVM lowers it)
+    # gives the same tensors under the same names: the exposure maps names and layouts right
+    from edgec.backends.onnxruntime.debug import ExposedRunner as OrtExposed
+    from edgec.backends.tvm.debug import expose_map, intermediates
+    from edgec.core.debug.layers import float_tensors
+    from edgec.core.debug.run import compiled_from
+
+    qm = onnx.load(str(art.path / "model.onnx"))
+    names = float_tensors(compiled_from(art.manifest))
+    ort_run = OrtExposed(qm, expose_map(qm, names), "CPUExecutionProvider", "disable", 1, ["logits"])
+    tvm_run = intermediates(art.path, art.manifest, names, 1)
+    x = {"input": _data(1, 9)}
+    a, b = ort_run.run(x), tvm_run.run(x)
+    tvm_run.close()
+    for t in ("ca", "rb", "rc", "logits"):
+        u, v = a[t].ravel(), b[t].ravel()
+        assert u.shape == v.shape and float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v))) > 0.999, t
 
 
 def test_qnn_audit(tiny):
@@ -407,6 +507,8 @@ def test_tensorrt_audit_and_no_intermediates_without_gpu(tiny):
     (["debug", "{d}/nope.onnx", "--val", "{v}"], "neither an ONNX model nor an artifact"),
     (["debug", "{m}", "--val", "{v}", "--val-skip", "1000"], "no samples"),
     (["debug", "{m}", "--val", "{v}", "--min-agreement", "nan", "--bisect"], "finite"),
+    (["debug", "{m}", "--val", "{v}", "--bisect", "--min-agreement", "98", "--unit", "layers", "--order", "cost"],
+     "--unit tensors"),
 ])
 def test_debug_bad_input_is_one_line_exit_2(tiny, run_cli, argv, words):
     args = [a.format(m=tiny / "tiny.onnx", v=tiny / "val.npz", d=tiny) for a in argv]

@@ -59,7 +59,11 @@ class TvmBackend(Backend):
         "rpc": ("auto", "run validation/latency on a TVM RPC server HOST:PORT; auto = the emulated board on "
                         "127.0.0.1:9190 for non-host targets; off = this host only"),
         "batch": (1, "static batch size a symbolic leading input dimension is fixed to"),
+        "debug_onnx": (False, "also keep the ONNX TVM compiled (model.onnx) in the artifact, so `edgec debug` can "
+                              "build a copy with intermediate tensors as outputs (edgec debug sets it)"),
     }
+    # what `edgec debug MODEL --backend tvm` compiles with: the ONNX its intermediates hook rebuilds from
+    debug_options = {"debug_onnx": True}
 
     # ------------------------------------------------------------------ contract
 
@@ -85,6 +89,7 @@ class TvmBackend(Backend):
         opts["trials"] = as_number("tvm", "trials", opts["trials"], int, 1)
         opts["tune_minutes"] = as_number("tvm", "tune_minutes", opts["tune_minutes"], float, 0)
         opts["batch"] = as_number("tvm", "batch", opts["batch"], int, 1)
+        opts["debug_onnx"] = as_bool("tvm", "debug_onnx", opts["debug_onnx"])
         if opts["schedule"] is None:  # the CLI reads `-O schedule=none` as None
             opts["schedule"] = "naive"
         if opts["rpc"] is None:
@@ -190,6 +195,12 @@ class TvmBackend(Backend):
         (ctx.out_dir / META).write_text(json.dumps(meta, indent=2))
         info["validation_ran_on"] = where["where"]
         ctx.info.update(info)
+        if opts["debug_onnx"]:
+            import onnx
+
+            from edgec.backends.tvm.debug import DEBUG_ONNX
+            onnx.save(ctx.model, str(ctx.out_dir / DEBUG_ONNX))
+            return [LIB, META, DEBUG_ONNX]
         return [LIB, META]
 
     def _execution_place(self, rt: targets.ResolvedTarget, rpc: str) -> dict:
@@ -210,10 +221,9 @@ class TvmBackend(Backend):
     # ------------------------------------------------------------------ loading
 
     def intermediates(self, artifact_dir: Path, manifest, names, threads: int | None = None):
-        from edgec.core.errors import UnsupportedError
+        from edgec.backends.tvm import debug
 
-        raise UnsupportedError("tvm: the compiled module.so returns only the model outputs (its fused TIR kernels "
-                               "keep no per-layer values); a debug build with them as outputs is not implemented")
+        return debug.intermediates(artifact_dir, manifest, names, threads, META)
 
     def audit(self, artifact_dir: Path, manifest) -> list[dict]:
         from edgec.backends.tvm import debug

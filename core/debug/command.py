@@ -46,6 +46,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="with --bisect: judge a candidate on its estimated agreement minus one standard error "
                         "(default; the core repair's smooth estimate from the logit gaps) or on the observed "
                         "top-1 agreement count, which a search over many candidates overfits")
+    d.add_argument("--bound-z", type=float, default=2.0, metavar="Z",
+                   help="with --accept bound: judge on the agreement estimate minus (a drop estimate plus) Z standard errors (default 2: the one-SE "
+                        "bound must clear the demand by one more SE of the selection's own estimate, so what is "
+                        "met on the selection data holds on held-out data)")
+    d.add_argument("--order", choices=["error", "cost"], default="error",
+                   help="with --bisect --unit tensors: candidates by own added error (default) or by own error per "
+                        "int8 multiply-accumulate each would turn float (latency-aware)")
+    d.add_argument("--no-close", dest="close", action="store_false",
+                   help="with --bisect --unit tensors: do not also float the quantized tensors a keep-set strands "
+                        "(no int8 layer reads or writes them; their Q/DQ costs latency and adds rounding)")
+    d.add_argument("--no-fp32-latency", dest="fp32_latency", action="store_false",
+                   help="with --bisect: do not compile FP32 to time it beside INT8 and the keep-set")
     d.add_argument("--holdout", help="with --bisect: held-out data the chosen keep-set is measured on (never selected on)")
     d.add_argument("--holdout-samples", type=positive_int, help="use at most N samples of --holdout")
     d.add_argument("--min-cosine", type=cosine, help="validation threshold for the compiled artifact")
@@ -87,6 +99,8 @@ def cmd_debug(args) -> int:
         raise InputError("--min-agreement / --max-drop / --holdout belong to --bisect; add --bisect")
     if args.val is None:
         raise InputError("debug needs data to compare on: pass --val DATA")
+    if args.order == "cost" and args.unit != "tensors":
+        raise InputError("--order cost ranks activation tensors by the int8 work they cost; use it with --unit tensors")
     target = Path(args.target)
     out_dir = Path(args.output) if args.output else None
     scratch = None
@@ -107,7 +121,9 @@ def cmd_debug(args) -> int:
             if not target.is_file():
                 raise InputError(f"{target} is neither an ONNX model nor an artifact directory (no manifest.json)")
             backend, precision, model = args.backend, args.precision, str(target)
-            options = dict(args.option or [])
+            from edgec.core.registry import get_backend
+            # what the backend's intermediates hook needs in the artifact (e.g. tvm keeps its ONNX)
+            options = {**(getattr(get_backend(backend), "debug_options", None) or {}), **dict(args.option or [])}
             pp = args.preprocess
             artifact = None
         from edgec.core.model_io import input_specs, load_model
@@ -151,18 +167,27 @@ def cmd_debug(args) -> int:
             judge = None
             if args.accept == "bound":
                 from edgec.core.model_io import load_model as _load
-                judge = bis.Judge(_load(Path(model)), val, threads=args.threads)
+                judge = bis.Judge(_load(Path(model)), val, threads=args.threads, z=args.bound_z)
+            everything = bis.universe(base_manifest, args.unit, rep.get("layers"))
+            cost = None
+            if args.unit == "tensors" and (args.close or args.order == "cost") and everything:
+                from .cost import CostModel
+                from .run import compiled_from
+                cost = CostModel(compiled_from(base_manifest), everything)
+            own = {e["tensor"]: e.get("own_nmse") or 0.0 for e in rep.get("layers") or []}
             b = bis.bisect(model, backend, precision, ranking, calibration=args.calib, selection=val, unit=args.unit,
                            workdir=work / "bisect", min_agreement=args.min_agreement, max_drop=args.max_drop,
                            compile_kwargs=compile_kwargs, say=progress.say, base=(artifact, base_manifest),
-                           everything=bis.universe(base_manifest, args.unit, rep.get("layers")),
-                           shrink_budget=args.shrink, judge=judge)
+                           everything=everything, shrink_budget=args.shrink, judge=judge,
+                           cost=cost, order=args.order, own_error=own)
             b["flag_line"] = bis.flag_line(model, backend, precision, b["keep"], _flag_extras(args), args.unit)
             if b["artifact"] and args.holdout:
                 b["holdout"] = _holdout(args, b, artifact, model, specs, pp)
             if b["artifact"] and b["k"]:
                 feeds = next(iter(val)).feeds
-                b["latency"] = bis.latency_ratio(str(artifact), b["artifact"], threads=args.threads, feeds=feeds)
+                fp32 = _fp32_artifact(model, backend, work, val, compile_kwargs) if args.fp32_latency else None
+                b["latency"] = bis.latency_ratio(str(artifact), b["artifact"], threads=args.threads, feeds=feeds,
+                                                 fp32=fp32, cost=b.get("cost"))
             rep["bisect"] = b
             rep["keep"] = b["keep"]
         if out_dir is not None:
@@ -184,6 +209,22 @@ def cmd_debug(args) -> int:
     finally:
         if scratch is not None:
             scratch.cleanup()
+
+
+def _fp32_artifact(model, backend: str, work: Path, val, compile_kwargs: dict) -> str | None:
+    """The same model compiled FP32 on the same backend, for the latency beside the keep-set's."""
+    import edgec
+    from edgec.core import progress
+    from edgec.core.errors import EdgecError
+
+    kw = {k: v for k, v in compile_kwargs.items() if k not in ("calib_samples", "calib_method")}
+    progress.say(f"compiling {model} for {backend} fp32 (its latency beside INT8 and the keep-set)")
+    try:
+        return str(edgec.compile(model, backend=backend, precision="fp32", validation=val.take(min(len(val), 16)),
+                                 output=work / "fp32", force=True, min_cosine=-1.0, **kw).path)
+    except EdgecError as e:
+        progress.say(f"fp32 compile failed, the latency has no FP32 column: {e}")
+        return None
 
 
 def _holdout(args, b: dict, base_artifact: Path, model, specs, pp) -> dict:
@@ -213,6 +254,8 @@ def _holdout(args, b: dict, base_artifact: Path, model, specs, pp) -> dict:
 
 
 def _format_bisect(b: dict) -> str:
+    from . import bisect as bis
+
     dem = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in b["demand"].items())
     def step(s):
         tag = f"-{s['dropped']}" if s.get("dropped") else f"k={s['k']}"
@@ -239,11 +282,18 @@ def _format_bisect(b: dict) -> str:
                      f"{h['paired']['diff_points']:+.2f} ± {h['paired']['se_points']:.2f} points "
                      f"(+{h['paired']['gained']}/-{h['paired']['lost']} images, McNemar p={h['paired']['mcnemar_p']}); "
                      f"{'meets' if h['met'] else 'does NOT meet'} {dem} on held-out data")
+    c = b.get("cost")
+    if c:
+        lines.append(f"int8 work    the keep-set leaves {c['int8_layers']} of {c['int8_layers_base']} weighted layers int8 "
+                     f"({100 * (c['int8_macs_fraction'] or 0):.0f} % of INT8's integer MACs)"
+                     + (f"; {len(b['keep']) - len(b['members'])} of its {len(b['keep'])} tensors are stranded ones "
+                        "closed over (no int8 layer read or wrote them)" if b.get("members") is not None
+                        and len(b["members"]) != len(b["keep"]) else ""))
     lat = b.get("latency")
     if lat and "ratio" in lat:
-        ci = lat.get("ratio_ci95")
-        lines.append(f"latency      keep-set / INT8 = {lat['ratio']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-                     + f" (median {lat['keep_median_ms']} vs {lat['int8_median_ms']} ms, {lat['runs']} interleaved "
-                     f"runs each, {lat['threads']} thread, edgec benchmark's loop)")
+        lines.append("latency      " + bis.latency_line(lat))
+    if lat and lat.get("advice"):
+        lines.append(f"advice       {lat['advice']}")
     lines.append(f"build it     {b['flag_line']}")
     return "\n".join(lines)
+

@@ -80,7 +80,7 @@ def render_html(rep: dict) -> str:
              f"<title>edgec debug: {esc(str(rep.get('artifact')))}</title>",
              "<style>body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;font-size:12px}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td.l,th.l{text-align:left}"
-             "tr.worst td{background:#fde0dc}tr.keep td{background:#e3f4e3}code{background:#f4f4f4}</style></head><body>",
+             "tr.worst td{background:#fde0dc}tr.keep td{background:#e3f4e3}code{background:#f4f4f4;overflow-wrap:anywhere}</style></head><body>",
              f"<h1>edgec debug</h1><p><b>{esc(str(rep.get('backend')))} {esc(str(rep.get('precision')))}</b> artifact "
              f"<code>{esc(str(rep.get('artifact')))}</code> vs FP32 <code>{esc(str(rep.get('source')))}</code>, "
              f"{rep.get('samples')} samples of {esc(str(rep.get('data')))}.</p>"]
@@ -106,11 +106,17 @@ def render_html(rep: dict) -> str:
                          f"{h['int8_agreement']:.2f} ± {h['int8_se']:.2f} %, keep-set {h['keep_agreement']:.2f} ± "
                          f"{h['keep_se']:.2f} %; paired gain {h['paired']['diff_points']:+.2f} ± {h['paired']['se_points']:.2f} "
                          f"points. {'meets' if h.get('met') else 'does NOT meet'} the demand.</p>")
-        if b.get("latency"):
-            lat = b["latency"]
-            if "ratio" in lat:
-                parts.append(f"<p>latency (interleaved, {lat['threads']} thread): keep-set / INT8 = {lat['ratio']:.3f} "
-                             f"({lat['keep_median_ms']} vs {lat['int8_median_ms']} ms median)</p>")
+        c = b.get("cost")
+        if c:
+            parts.append(f"<p>int8 work left: {c['int8_layers']} of {c['int8_layers_base']} weighted layers, "
+                         f"{100 * (c['int8_macs_fraction'] or 0):.0f} % of INT8's integer MACs.</p>")
+        lat = b.get("latency") or {}
+        if "ratio" in lat:
+            from .bisect import latency_line
+            parts.append(f"<p>latency: {esc(latency_line(lat))}</p>")
+        if lat.get("advice"):
+            style = "" if lat.get("faster_than_fp32") else " style='color:#b00'"
+            parts.append(f"<p{style}><b>advice:</b> {esc(lat['advice'])}</p>")
     parts.append("<h2>Per-layer error along the graph</h2>")
     parts.append(_svg(rep.get("layers") or [], keep))
     worst = set(rep.get("worst") or [])
