@@ -190,6 +190,49 @@ def test_qnn_rules_sigmoid_grid_and_per_tensor_matmul(activations, tmp_path):
     assert inits[dq[conv.input[1]].input[1]].size == 8 and inits[dq[conv.input[1]].input[0]].dtype == np.int8
 
 
+def _conv_head_model():
+    """SqueezeNet's ending: a 1x1 classifier Conv, then GlobalAveragePool -> Flatten as the logits."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2", "b2"], ["cls"]),
+             helper.make_node("GlobalAveragePool", ["cls"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["y"])]
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, "w"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "b"),
+             numpy_helper.from_array(rng.standard_normal((10, 8, 1, 1)).astype(np.float32) * 0.3, "w2"),
+             numpy_helper.from_array(rng.standard_normal(10).astype(np.float32) * 0.1, "b2")]
+    g = helper.make_graph(nodes, "conv_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_unweighted_tail_stays_float_on_fp16_targets(tmp_path):
+    from edgec.backends.snpe.qnn_backend import flavour_for
+    from edgec.core.quantization import quantize
+
+    m = _conv_head_model()
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "c.npz", x=rng.standard_normal((12, 3, 8, 8)).astype(np.float32))
+    art = edgec.compile(m, backend="qnn", precision="int8", calibration=tmp_path / "c.npz", output=tmp_path / "a",
+                        options={"cpu_fallback": False})
+    assert art.manifest["backend_info"]["cpu_nodes"] == [] and art.manifest["validation"]["cosine"] > 0.99
+    assert art.manifest["quantization"]["flavour"]["float_outputs"] is True
+    q = onnx.load(str(art.path / "model_qdq.onnx"))
+    quantized = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
+    assert "cls" in quantized and "r" in quantized  # the classifier Conv stays an integer kernel
+    assert "g" not in quantized and not any(t.startswith("y") for t in quantized)  # pooled logits: fp16 on HTP
+    # v68 (snapdragon-888) has no fp16: there the tail keeps its Q/DQ.
+    from edgec.core.data import ArrayDataset
+
+    calib = ArrayDataset({"x": rng.standard_normal((12, 3, 8, 8)).astype(np.float32)})
+    q68 = quantize(m, "int8", flavour=flavour_for("u8", "s8", fp16=False), calibration=calib,
+                   progress=False).model
+    assert "g" in {n.input[0] for n in q68.graph.node if n.op_type == "QuantizeLinear"}
+
+
 def test_fp16_runs_on_htp_and_v68_refuses(data, tmp_path):
     art = edgec.compile(data / "tiny.onnx", backend="qnn", precision="fp16", validation=data / "val.npz",
                         output=tmp_path / "fp16", options={"target": "snapdragon-8gen3", "cpu_fallback": False})

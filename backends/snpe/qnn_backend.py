@@ -37,11 +37,14 @@ FLAVOUR = QuantFlavour(placement="qnn", activation_dtype="uint8", weight_dtype="
                        symmetric_activations=False, symmetric_weights=True)
 
 
-def flavour_for(activations: str, weights: str) -> QuantFlavour:
+def flavour_for(activations: str, weights: str, fp16: bool = False) -> QuantFlavour:
+    """`fp16`: the target has fp16 arithmetic (v69+), so the unweighted tail after the last weighted layer
+    (SqueezeNet's GlobalAveragePool -> Flatten) stays float and runs in fp16 on HTP instead of putting the
+    logits on an 8-bit grid (qdq.float_tail)."""
     if weights == "u8":  # ORT's QNN recipe default: asymmetric per-tensor uint8 weights
         return dataclasses.replace(FLAVOUR, activation_dtype=ACTIVATIONS[activations], weight_dtype="uint8",
-                                   per_channel=False, symmetric_weights=False)
-    return dataclasses.replace(FLAVOUR, activation_dtype=ACTIVATIONS[activations])
+                                   per_channel=False, symmetric_weights=False, float_outputs=fp16)
+    return dataclasses.replace(FLAVOUR, activation_dtype=ACTIVATIONS[activations], float_outputs=fp16)
 
 
 class QnnBackend(Backend):
@@ -127,7 +130,7 @@ class QnnBackend(Backend):
             q, ctx.info["calibration"] = quantize.ort_recipe(ctx.source_model, ctx.calibration, opts["activations"],
                                                              opts["weights"], ctx.calib_samples)
             return q
-        q, ctx.info["calibration"] = quantize.core(ctx, flavour_for(opts["activations"], opts["weights"]),
+        q, ctx.info["calibration"] = quantize.core(ctx, flavour_for(opts["activations"], opts["weights"], t.fp16),
                                                    opts["weight_rounding"] == "gptq")
         return q
 
