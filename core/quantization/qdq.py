@@ -166,7 +166,9 @@ def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
     if flavour.float_outputs and flavour.placement == "qnn":
         from .float_tensors import float_tensors
 
-        out, _ = float_tensors(out, model, float_tail(out))
+        tail = float_tail(out)
+        if tail:
+            out, _ = float_tensors(out, model, tail)
     if flavour.placement == "every_tensor" and levels(flavour.activation_dtype) == 256:
         _softmax_grid(out)
     if flavour.quantize_io:
