@@ -125,6 +125,34 @@ def test_a_cpu_only_session_is_detected(int8_art):
         htp.placement(plain)
 
 
+def test_intermediates_come_from_cut_htp_graphs(int8_art, data):
+    """edgec debug on qnn: each tensor from its own HTP graph (the Q/DQ model cut there), close to the same
+    Q/DQ model on the CPU EP, and the outputs from the artifact's context binary itself."""
+    import onnxruntime as ort
+
+    from edgec.core.registry import get_backend
+
+    be = get_backend("qnn")
+    runner = be.intermediates(int8_art.path, int8_art.manifest, ["r1", "res", "gap", "input"])
+    try:
+        assert set(runner.exposed) == {"input", "r1", "res", "gap"} and "HTP graph" in runner.note  # input: as quantized
+        feeds = {"input": np.load(data / "val.npz")["input"][:1]}
+        got = runner.run(feeds)
+        qm = onnx.load(str(int8_art.path / "model_qdq.onnx"))
+        for t, r in runner.exposed.items():
+            qm.graph.output.append(helper.make_tensor_value_info(r, TensorProto.FLOAT, None))
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        emu = ort.InferenceSession(qm.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        ref = dict(zip([o.name for o in emu.get_outputs()], emu.run(None, feeds)))
+        for t, r in runner.exposed.items():
+            a, b = got[t].ravel(), ref[r].ravel()
+            assert a.shape == b.shape and float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.995, t
+        assert np.allclose(got["logits"], runner.main.run(feeds)["logits"])
+    finally:
+        runner.close()
+
+
 def test_rebuild_is_byte_identical_where_qnn_allows(int8_art, data, tmp_path):
     """The Q/DQ model and the context .onnx are byte-identical across builds; QNN's binary is not (it
     writes a few build-specific bytes), so the binaries are compared by what they compute: bit for bit."""

@@ -199,11 +199,16 @@ class QnnBackend(Backend):
         return runner
 
     def intermediates(self, artifact_dir: Path, manifest: Mapping, names, threads: int | None = None):
-        from edgec.core.errors import UnsupportedError
+        """`edgec debug` on the HTP simulator: each tensor from its own HTP graph, the Q/DQ model cut there
+        (debug.CutGraphRunner; one HTP build per tensor, seconds each)."""
+        from edgec.backends.snpe import debug
 
-        raise UnsupportedError("qnn: the HTP context binary returns only its outputs; exposing tensors needs a new "
-                               "context build with them as graph outputs, which is not implemented (running "
-                               "model_qdq.onnx on the CPU EP instead would not be the HTP's numbers)")
+        recorded = {k: v for k, v in (manifest.get("options") or {}).items() if k in self.option_defaults}
+        opts = self.validate_options(recorded)
+        cfg = self.htp_config(opts, self._target(opts), manifest.get("precision", "int8"), threads)
+        src = QDQ_MODEL if (Path(artifact_dir) / QDQ_MODEL).is_file() else FP32_MODEL
+        return debug.CutGraphRunner(Path(artifact_dir), src, CONTEXT_MODEL, cfg, names,
+                                    what=f"qnn artifact {artifact_dir}")
 
     def audit(self, artifact_dir: Path, manifest: Mapping) -> list[dict]:
         from edgec.backends.snpe import debug
