@@ -42,11 +42,13 @@ class QuantFlavour:
       multiply u8 x s8 pairs with vpmaddubsw, whose int16 pair sum saturates for full-range weights:
       on an AVX2-only AMD EPYC the Fashion-MNIST CNN's INT8 agreed with FP32 on 92.0 % of 1,000 images
       with 8-bit weights, 99.8 % with 7-bit ones. Only the backend knows where its kernels run.
-    float_outputs: ("weighted" only) graph outputs keep no Q/DQ, so the last layer runs its integer
+    float_outputs: ("weighted" and "qnn") graph outputs keep no Q/DQ, so the last layer runs its integer
       kernel with a float result instead of rounding the answer to 8 bits on the way out. OpenVINO
       runs such a layer at full speed (EfficientNet-Lite0: logit NMSE 2.9e-3 -> 2.6e-3 on the
       calib500 split, latency 0.99-1.00x); ONNX Runtime's QLinearConv needs a quantized output, so a
-      model ending in a Conv would fall back to a float Conv there.
+      model ending in a Conv would fall back to a float Conv there. In "qnn": the unweighted ops after
+      the last weighted layer (pooling, reshapes, Softmax) stay float (HTP runs them in fp16), so
+      pooled logits are not rounded to an 8-bit grid (qdq.float_tail).
     float_bias: biases of weighted ops stay float initializers instead of int32 DequantizeLinear at
       s_in*s_w. TensorRT's ONNX parser rejects an int32 DequantizeLinear ("must have type FP8, FP4,
       Int4, Int8, or UInt8") and folds a float bias into its int8 kernel itself.

@@ -125,6 +125,34 @@ def test_a_cpu_only_session_is_detected(int8_art):
         htp.placement(plain)
 
 
+def test_intermediates_come_from_cut_htp_graphs(int8_art, data):
+    """edgec debug on qnn: each tensor from its own HTP graph (the Q/DQ model cut there), close to the same
+    Q/DQ model on the CPU EP, and the outputs from the artifact's context binary itself."""
+    import onnxruntime as ort
+
+    from edgec.core.registry import get_backend
+
+    be = get_backend("qnn")
+    runner = be.intermediates(int8_art.path, int8_art.manifest, ["r1", "res", "gap", "input"])
+    try:
+        assert set(runner.exposed) == {"input", "r1", "res", "gap"} and "HTP graph" in runner.note  # input: as quantized
+        feeds = {"input": np.load(data / "val.npz")["input"][:1]}
+        got = runner.run(feeds)
+        qm = onnx.load(str(int8_art.path / "model_qdq.onnx"))
+        for t, r in runner.exposed.items():
+            qm.graph.output.append(helper.make_tensor_value_info(r, TensorProto.FLOAT, None))
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        emu = ort.InferenceSession(qm.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        ref = dict(zip([o.name for o in emu.get_outputs()], emu.run(None, feeds)))
+        for t, r in runner.exposed.items():
+            a, b = got[t].ravel(), ref[r].ravel()
+            assert a.shape == b.shape and float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.995, t
+        assert np.allclose(got["logits"], runner.main.run(feeds)["logits"])
+    finally:
+        runner.close()
+
+
 def test_rebuild_is_byte_identical_where_qnn_allows(int8_art, data, tmp_path):
     """The Q/DQ model and the context .onnx are byte-identical across builds; QNN's binary is not (it
     writes a few build-specific bytes), so the binaries are compared by what they compute: bit for bit."""
@@ -188,6 +216,49 @@ def test_qnn_rules_sigmoid_grid_and_per_tensor_matmul(activations, tmp_path):
     conv = next(n for n in q.graph.node if n.op_type == "Conv")
     assert inits[dq[mm.input[1]].input[1]].size == 1
     assert inits[dq[conv.input[1]].input[1]].size == 8 and inits[dq[conv.input[1]].input[0]].dtype == np.int8
+
+
+def _conv_head_model():
+    """SqueezeNet's ending: a 1x1 classifier Conv, then GlobalAveragePool -> Flatten as the logits."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2", "b2"], ["cls"]),
+             helper.make_node("GlobalAveragePool", ["cls"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["y"])]
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, "w"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "b"),
+             numpy_helper.from_array(rng.standard_normal((10, 8, 1, 1)).astype(np.float32) * 0.3, "w2"),
+             numpy_helper.from_array(rng.standard_normal(10).astype(np.float32) * 0.1, "b2")]
+    g = helper.make_graph(nodes, "conv_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_unweighted_tail_stays_float_on_fp16_targets(tmp_path):
+    from edgec.backends.snpe.qnn_backend import flavour_for
+    from edgec.core.quantization import quantize
+
+    m = _conv_head_model()
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "c.npz", x=rng.standard_normal((12, 3, 8, 8)).astype(np.float32))
+    art = edgec.compile(m, backend="qnn", precision="int8", calibration=tmp_path / "c.npz", output=tmp_path / "a",
+                        options={"cpu_fallback": False})
+    assert art.manifest["backend_info"]["cpu_nodes"] == [] and art.manifest["validation"]["cosine"] > 0.99
+    assert art.manifest["quantization"]["flavour"]["float_outputs"] is True
+    q = onnx.load(str(art.path / "model_qdq.onnx"))
+    quantized = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
+    assert "cls" in quantized and "r" in quantized  # the classifier Conv stays an integer kernel
+    assert "g" not in quantized and not any(t.startswith("y") for t in quantized)  # pooled logits: fp16 on HTP
+    # v68 (snapdragon-888) has no fp16: there the tail keeps its Q/DQ.
+    from edgec.core.data import ArrayDataset
+
+    calib = ArrayDataset({"x": rng.standard_normal((12, 3, 8, 8)).astype(np.float32)})
+    q68 = quantize(m, "int8", flavour=flavour_for("u8", "s8", fp16=False), calibration=calib,
+                   progress=False).model
+    assert "g" in {n.input[0] for n in q68.graph.node if n.op_type == "QuantizeLinear"}
 
 
 def test_fp16_runs_on_htp_and_v68_refuses(data, tmp_path):

@@ -12,6 +12,10 @@ import re
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
+
+from edgec.core.backend import Runner
+
 _BITS = {2: "int8", 3: "int8", 4: "int16", 5: "int16"}  # onnx UINT8, INT8, UINT16, INT16
 
 
@@ -77,3 +81,81 @@ def _names(entries) -> set[str]:
         name = re.sub(r" \([^)]*\)$", "", e)
         out.add(re.sub(r"_token_\d+$", "", name))
     return out
+
+
+def expose_map(qm, names) -> dict[str, str]:
+    """{FP32 tensor name: the tensor of the Q/DQ (or float) graph holding its value as consumers read it}."""
+    q_of = {n.input[0]: n.output[0] for n in qm.graph.node if n.op_type == "QuantizeLinear"}
+    dq_of = {n.input[0]: n.output[0] for n in qm.graph.node if n.op_type == "DequantizeLinear"}
+    produced = {o for n in qm.graph.node for o in n.output}
+    out = {}
+    for t in names:
+        if t in q_of and q_of[t] in dq_of:
+            out[t] = dq_of[q_of[t]]
+        elif t in produced:
+            out[t] = t
+    return out
+
+
+def cut_at(qm, tensor: str):
+    """`qm` with `tensor` as its only output and only the nodes and initializers it needs."""
+    import onnx
+
+    need, keep = {tensor}, []
+    for n in reversed(qm.graph.node):
+        if any(o in need for o in n.output):
+            keep.append(n)
+            need.update(n.input)
+    m = onnx.ModelProto()
+    m.CopyFrom(qm)
+    del m.graph.node[:]
+    m.graph.node.extend(reversed(keep))
+    del m.graph.output[:]
+    m.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    used = {i for n in keep for i in n.input}
+    inits = [i for i in m.graph.initializer if i.name in used]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(inits)
+    del m.graph.value_info[:]
+    return m
+
+
+class CutGraphRunner(Runner):
+    """The artifact's context model for its outputs, plus one HTP session per exposed tensor: the Q/DQ model
+    cut at that tensor's DequantizeLinear, compiled for the artifact's target. A context binary returns only
+    its graph outputs, and adding outputs to one graph would change QNN's node grouping (a DequantizeLinear
+    read by a graph output cannot fold into its consumer); a cut graph computes the same integers up to the
+    cut, since every tensor is requantized at its own QuantizeLinear."""
+
+    def __init__(self, artifact_dir: Path, qdq_model: str, context_model: str, cfg, names, what: str):
+        import onnx
+
+        from edgec.backends.snpe import htp
+
+        qm = onnx.load(str(Path(artifact_dir) / qdq_model))
+        self.main = htp.HtpRunner(Path(artifact_dir) / context_model, cfg, what=what)
+        self.inputs, self.outputs, self.where, self.threads = (self.main.inputs, self.main.outputs, self.main.where,
+                                                               self.main.threads)
+        graph_inputs = {i.name for i in qm.graph.input}
+        self.exposed = {t: r for t, r in expose_map(qm, names).items() if r not in graph_inputs}
+        self._dtypes = {s.name: s.dtype for s in self.inputs}
+        self._cuts = {}
+        for r in dict.fromkeys(self.exposed.values()):
+            s = htp.open_session(cut_at(qm, r).SerializeToString(), cfg)
+            htp.check_on_htp(s, f"{what}, cut at {r}", cfg.cpu_fallback)
+            self._cuts[r] = (s, [i.name for i in s.get_inputs()])
+        self.note = (f"qnn: each of {len(self._cuts)} tensors read from its own HTP graph on the simulator (the Q/DQ "
+                     "model cut at the tensor's DequantizeLinear, same target and options); the dequantized value "
+                     "comes out of HTP in fp16 (about 0.1-0.3 LSB)")
+
+    def run(self, feeds):
+        out = dict(self.main.run(feeds))
+        for t, r in self.exposed.items():
+            s, names = self._cuts[r]
+            out[t] = s.run(None, {k: np.ascontiguousarray(feeds[k], dtype=self._dtypes.get(k, "float32"))
+                                  for k in names})[0]
+        return out
+
+    def close(self) -> None:
+        self.main.close()
+        self._cuts = {}

@@ -37,11 +37,14 @@ FLAVOUR = QuantFlavour(placement="qnn", activation_dtype="uint8", weight_dtype="
                        symmetric_activations=False, symmetric_weights=True)
 
 
-def flavour_for(activations: str, weights: str) -> QuantFlavour:
+def flavour_for(activations: str, weights: str, fp16: bool = False) -> QuantFlavour:
+    """`fp16`: the target has fp16 arithmetic (v69+), so the unweighted tail after the last weighted layer
+    (SqueezeNet's GlobalAveragePool -> Flatten) stays float and runs in fp16 on HTP instead of putting the
+    logits on an 8-bit grid (qdq.float_tail)."""
     if weights == "u8":  # ORT's QNN recipe default: asymmetric per-tensor uint8 weights
         return dataclasses.replace(FLAVOUR, activation_dtype=ACTIVATIONS[activations], weight_dtype="uint8",
-                                   per_channel=False, symmetric_weights=False)
-    return dataclasses.replace(FLAVOUR, activation_dtype=ACTIVATIONS[activations])
+                                   per_channel=False, symmetric_weights=False, float_outputs=fp16)
+    return dataclasses.replace(FLAVOUR, activation_dtype=ACTIVATIONS[activations], float_outputs=fp16)
 
 
 class QnnBackend(Backend):
@@ -127,7 +130,7 @@ class QnnBackend(Backend):
             q, ctx.info["calibration"] = quantize.ort_recipe(ctx.source_model, ctx.calibration, opts["activations"],
                                                              opts["weights"], ctx.calib_samples)
             return q
-        q, ctx.info["calibration"] = quantize.core(ctx, flavour_for(opts["activations"], opts["weights"]),
+        q, ctx.info["calibration"] = quantize.core(ctx, flavour_for(opts["activations"], opts["weights"], t.fp16),
                                                    opts["weight_rounding"] == "gptq")
         return q
 
@@ -196,11 +199,16 @@ class QnnBackend(Backend):
         return runner
 
     def intermediates(self, artifact_dir: Path, manifest: Mapping, names, threads: int | None = None):
-        from edgec.core.errors import UnsupportedError
+        """`edgec debug` on the HTP simulator: each tensor from its own HTP graph, the Q/DQ model cut there
+        (debug.CutGraphRunner; one HTP build per tensor, seconds each)."""
+        from edgec.backends.snpe import debug
 
-        raise UnsupportedError("qnn: the HTP context binary returns only its outputs; exposing tensors needs a new "
-                               "context build with them as graph outputs, which is not implemented (running "
-                               "model_qdq.onnx on the CPU EP instead would not be the HTP's numbers)")
+        recorded = {k: v for k, v in (manifest.get("options") or {}).items() if k in self.option_defaults}
+        opts = self.validate_options(recorded)
+        cfg = self.htp_config(opts, self._target(opts), manifest.get("precision", "int8"), threads)
+        src = QDQ_MODEL if (Path(artifact_dir) / QDQ_MODEL).is_file() else FP32_MODEL
+        return debug.CutGraphRunner(Path(artifact_dir), src, CONTEXT_MODEL, cfg, names,
+                                    what=f"qnn artifact {artifact_dir}")
 
     def audit(self, artifact_dir: Path, manifest: Mapping) -> list[dict]:
         from edgec.backends.snpe import debug

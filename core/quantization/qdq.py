@@ -163,11 +163,65 @@ def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
     del out.graph.value_info[:]
     if flavour.float_outputs and flavour.placement == "weighted":
         _float_graph_outputs(out, model)
+    if flavour.float_outputs and flavour.placement == "qnn":
+        from .float_tensors import float_tensors
+
+        tail = float_tail(out)
+        if tail:
+            out, _ = float_tensors(out, model, tail)
     if flavour.placement == "every_tensor" and levels(flavour.activation_dtype) == 256:
         _softmax_grid(out)
     if flavour.quantize_io:
         integer_io(out)
     return topo_sort(out)
+
+
+# Unweighted ops that may end a graph (pooled logits, reshapes, Softmax): in the qnn flavour with
+# float_outputs they stay float between the last weighted layer and the outputs, and HTP runs them in fp16.
+FLOAT_TAIL_OPS = ("GlobalAveragePool", "AveragePool", "GlobalMaxPool", "MaxPool", "ReduceMean", "Flatten",
+                  "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Softmax")
+
+
+def float_tail(qm: onnx.ModelProto) -> list[str]:
+    """Activation tensors of `qm` from its graph outputs back through FLOAT_TAIL_OPS, up to (not
+    including) the last weighted layer's output, whose only readers are that tail or the outputs.
+
+    Why: an 8-bit grid on the answer itself ties top-1 logits. SqueezeNet 1.1 ends Conv -> GlobalAveragePool
+    -> Flatten; its pooled logits on one u8 grid (step 0.24) tied the top two classes on 27 of 500 eval
+    images (onnxruntime's QNN recipe: 42), and argmax then takes the lower class index."""
+    inits = initializers(qm)
+    prod = {o: n for n in qm.graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in qm.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in qm.graph.output}
+    tail: list[str] = []
+
+    def source(t):  # the float tensor that a DQ(Q(x)) pair rounds, or None
+        dq = prod.get(t)
+        q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
+            return None
+        return q, dq
+
+    todo = [o for o in outputs]
+    while todo:
+        pair = source(todo.pop())
+        if pair is None:
+            continue
+        q, dq = pair
+        t = q.input[0]
+        node = prod.get(t)
+        if node is None or node.op_type not in FLOAT_TAIL_OPS or t in tail:
+            continue
+        if not all(r.op_type in FLOAT_TAIL_OPS or r.output[0] in outputs for r in readers.get(dq.output[0], [])):
+            continue
+        if any(r is not dq for r in readers.get(q.output[0], [])) or len(readers.get(t, [])) != 1:
+            continue
+        tail.append(t)
+        todo.append(node.input[0])
+    return tail
 
 
 def _softmax_grid(qm: onnx.ModelProto) -> None:
