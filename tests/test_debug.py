@@ -460,13 +460,14 @@ def test_tvm_debug_build_exposes_the_layers_and_names_the_broken_one(tiny):
     # the same Q/DQ ONNX on onnxruntime without fusions (plain fake-quant float arithmetic, as TVM lowers it)
     # gives the same tensors under the same names: the exposure maps names and layouts right
     from edgec.backends.onnxruntime.debug import ExposedRunner as OrtExposed
-    from edgec.backends.tvm.debug import expose_map, intermediates
+    from edgec.backends.tvm.debug import intermediates
+    from edgec.core.debug.layers import qdq_exposure
     from edgec.core.debug.layers import float_tensors
     from edgec.core.debug.run import compiled_from
 
     qm = onnx.load(str(art.path / "model.onnx"))
     names = float_tensors(compiled_from(art.manifest))
-    ort_run = OrtExposed(qm, expose_map(qm, names), "CPUExecutionProvider", "disable", 1, ["logits"])
+    ort_run = OrtExposed(qm, qdq_exposure(qm, names), "CPUExecutionProvider", "disable", 1, ["logits"])
     tvm_run = intermediates(art.path, art.manifest, names, 1)
     x = {"input": _data(1, 9)}
     a, b = ort_run.run(x), tvm_run.run(x)

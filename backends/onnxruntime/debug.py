@@ -21,6 +21,7 @@ import onnx
 
 from edgec.core import ort_session
 from edgec.core.backend import Runner
+from edgec.core.debug.layers import qdq_exposure
 
 INT8_KERNELS = {"QLinearConv": "int8", "QGemm": "int8", "QLinearMatMul": "int8", "ConvInteger": "int8",
                 "MatMulInteger": "int8", "DynamicQuantizeMatMul": "int8 (dynamic)",
@@ -28,20 +29,6 @@ INT8_KERNELS = {"QLinearConv": "int8", "QGemm": "int8", "QLinearMatMul": "int8",
 FLOAT_KERNELS = {"Conv", "FusedConv", "NchwcConv", "ConvTranspose", "Gemm", "MatMul", "FusedMatMul",
                  "FusedGemm"}
 _ORT_LEVELS = ("disable", "basic", "extended", "all")
-
-
-def expose_map(qm: onnx.ModelProto, names: list[str]) -> dict[str, str]:
-    """{FP32 tensor name: the tensor of the Q/DQ graph that holds its value as consumers see it}."""
-    q_of = {n.input[0]: n.output[0] for n in qm.graph.node if n.op_type == "QuantizeLinear"}
-    dq_of = {n.input[0]: n.output[0] for n in qm.graph.node if n.op_type == "DequantizeLinear"}
-    produced = {o for n in qm.graph.node for o in n.output} | {i.name for i in qm.graph.input}
-    out = {}
-    for t in names:
-        if t in q_of and q_of[t] in dq_of:
-            out[t] = dq_of[q_of[t]]
-        elif t in produced:
-            out[t] = t
-    return out
 
 
 def _session_options(level: str, threads: int | None):
@@ -93,7 +80,7 @@ class ExposedRunner(Runner):
 def intermediates(artifact_dir: Path, manifest: Mapping, names: list[str], threads: int | None = None) -> Runner:
     opts = manifest.get("options") or {}
     qm = onnx.load(str(Path(artifact_dir) / "model.onnx"))
-    exposed = expose_map(qm, names)
+    exposed = qdq_exposure(qm, names)
     return ExposedRunner(qm, exposed, opts.get("provider", "CPUExecutionProvider"),
                          opts.get("graph_optimization", "all"), threads,
                          [o["name"] for o in manifest.get("outputs") or []] or [o.name for o in qm.graph.output])

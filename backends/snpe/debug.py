@@ -15,6 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from edgec.core.backend import Runner
+from edgec.core.debug.layers import qdq_exposure
 
 _BITS = {2: "int8", 3: "int8", 4: "int16", 5: "int16"}  # onnx UINT8, INT8, UINT16, INT16
 
@@ -83,20 +84,6 @@ def _names(entries) -> set[str]:
     return out
 
 
-def expose_map(qm, names) -> dict[str, str]:
-    """{FP32 tensor name: the tensor of the Q/DQ (or float) graph holding its value as consumers read it}."""
-    q_of = {n.input[0]: n.output[0] for n in qm.graph.node if n.op_type == "QuantizeLinear"}
-    dq_of = {n.input[0]: n.output[0] for n in qm.graph.node if n.op_type == "DequantizeLinear"}
-    produced = {o for n in qm.graph.node for o in n.output}
-    out = {}
-    for t in names:
-        if t in q_of and q_of[t] in dq_of:
-            out[t] = dq_of[q_of[t]]
-        elif t in produced:
-            out[t] = t
-    return out
-
-
 def cut_at(qm, tensor: str):
     """`qm` with `tensor` as its only output and only the nodes and initializers it needs."""
     import onnx
@@ -137,7 +124,7 @@ class CutGraphRunner(Runner):
         self.inputs, self.outputs, self.where, self.threads = (self.main.inputs, self.main.outputs, self.main.where,
                                                                self.main.threads)
         graph_inputs = {i.name for i in qm.graph.input}
-        self.exposed = {t: r for t, r in expose_map(qm, names).items() if r not in graph_inputs}
+        self.exposed = {t: r for t, r in qdq_exposure(qm, names).items() if r not in graph_inputs}
         self._dtypes = {s.name: s.dtype for s in self.inputs}
         self._cuts = {}
         for r in dict.fromkeys(self.exposed.values()):

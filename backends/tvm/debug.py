@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 from edgec.core.backend import Runner
+from edgec.core.debug.layers import qdq_exposure
 
 
 def audit(artifact_dir: Path, manifest: Mapping) -> list[dict]:
@@ -57,20 +58,6 @@ def audit(artifact_dir: Path, manifest: Mapping) -> list[dict]:
 # side (compare.py: outputs_cosine_vs_artifact), so a difference the exposure made would show.
 
 DEBUG_ONNX = "model.onnx"
-
-
-def expose_map(qm, names: list[str]) -> dict[str, str]:
-    """{FP32 tensor name: the Q/DQ graph tensor its consumers read (the DQ output of a quantized one)}."""
-    q_of = {n.input[0]: n.output[0] for n in qm.graph.node if n.op_type == "QuantizeLinear"}
-    dq_of = {n.input[0]: n.output[0] for n in qm.graph.node if n.op_type == "DequantizeLinear"}
-    produced = {o for n in qm.graph.node for o in n.output} | {i.name for i in qm.graph.input}
-    out = {}
-    for t in names:
-        if t in q_of and q_of[t] in dq_of:
-            out[t] = dq_of[q_of[t]]
-        elif t in produced:
-            out[t] = t
-    return out
 
 
 class ExposedRunner(Runner):
@@ -121,7 +108,7 @@ def intermediates(artifact_dir: Path, manifest: Mapping, names: list[str], threa
     opts = dict(manifest.get("options") or {})
     info = manifest.get("backend_info") or {}
     qm = onnx.load(str(d / DEBUG_ONNX))
-    exposed = expose_map(qm, names)
+    exposed = qdq_exposure(qm, names)
     m = onnx.ModelProto()
     m.CopyFrom(qm)
     have = {o.name for o in m.graph.output}

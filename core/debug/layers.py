@@ -113,3 +113,19 @@ def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
 
 def weighted_layers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type in WEIGHTED_OPS]
+
+
+def qdq_exposure(qm: onnx.ModelProto, names) -> dict[str, str]:
+    """{FP32 tensor name: the tensor of the Q/DQ graph that holds its value as its consumers read it}: the
+    DequantizeLinear output of a quantized tensor, else the tensor itself where the graph has it. What a
+    backend exposes as an extra output to read that FP32 tensor's counterpart."""
+    q_of = {n.input[0]: n.output[0] for n in qm.graph.node if n.op_type == "QuantizeLinear"}
+    dq_of = {n.input[0]: n.output[0] for n in qm.graph.node if n.op_type == "DequantizeLinear"}
+    produced = {o for n in qm.graph.node for o in n.output} | {i.name for i in qm.graph.input}
+    out = {}
+    for t in names:
+        if t in q_of and q_of[t] in dq_of:
+            out[t] = dq_of[q_of[t]]
+        elif t in produced:
+            out[t] = t
+    return out
