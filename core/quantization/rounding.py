@@ -23,6 +23,8 @@ largest weight-rounding error (output NMSE 4.0e-3 round-to-nearest before bias c
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -199,8 +201,8 @@ def _weight_quant(qm: onnx.ModelProto):
     return out
 
 
-def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data,
-                      reduce_range: bool = False) -> dict[str, np.ndarray]:
+def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data, reduce_range: bool = False,
+                      moments=None, full_range: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """Better-rounded integer weights for `qm` (ORT's Q/DQ model of `model`), keyed by weight initializer.
 
     Only symmetric weights (zero point 0) with per-channel or per-tensor scales along the output
@@ -209,7 +211,9 @@ def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data,
     layers = [layer for layer in _layers(model) if layer[0].name in quant]
     if not layers:
         return {}
-    hs = input_moments(model, data, layers)
+    # `moments(layers)`: H per layer from elsewhere (int8.py caches it: it depends on the FP32 model and
+    # the data only, not on the grid, so another backend's flavour reuses it).
+    hs = moments(layers) if moments is not None else input_moments(model, data, layers)
     out: dict[str, np.ndarray] = {}
     for node, w, _, groups in layers:
         t, scale, zp, axis = quant[node.name]
@@ -224,10 +228,12 @@ def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data,
         else:
             continue
         # The integer range ORT's quantizer put the scales on (quant_utils.get_qmin_qmax_for_qType).
+        # `full_range`: FP32 weight names the quantizer kept on the 8-bit grid under reduce_range.
+        reduced = reduce_range and node.input[1] not in full_range
         if t.data_type == onnx.TensorProto.INT8:
-            lo, hi = (-64, 64) if reduce_range else (-127, 127)
+            lo, hi = (-64, 64) if reduced else (-127, 127)
         else:
-            lo, hi = (0, 127) if reduce_range else (0, 255)
+            lo, hi = (0, 127) if reduced else (0, 255)
         per = cout // groups
         q = gptq_round_groups(w.reshape(groups, per, -1), s.reshape(groups, per), hs[node.name], lo, hi)
         q = q.reshape(cout, -1)
