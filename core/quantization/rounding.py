@@ -23,6 +23,7 @@ largest weight-rounding error (output NMSE 4.0e-3 round-to-nearest before bias c
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -100,8 +101,28 @@ def _layers(model: onnx.ModelProto):
     return out
 
 
+@contextlib.contextmanager
+def one_blas_thread():
+    """numpy's BLAS on one thread: H and GPTQ are thousands of small products (a depthwise layer is one
+    [25, M] x [M, 25] per channel), where OpenBLAS's second thread only adds hand-offs. On 2 cores,
+    one 5x5 depthwise input (144 x 56 x 56) took 399 ms (median of 5) with two BLAS threads and 12.9 ms
+    with one (issue 17). Without threadpoolctl, BLAS keeps its own setting."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
 def input_moments(model: onnx.ModelProto, data, layers) -> dict[str, np.ndarray]:
     """H[g] = sum of x x^T over every input row group g of each layer sees on `data` (FP32 activations)."""
+    with one_blas_thread():
+        return _input_moments(model, data, layers)
+
+
+def _input_moments(model: onnx.ModelProto, data, layers) -> dict[str, np.ndarray]:
     from .calibration import with_outputs
 
     names = list(dict.fromkeys(node.input[0] for node, _, _, _ in layers))
@@ -214,6 +235,11 @@ def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data, reduce_
     # `moments(layers)`: H per layer from elsewhere (int8.py caches it: it depends on the FP32 model and
     # the data only, not on the grid, so another backend's flavour reuses it).
     hs = moments(layers) if moments is not None else input_moments(model, data, layers)
+    with one_blas_thread():
+        return _round_layers(layers, quant, hs, reduce_range, full_range)
+
+
+def _round_layers(layers, quant, hs, reduce_range: bool, full_range) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for node, w, _, groups in layers:
         t, scale, zp, axis = quant[node.name]
