@@ -249,15 +249,18 @@ class JpegPackDataset(Dataset):
         from PIL import Image
 
         # An int8 compile reads its calibration samples four times (fingerprint, calibration, GPTQ, bias
-        # correction): decoded samples are kept up to DECODED_MB, so each image is decoded once (issue 17).
+        # correction): from the second pass on, decoded samples are kept up to DECODED_MB, so the later
+        # passes decode nothing (issue 17); data read once (validation) holds no memory.
         memo = self.__dict__.setdefault("_decoded", {})
+        keep = self.__dict__.get("_passes", 0) >= 1
+        self._passes = self.__dict__.get("_passes", 0) + 1
         for i in range(len(self)):
             x = memo.get(i)
             if x is None:
                 raw = self.blob[self.offsets[i]:self.offsets[i + 1]].tobytes()
                 img = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
                 x = self.pp.apply(img, self.spec.shape, self.spec.dtype)
-                if (len(memo) + 1) * x.nbytes <= DECODED_MB << 20:
+                if keep and (len(memo) + 1) * x.nbytes <= DECODED_MB << 20:
                     x.flags.writeable = False  # shared between passes: nobody may change it in place
                     memo[i] = x
             yield Sample({self.spec.name: x}, None if self.labels is None else int(self.labels[i]))
