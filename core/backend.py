@@ -42,6 +42,10 @@ class QuantFlavour:
       multiply u8 x s8 pairs with vpmaddubsw, whose int16 pair sum saturates for full-range weights:
       on an AVX2-only AMD EPYC the Fashion-MNIST CNN's INT8 agreed with FP32 on 92.0 % of 1,000 images
       with 8-bit weights, 99.8 % with 7-bit ones. Only the backend knows where its kernels run.
+    depthwise_full_range: with reduce_range, depthwise conv weights keep the 8-bit grid. ONNX Runtime's
+      (MLAS) depthwise u8 x s8 kernel accumulates in int32 on AVX2: against Q/DQ emulation it is exact with
+      +-127 weights at u8 inputs of 255, where its pointwise and Cin=3 stem convs are off by 28 and 22
+      output steps (saturation). Depthwise weights have 9 or 25 values per channel, so 7 bits cost them most.
     float_outputs: ("weighted" and "qnn") graph outputs keep no Q/DQ, so the last layer runs its integer
       kernel with a float result instead of rounding the answer to 8 bits on the way out. OpenVINO
       runs such a layer at full speed (EfficientNet-Lite0: logit NMSE 2.9e-3 -> 2.6e-3 on the
@@ -63,6 +67,7 @@ class QuantFlavour:
     quantize_io: bool = False
     float_outputs: bool = False
     reduce_range: bool = False
+    depthwise_full_range: bool = False
     float_bias: bool = False
 
 

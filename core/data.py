@@ -9,6 +9,7 @@ sit in memory together.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
@@ -224,6 +225,9 @@ class ImageArrayDataset(Dataset):
             yield Sample({self.spec.name: x}, None if self.labels is None else int(self.labels[i]))
 
 
+DECODED_MB = int(os.environ.get("EDGEC_DECODED_MB", "256"))
+
+
 class JpegPackDataset(Dataset):
     """The `jpeg` + `offsets` (+ `labels`) pack of ../shared/data: decoded one image at a time."""
 
@@ -244,11 +248,22 @@ class JpegPackDataset(Dataset):
 
         from PIL import Image
 
+        # An int8 compile reads its calibration samples four times (fingerprint, calibration, GPTQ, bias
+        # correction): from the second pass on, decoded samples are kept up to DECODED_MB, so the later
+        # passes decode nothing (issue 17); data read once (validation) holds no memory.
+        memo = self.__dict__.setdefault("_decoded", {})
+        keep = self.__dict__.get("_passes", 0) >= 1
+        self._passes = self.__dict__.get("_passes", 0) + 1
         for i in range(len(self)):
-            raw = self.blob[self.offsets[i]:self.offsets[i + 1]].tobytes()
-            img = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
-            yield Sample({self.spec.name: self.pp.apply(img, self.spec.shape, self.spec.dtype)},
-                         None if self.labels is None else int(self.labels[i]))
+            x = memo.get(i)
+            if x is None:
+                raw = self.blob[self.offsets[i]:self.offsets[i + 1]].tobytes()
+                img = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
+                x = self.pp.apply(img, self.spec.shape, self.spec.dtype)
+                if keep and (len(memo) + 1) * x.nbytes <= DECODED_MB << 20:
+                    x.flags.writeable = False  # shared between passes: nobody may change it in place
+                    memo[i] = x
+            yield Sample({self.spec.name: x}, None if self.labels is None else int(self.labels[i]))
 
 
 class ImageFolderDataset(Dataset):

@@ -87,6 +87,27 @@ def test_int8_rerun_hits_and_is_identical(cache_dir, tiny_cnn_path, tmp_path):
     assert d.report["weight_rounding"]["cache"] == "miss"
 
 
+def test_gptq_moments_are_shared_across_flavours_and_exact(cache_dir, monkeypatch):
+    """GPTQ's H depends on the FP32 model and data only: another backend's flavour (s8 symmetric
+    activations, 8-bit weights, as TVM asks) reuses the u8/7-bit compile's H and rounds to exactly the
+    integers it would have computed without any cache."""
+    from conftest import build_tiny_cnn
+    from edgec.core.backend import QuantFlavour
+    from edgec.core.quantization import quantize
+
+    model = build_tiny_cnn()
+    ort_like = QuantFlavour(reduce_range=True)
+    tvm_like = QuantFlavour(activation_dtype="int8", symmetric_activations=True)
+    a = quantize(model, "int8", calibration=_data(), flavour=ort_like, progress=False)
+    b = quantize(model, "int8", calibration=_data(), flavour=tvm_like, progress=False)
+    assert a.report["weight_rounding"]["moments_cache"] == "miss"
+    assert b.report["weight_rounding"]["cache"] == "miss" and b.report["weight_rounding"]["moments_cache"] == "hit"
+    assert b.report["calibration"]["cache"] == "hit"
+    monkeypatch.setenv("EDGEC_CACHE", "0")
+    fresh = quantize(model, "int8", calibration=_data(), flavour=tvm_like, progress=False)
+    assert fresh.model.SerializeToString(deterministic=True) == b.model.SerializeToString(deterministic=True)
+
+
 def test_gptq_is_the_default_and_nearest_is_an_option(cache_dir, tiny_cnn_path, tiny_data, tmp_path):
     art = edgec.compile(tiny_cnn_path, "onnxruntime", "int8", calibration=tiny_data, validation=tiny_data,
                         output=tmp_path / "a")

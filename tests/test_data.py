@@ -66,6 +66,32 @@ def test_jpeg_pack_streams_and_matches_manual_decode(tmp_path):
     np.testing.assert_allclose(samples[1].feeds["input"], manual, rtol=1e-6, atol=1e-4)
 
 
+def test_jpeg_pack_decodes_once_from_its_second_pass(tmp_path, monkeypatch):
+    """Calibration reads its samples four times; from the second pass on they come from memory
+    (read-only, equal to a fresh decode), and one pass (validation) keeps nothing."""
+    from PIL import Image as PILImage
+
+    blobs = []
+    for img in _imgs(3):
+        b = io.BytesIO()
+        Image.fromarray(img).save(b, format="JPEG", quality=95)
+        blobs.append(np.frombuffer(b.getvalue(), np.uint8))
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    np.savez(tmp_path / "pack.npz", jpeg=np.concatenate(blobs), offsets=offsets)
+    opened = []
+    real_open = PILImage.open
+    monkeypatch.setattr(PILImage, "open", lambda *a, **k: opened.append(1) or real_open(*a, **k))
+    ds = open_dataset(tmp_path / "pack.npz", SPEC, "imagenet")
+    first = [s.feeds["input"].copy() for s in ds]
+    assert len(opened) == 3
+    second = [s.feeds["input"] for s in ds]
+    third = [s.feeds["input"] for s in ds]
+    assert len(opened) == 6  # the first pass kept nothing, the second decoded and kept, the third decoded nothing
+    for a, b, c in zip(first, second, third):
+        np.testing.assert_array_equal(a, b)
+        assert c is b and not c.flags.writeable
+
+
 @pytest.mark.parametrize("preset,formula", [
     ("efficientnet-lite", lambda x: (x / 255 - 0.498) / 0.502),
     ("imagenet", lambda x: (x / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])),

@@ -12,7 +12,7 @@ from edgec.core.errors import InputError
 
 from . import parts_cache as pc
 from .calibration import bounded_outputs, collect
-from .qdq import check_flavour, constrain_ranges, insert_qdq, levels
+from .qdq import check_flavour, constrain_ranges, full_range_weights, insert_qdq, levels
 from .repair import Evaluator, apply_bias, bias_deltas, max_drop_repair
 from .rounding import apply_rounding, optimise_rounding
 
@@ -73,7 +73,10 @@ def prepare_int8(model: onnx.ModelProto, calibration, *, flavour: QuantFlavour, 
         report["weight_rounding"] = {"method": "gptq", "samples": n_r}
         parts.rounding = pc.cached("gptq", pc.parts_key("gptq", cal.model_sha256, cal.data_sha256, n_r, ranges, flavour, excluded),
                                    lambda: optimise_rounding(model, insert_qdq(model, ranges, flavour, exclude=excluded),
-                                                             data.take(n_r), reduce_range=flavour.reduce_range),
+                                                             data.take(n_r), reduce_range=flavour.reduce_range,
+                                                             full_range=set(full_range_weights(model, flavour)),
+                                                             moments=pc.moments(model, cal, data.take(n_r),
+                                                                                report["weight_rounding"])),
                                    report["weight_rounding"])
         report["weight_rounding"]["layers"] = len(parts.rounding)
     if bias_correction:

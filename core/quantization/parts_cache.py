@@ -67,3 +67,22 @@ def cached_model(parts, build: Callable[[], "onnx.ModelProto"]):
     m = build()
     cache.save_blob(KIND, key, m.SerializeToString(), None)
     return m
+
+
+def moments(model, cal, data, report: dict):
+    """GPTQ's H = sum x x^T per layer (rounding.input_moments), remembered per (model, data, layers).
+
+    H is most of GPTQ's cost (an FP32 pass over its samples with every layer input fetched, plus an
+    im2col product per layer) and does not depend on the grid: a compile for another backend (u8 vs
+    s8 activations, 7- vs 8-bit weights) of the same model and data reuses it. Stored as float64,
+    exactly what was computed, so a hit rounds to the same integers as the miss did."""
+    def get(layers):
+        from .rounding import input_moments
+
+        names = sorted(node.name for node, _, _, _ in layers)
+        key = cache.key(KIND, "moments", _code_sha(), cal.model_sha256, cal.data_sha256, len(data), names)
+        sub: dict = {}
+        out = cached("moments", key, lambda: input_moments(model, data, layers), sub)
+        report["moments_cache"] = sub.get("cache")
+        return out
+    return get

@@ -138,6 +138,10 @@ def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
             extra["TensorQuantOverrides"] = {i: [{"quant_type": w_t, "symmetric": flavour.symmetric_weights}]
                                              for n in model.graph.node if n.op_type == "MatMul"
                                              for i in n.input if i in inits}
+    full = full_range_weights(model, flavour)
+    if full:  # per-initializer override of reduce_range (ORT's TensorQuantOverrides; axis needed per channel)
+        extra["TensorQuantOverrides"] = {**extra.get("TensorQuantOverrides", {}), **{
+            w: [{"reduce_range": False, **({"axis": 0} if flavour.per_channel else {})}] for w in full}}
     if flavour.placement == "weighted":
         op_types = list(WEIGHTED_PLACEMENT + PASS_THROUGH)
         exclude = list(exclude) + _float_fed_pass_through(model, set(exclude), only)
@@ -222,6 +226,23 @@ def float_tail(qm: onnx.ModelProto) -> list[str]:
         tail.append(t)
         todo.append(node.input[0])
     return tail
+
+
+def full_range_weights(model: onnx.ModelProto, flavour: QuantFlavour) -> list[str]:
+    """Weight initializers left on the 8-bit grid under reduce_range (QuantFlavour.depthwise_full_range):
+    those of depthwise convs (one input channel per group, more than one group)."""
+    if not (flavour.reduce_range and flavour.depthwise_full_range):
+        return []
+    inits = initializers(model)
+    out = []
+    for n in model.graph.node:
+        if n.op_type != "Conv" or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        dims = list(inits[n.input[1]].dims)
+        if group > 1 and len(dims) >= 2 and dims[1] == 1:
+            out.append(n.input[1])
+    return out
 
 
 def _softmax_grid(qm: onnx.ModelProto) -> None:

@@ -23,6 +23,9 @@ largest weight-rounding error (output NMSE 4.0e-3 round-to-nearest before bias c
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -61,11 +64,20 @@ def _patches(x: np.ndarray, node: onnx.NodeProto, kshape, groups: int = 1) -> np
         pt = pb = pl = pr = 0
     else:
         pt, pl, pb, pr = pads
-    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    win = np.lib.stride_tricks.sliding_window_view(xp, ((kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1), axis=(2, 3))
-    win = win[:, :, ::strides[0], ::strides[1], ::dil[0], ::dil[1]]  # [N, C, Ho, Wo, kh, kw]
-    win = win.reshape(n, groups, c // groups, *win.shape[2:])  # [N, G, C/G, Ho, Wo, kh, kw]
-    return win.transpose(1, 0, 3, 4, 2, 5, 6).reshape(groups, -1, c // groups * kh * kw)
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr))) if pt or pb or pl or pr else x
+    (sh, sw), (dh, dw) = strides, dil
+    ho = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
+    wo = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
+    cg = c // groups
+    # Built K-major ([G, C/G, kh, kw, N, Ho, Wo], one strided slice per kernel offset) and returned as a
+    # transposed view: a sliding-window gather straight into [G, M, K] took 120 ms for one 56x56x144
+    # depthwise input, most of GPTQ's H collection (issue 17); this takes a few.
+    out = np.empty((groups, cg, kh, kw, n, ho, wo), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            sl = xp[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+            out[:, :, i, j] = sl.reshape(n, groups, cg, ho, wo).transpose(1, 2, 0, 3, 4)
+    return out.reshape(groups, cg * kh * kw, n * ho * wo).transpose(0, 2, 1)
 
 
 def _layers(model: onnx.ModelProto):
@@ -89,8 +101,28 @@ def _layers(model: onnx.ModelProto):
     return out
 
 
+@contextlib.contextmanager
+def one_blas_thread():
+    """numpy's BLAS on one thread: H and GPTQ are thousands of small products (a depthwise layer is one
+    [25, M] x [M, 25] per channel), where OpenBLAS's second thread only adds hand-offs. On 2 cores,
+    one 5x5 depthwise input (144 x 56 x 56) took 399 ms (median of 5) with two BLAS threads and 12.9 ms
+    with one (issue 17). Without threadpoolctl, BLAS keeps its own setting."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
 def input_moments(model: onnx.ModelProto, data, layers) -> dict[str, np.ndarray]:
     """H[g] = sum of x x^T over every input row group g of each layer sees on `data` (FP32 activations)."""
+    with one_blas_thread():
+        return _input_moments(model, data, layers)
+
+
+def _input_moments(model: onnx.ModelProto, data, layers) -> dict[str, np.ndarray]:
     from .calibration import with_outputs
 
     names = list(dict.fromkeys(node.input[0] for node, _, _, _ in layers))
@@ -99,7 +131,7 @@ def input_moments(model: onnx.ModelProto, data, layers) -> dict[str, np.ndarray]
     for s in data:
         acts = dict(zip(names, sess.run(names, {i.name: s.feeds[i.name] for i in sess.get_inputs()})))
         for node, w, rows, _ in layers:
-            r = rows(acts[node.input[0]].astype(np.float32))
+            r = rows(np.asarray(acts[node.input[0]], np.float32))
             h = np.matmul(r.transpose(0, 2, 1), r)
             hs[node.name] = hs.get(node.name, 0.0) + h.astype(np.float64)
     return hs
@@ -132,6 +164,43 @@ def gptq_round(w: np.ndarray, scale: np.ndarray, h: np.ndarray, qmin: int = -127
     return q[:, np.argsort(order)]
 
 
+def gptq_round_groups(w: np.ndarray, scale: np.ndarray, h: np.ndarray, qmin: int = -127,
+                      qmax: int = 127) -> np.ndarray:
+    """gptq_round for G independent groups at once: w [G, R, K], scale [G, R], h [G, K, K] -> q [G, R, K].
+
+    A depthwise conv is hundreds of 1x9 problems; one call per group spent ~40 s of EfficientNet-Lite0's
+    calibration in Python overhead (8,994 calls, issue 17). The same arithmetic, element for element, in
+    one loop over K with the groups as a batch axis (numpy's stacked inv/cholesky call LAPACK per matrix
+    as the single calls do), so the result equals the per-group one; a group whose H is not positive
+    definite sends the whole batch through gptq_round one group at a time (its own fallback)."""
+    if len(w) == 1:  # one group: the plain call is cheaper than the batch bookkeeping
+        return gptq_round(w[0], scale[0], h[0], qmin, qmax)[None]
+    w0, h0 = w, h
+    w = np.array(w, np.float64)
+    h = np.array(h, np.float64)
+    g, _, k = w.shape
+    idx = np.arange(k)
+    diag = h[:, idx, idx]
+    diag[diag <= 0] = 1.0
+    h[:, idx, idx] = diag
+    h += np.eye(k) * (DAMP * np.mean(diag, axis=1))[:, None, None]
+    order = np.argsort(-h[:, idx, idx], axis=1, kind="stable")
+    w = np.take_along_axis(w, order[:, None, :], axis=2)
+    h = np.take_along_axis(np.take_along_axis(h, order[:, :, None], axis=1), order[:, None, :], axis=2)
+    try:
+        hinv = np.linalg.cholesky(np.linalg.inv(h)).transpose(0, 2, 1)
+    except np.linalg.LinAlgError:
+        return np.stack([gptq_round(wg, sg, hg, qmin, qmax) for wg, sg, hg in zip(w0, scale, h0)])
+    s = np.asarray(scale, np.float64)
+    q = np.empty_like(w)
+    for i in range(k):
+        qi = np.clip(np.round(w[:, :, i] / s), qmin, qmax)
+        q[:, :, i] = qi
+        err = (w[:, :, i] - qi * s) / hinv[:, i, i][:, None]
+        w[:, :, i + 1:] -= err[:, :, None] * hinv[:, None, i, i + 1:]
+    return np.take_along_axis(q, np.argsort(order)[:, None, :], axis=2)
+
+
 def _weight_quant(qm: onnx.ModelProto):
     """node name -> (int8 weight initializer, scale, zero point, axis) in ORT's Q/DQ model."""
     qinits = initializers(qm)
@@ -153,8 +222,8 @@ def _weight_quant(qm: onnx.ModelProto):
     return out
 
 
-def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data,
-                      reduce_range: bool = False) -> dict[str, np.ndarray]:
+def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data, reduce_range: bool = False,
+                      moments=None, full_range: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """Better-rounded integer weights for `qm` (ORT's Q/DQ model of `model`), keyed by weight initializer.
 
     Only symmetric weights (zero point 0) with per-channel or per-tensor scales along the output
@@ -163,7 +232,14 @@ def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data,
     layers = [layer for layer in _layers(model) if layer[0].name in quant]
     if not layers:
         return {}
-    hs = input_moments(model, data, layers)
+    # `moments(layers)`: H per layer from elsewhere (int8.py caches it: it depends on the FP32 model and
+    # the data only, not on the grid, so another backend's flavour reuses it).
+    hs = moments(layers) if moments is not None else input_moments(model, data, layers)
+    with one_blas_thread():
+        return _round_layers(layers, quant, hs, reduce_range, full_range)
+
+
+def _round_layers(layers, quant, hs, reduce_range: bool, full_range) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for node, w, _, groups in layers:
         t, scale, zp, axis = quant[node.name]
@@ -178,13 +254,15 @@ def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data,
         else:
             continue
         # The integer range ORT's quantizer put the scales on (quant_utils.get_qmin_qmax_for_qType).
+        # `full_range`: FP32 weight names the quantizer kept on the 8-bit grid under reduce_range.
+        reduced = reduce_range and node.input[1] not in full_range
         if t.data_type == onnx.TensorProto.INT8:
-            lo, hi = (-64, 64) if reduce_range else (-127, 127)
+            lo, hi = (-64, 64) if reduced else (-127, 127)
         else:
-            lo, hi = (0, 127) if reduce_range else (0, 255)
+            lo, hi = (0, 127) if reduced else (0, 255)
         per = cout // groups
-        q = np.concatenate([gptq_round(w[g * per:(g + 1) * per], s[g * per:(g + 1) * per], hs[node.name][g], lo, hi)
-                            for g in range(groups)])
+        q = gptq_round_groups(w.reshape(groups, per, -1), s.reshape(groups, per), hs[node.name], lo, hi)
+        q = q.reshape(cout, -1)
         if node.op_type == "Conv":
             q = q.reshape(orig_shape)
         elif node.op_type == "Gemm" and _attr(node, "transB", 0):
