@@ -131,6 +131,10 @@ def main(argv=None) -> int:
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.15, 0.3])
     ap.add_argument("--tied", action="store_true", help="also prune residual-tied channels")
     ap.add_argument("--prune-samples", type=int, default=64)
+    ap.add_argument("--allocate", choices=["uniform", "sensitivity"], default="uniform",
+                    help="sensitivity: --ratios are fractions of the model's MACs to remove, shared out by each "
+                         "group's measured sensitivity (core/compression/sensitivity.py; table cached in --work)")
+    ap.add_argument("--sens-grid", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     ap.add_argument("--distill", type=float, nargs="*", default=[], help="ratios to fine-tune by distillation")
     ap.add_argument("--distill-minutes", type=float, default=12.0)
     ap.add_argument("--eval-samples", type=int, default=500)
@@ -155,13 +159,31 @@ def main(argv=None) -> int:
     onnx.save(model, src)
     variants = {"unpruned": {"onnx": src, "ratio": 0.0, "distilled": False}}
     reports = {}
+    table = None
+    if args.allocate == "sensitivity":
+        from edgec.core.compression.sensitivity import measure
+
+        tp = work / ("sensitivity-" + "-".join(f"{g:g}" for g in args.sens_grid) + ".json")
+        if tp.exists():
+            table = json.loads(tp.read_text())
+        else:
+            t0 = time.perf_counter()
+            table = measure(model, calib, grid=args.sens_grid, tied=args.tied, progress=lambda s: print(s, flush=True))
+            tp.write_text(json.dumps(table))
+            print(f"sensitivity table: {time.perf_counter() - t0:.0f} s", flush=True)
     for r in args.ratios:
-        tag = f"prune{r:g}" + ("-tied" if args.tied else "")
+        tag = (f"macs{r:g}-sens" if table is not None else f"prune{r:g}") + ("-tied" if args.tied else "")
         p = work / f"{tag}.onnx"
         if not p.exists():
             t0 = time.perf_counter()
-            m, rep = prune_channels(model, r, calibration=calib, samples=args.prune_samples, tied=args.tied,
-                                    progress=lambda s: print(s, flush=True))
+            if table is not None:
+                from edgec.core.compression.sensitivity import prune_to_budget
+
+                m, rep = prune_to_budget(model, r, calibration=calib, table=table, samples=args.prune_samples,
+                                         tied=args.tied, progress=lambda s: print(s, flush=True))
+            else:
+                m, rep = prune_channels(model, r, calibration=calib, samples=args.prune_samples, tied=args.tied,
+                                        progress=lambda s: print(s, flush=True))
             onnx.save(m, p)
             (work / f"{tag}.json").write_text(json.dumps(rep))
             print(f"{tag}: pruned in {time.perf_counter() - t0:.0f} s", flush=True)
