@@ -126,7 +126,7 @@ def prune_to_budget(model: onnx.ModelProto, mac_fraction: float, *, calibration=
     t0 = time.perf_counter()
     if table is None:
         table = measure(model, calibration, grid=grid, samples=sens_samples, method=method, tied=tied,
-                        patterns=patterns, progress=progress)
+                        patterns=patterns, multiple=prune_kw.get("multiple", 8), progress=progress)
     total = model_stats(model)["macs"]
     per_unit, saved, harm = allocate(table, mac_fraction * total)
     if saved < mac_fraction * total * 0.98:
