@@ -33,6 +33,27 @@ SqueezeNet 1.1 (`--model squeezenet1_1 --ratios 0.2`, load ~16; FP32 top-1 62.6 
 352M MACs, 24.0 ms; prune0.2 282M MACs, 0.94M params, FP32 drop 31.8+-2.2, INT8 drop 31.4+-2.2,
 27.9 ms = 0.87x: SLOWER despite -20 % MACs (fire-module channel counts that OpenVINO's INT8 kernels
 block worse; measured, so the MAC count is no proxy for this model).
+
+Sensitivity-driven per-group ratios (`--allocate sensitivity --ratios F`: F = fraction of the model's
+MACs; core/compression/sensitivity.py; each of the 19 groups pruned alone at 0.25/0.5/0.75 on 32
+calib500 images, KL measured on 32 others: 407 s for EfficientNet-Lite0, 349 s for SqueezeNet, load ~5;
+prune re-fit on 128 images for EfficientNet, 64 for SqueezeNet). The last project conv and the head
+(KL 0.46 / 0.16 at 25 %) were in the uniform prune; the allocation leaves them alone.
+EfficientNet-Lite0, OpenVINO, NNCF INT8, 2026-12-01 (`--allocate sensitivity --ratios 0.1 0.2 0.3`, load 4.9):
+  unpruned            392M  4.63M    0.0          85.4 %      2.2+-1.0    19.75   1.000x
+  macs0.1-sens        350M  4.44M    1.6+-0.9     85.0 %      2.6+-1.2    19.75   1.018x
+  macs0.2-sens        312M  4.09M    5.0+-1.4     79.2 %      8.4+-1.6    16.99   1.106x
+  macs0.3-sens        274M  4.04M    9.2+-1.6     75.0 %     12.6+-1.7    15.70   1.310x
+and `--ratios 0.3 --distill 0.3 --distill-minutes 9` (3 epochs, 203 s, held-out KL 0.727 -> 0.464; load 3.2):
+  macs0.3-sens        274M  4.04M    9.2+-1.6     75.0 %     12.6+-1.7     7.57   1.321x
+  macs0.3-sens-distill 274M 4.04M    8.0+-1.6     77.8 %      9.8+-1.6     7.42   1.336x
+At -30 % MACs the drop fell from 57.6 (uniform) to 12.6 (sensitivity) and 9.8 (distilled): still
+~10x the 1-point target. SqueezeNet (`--model squeezenet1_1 --allocate sensitivity --ratios 0.1 0.2`,
+load 4.4): 315M MACs 6.6+-1.5 drop 0.915x; 281M 15.2+-2.0 0.965x: slower again. The cause, from
+OpenVINO's per-layer counters (1 thread): its AVX2 INT8 MaxPool takes 1.52 ms on [1,56,55,55] and
+1.29 ms on [1,48,55,55] against 0.13 ms on [1,64,55,55] (0.32 vs 0.05 ms on 112 vs 128 channels);
+224 and 256 channels are fast. Channel counts that are not a multiple of 32 fall off its fast path,
+so `--multiple 32` keeps pooled tensors there.
 """
 from __future__ import annotations
 
