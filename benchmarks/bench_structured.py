@@ -161,6 +161,8 @@ def main(argv=None) -> int:
                     help="round kept channel counts up to a multiple of this (32: OpenVINO's AVX2 INT8 MaxPool "
                          "runs 10x slower on 48/56/112 channels than on 64/128, measured on SqueezeNet)")
     ap.add_argument("--sens-grid", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    ap.add_argument("--low-rank", type=float, nargs="*", default=[],
+                    help="retained-energy levels for low-rank rows (lowrank.factorize, data-aware on calib)")
     ap.add_argument("--distill", type=float, nargs="*", default=[], help="ratios to fine-tune by distillation")
     ap.add_argument("--distill-minutes", type=float, default=12.0)
     ap.add_argument("--eval-samples", type=int, default=500)
@@ -231,6 +233,18 @@ def main(argv=None) -> int:
                       f"{rep['heldout_kl_after']} ({rep['epochs_run']} epochs, stopped by {rep['stopped_by']})",
                       flush=True)
             variants[tag + "-distill"] = {"onnx": d, "ratio": r, "distilled": True}
+    for e in args.low_rank:
+        from edgec.core.compression.lowrank import factorize
+
+        tag = f"lowrank{e:g}"
+        p = work / f"{tag}.onnx"
+        if not p.exists():
+            t0 = time.perf_counter()
+            m, rep = factorize(model, e, calibration=calib, progress=lambda s: print(s, flush=True))
+            onnx.save(m, p)
+            (work / f"{tag}.json").write_text(json.dumps(rep, default=str))
+            print(f"{tag}: {rep['factorized']} layers factorized in {time.perf_counter() - t0:.0f} s", flush=True)
+        variants[tag] = {"onnx": p, "ratio": 0.0, "distilled": False}
     for k in variants:
         j = work / f"{k}.json"
         reports[k] = json.loads(j.read_text()) if j.exists() else None
