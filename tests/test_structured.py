@@ -352,3 +352,27 @@ def test_cli_prune_channels_allocate_needs_ratio():
     assert st[0].options["allocate"] == "sensitivity"
     with pytest.raises(InputError):
         structured_steps(p.parse_args(["--prune-channels-allocate", "sensitivity"]), ())
+
+
+def test_low_rank_with_fewer_calibration_rows_than_inputs_does_not_memorise():
+    """A Gemm after global pooling sees one row per image: 16 rows for 256 inputs. Without shrinking H
+    the data-aware SVD keeps only the calibration rows' span (rank 16) and fails on held-out inputs."""
+    from edgec.core.compression.lowrank import factorize
+
+    rng = np.random.default_rng(11)
+    u, v = rng.standard_normal((256, 24)), rng.standard_normal((24, 256))
+    w = (u @ v / 16 + 0.01 * rng.standard_normal((256, 256))).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
+                          [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    calib = ArrayDataset({"x": rng.standard_normal((16, 256)).astype(np.float32)})
+    held = rng.standard_normal((64, 256)).astype(np.float32)
+    out, rep = factorize(m, 0.99, calibration=calib, samples=16)
+    assert rep["factorized"] == 1, rep
+    s = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = np.concatenate([s.run(None, {"x": h[None]})[0] for h in held])
+    ref = held @ w.T
+    assert float(np.sum((y - ref) ** 2) / np.sum(ref ** 2)) < 0.05
