@@ -312,3 +312,67 @@ def test_max_drop_walks_the_ratio_ladder(tiny):
     res = compress(tiny, [Step("prune_channels", 0.5)], calibration=calib, validation=val, max_drop=-1.0)
     st = res.report["structured"][0]
     assert not st["max_drop"]["met"] and len(st["max_drop"]["trials"]) == 4 and st["ratio"] == 0.0
+
+
+def test_sensitivity_allocation_prunes_the_insensitive_group_more():
+    """Block b's projection scaled by 1e-2: its expansion channels barely reach the output, block a's
+    do; with the same MACs per channel the budget must go to b, and the MACs must really drop."""
+    from edgec.core.compression.sensitivity import allocate, measure, prune_to_budget
+
+    m = _mbv2_like(seed=3)
+    for t in m.graph.initializer:
+        if t.name == "b.project.w":
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 0.01, t.name))
+    calib = ArrayDataset({"x": _data(32, 8)})
+    table = measure(m, calib, grid=(0.5,), samples=16)
+    harm = {u: {r: h for r, _, h in rows} for u, rows in table.items()}
+    assert harm["b.expand"][0.5] < 0.1 * harm["a.expand"][0.5], harm
+    macs_b = {r: s for r, s, _ in table["b.expand"]}[0.5]
+    total = model_stats(m)["macs"]
+    per_unit, saved, _ = allocate(table, macs_b)
+    assert per_unit.get("b.expand", 0) >= 0.5 > per_unit.get("a.expand", 0), per_unit
+    assert saved >= macs_b
+    out, rep = prune_to_budget(m, macs_b / total, calibration=calib, table=table, samples=16)
+    assert rep["allocate"] == "sensitivity" and rep["per_unit"] == per_unit
+    assert _w_of(out, "b.expand.w").shape[0] <= 24 and _w_of(out, "a.expand.w").shape[0] == 48
+    assert rep["macs_before"] - rep["macs_after"] >= 0.98 * macs_b
+    onnx.checker.check_model(out, full_check=True)
+    with pytest.raises(InputError):
+        prune_to_budget(m, 1.2, calibration=calib, table=table)
+
+
+def test_cli_prune_channels_allocate_needs_ratio():
+    import argparse
+
+    from edgec.core.compression.structured_flags import add_structured_flags, structured_steps
+
+    p = argparse.ArgumentParser()
+    add_structured_flags(p)
+    st = structured_steps(p.parse_args(["--prune-channels", "0.2", "--prune-channels-allocate", "sensitivity"]), ())
+    assert st[0].options["allocate"] == "sensitivity"
+    with pytest.raises(InputError):
+        structured_steps(p.parse_args(["--prune-channels-allocate", "sensitivity"]), ())
+
+
+def test_low_rank_with_fewer_calibration_rows_than_inputs_does_not_memorise():
+    """A Gemm after global pooling sees one row per image: 16 rows for 256 inputs. Without shrinking H
+    the data-aware SVD keeps only the calibration rows' span (rank 16) and fails on held-out inputs."""
+    from edgec.core.compression.lowrank import factorize
+
+    rng = np.random.default_rng(11)
+    u, v = rng.standard_normal((256, 24)), rng.standard_normal((24, 256))
+    w = (u @ v / 16 + 0.01 * rng.standard_normal((256, 256))).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
+                          [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    calib = ArrayDataset({"x": rng.standard_normal((16, 256)).astype(np.float32)})
+    held = rng.standard_normal((64, 256)).astype(np.float32)
+    out, rep = factorize(m, 0.99, calibration=calib, samples=16)
+    assert rep["factorized"] == 1, rep
+    s = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = np.concatenate([s.run(None, {"x": h[None]})[0] for h in held])
+    ref = held @ w.T
+    assert float(np.sum((y - ref) ** 2) / np.sum(ref ** 2)) < 0.05

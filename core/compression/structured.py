@@ -35,8 +35,17 @@ def run_prune_channels(model, step, ctx: StructuredContext):
     from .reconstruct import prune_channels
 
     opts = dict(step.options or {})
+    table: dict = {}  # the sensitivity table, measured once for every rung of the ladder
 
     def once(ratio):
+        if opts.get("allocate") == "sensitivity":  # ratio = fraction of MACs, shared out by sensitivity
+            from .sensitivity import measure, prune_to_budget
+
+            if "t" not in table:
+                table["t"] = measure(model, ctx.calibration, method=step.method, tied=bool(opts.get("tied")),
+                                     patterns=step.layers or None, progress=ctx.progress)
+            return prune_to_budget(model, ratio, calibration=ctx.calibration, table=table["t"], method=step.method,
+                                   tied=bool(opts.get("tied")), patterns=step.layers or None, progress=ctx.progress)
         return prune_channels(model, ratio, calibration=ctx.calibration, method=step.method,
                               patterns=step.layers or None, per_unit=step.per_layer, tied=bool(opts.get("tied")),
                               progress=ctx.progress)

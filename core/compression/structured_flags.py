@@ -16,6 +16,10 @@ def add_structured_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prune-channels-method", choices=["reconstruction", "activation", "l1"],
                    help="channel ranking: reconstruction (greedy least-squares error, default with --calib), "
                         "activation, or l1 (producer weight norms, no data)")
+    g.add_argument("--prune-channels-allocate", choices=["uniform", "sensitivity"], default="uniform",
+                   help="uniform: R of every group's channels; sensitivity: R is the fraction of the model's MACs "
+                        "to remove, each group pruned alone at a few ratios on --calib and the budget spent where "
+                        "the output KL grows least (slower: one prune per group and ratio)")
     g.add_argument("--prune-channels-tied", action="store_true",
                    help="also prune channels tied across residual Adds (the residual stream; off by default)")
     g.add_argument("--low-rank", type=float, metavar="E",
@@ -39,9 +43,12 @@ def structured_steps(args, layers: tuple) -> list:
             raise InputError(f"--prune-channels {r}: the fraction of channels to remove is strictly between 0 and "
                              "1, e.g. 0.3")
         steps.append(Step("prune_channels", r, args.prune_channels_method, layers,
-                          options={"tied": bool(args.prune_channels_tied)}))
-    elif getattr(args, "prune_channels_method", None) or getattr(args, "prune_channels_tied", False):
-        raise InputError("--prune-channels-method / --prune-channels-tied need --prune-channels R")
+                          options={"tied": bool(args.prune_channels_tied),
+                                   "allocate": getattr(args, "prune_channels_allocate", "uniform")}))
+    elif (getattr(args, "prune_channels_method", None) or getattr(args, "prune_channels_tied", False)
+          or getattr(args, "prune_channels_allocate", "uniform") != "uniform"):
+        raise InputError("--prune-channels-method / --prune-channels-tied / --prune-channels-allocate need "
+                         "--prune-channels R")
     e = getattr(args, "low_rank", None)
     if e is not None:
         if not 0 < e < 1:
