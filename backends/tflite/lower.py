@@ -18,6 +18,7 @@ from onnx import numpy_helper
 from ai_edge_litert import schema_py_generated as S
 
 from edgec.core.errors import UnsupportedError
+from edgec.core.quantization.graph import input_readers
 
 from . import layout as L
 from .writer import ModelWriter, QParams
@@ -110,10 +111,7 @@ class Lowering:
         for k, v in self.consts.items():
             self.shapes.setdefault(k, v.shape)
             self.dtypes.setdefault(k, v.dtype)
-        self.consumers: dict[str, list] = {}
-        for n in self.nodes:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
+        self.consumers = input_readers(self.nodes)
         self.graph_outputs = [o.name for o in g.output]
         self.mat: dict[tuple[str, str], int] = {}  # (onnx name, layout) -> tflite tensor
         self.made_in: dict[str, str] = {}  # onnx name -> layout it was produced in

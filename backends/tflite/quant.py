@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgec.core.quantization.graph import input_readers
+
 from .writer import QParams
 
 # TFLite's integer kernels demand these output parameters exactly (softmax.cc, activations.cc).
@@ -75,10 +77,7 @@ def fold(model: onnx.ModelProto) -> Folded:
     out = Folded([])
     rename: dict[str, str] = {}
     producers = {o: n for n in nodes for o in n.output}
-    readers: dict[str, list] = {}
-    for n in nodes:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = input_readers(nodes)
     drop = set()
     for n in nodes:
         if n.op_type == "QuantizeLinear" and n.input[0] in consts:  # a constant quantized in the graph

@@ -21,7 +21,7 @@ from typing import Iterable
 
 import onnx
 
-from edgec.core.quantization.graph import FOLDABLE_ACTIVATIONS, WEIGHTED_OPS, initializers
+from edgec.core.quantization.graph import FOLDABLE_ACTIVATIONS, WEIGHTED_OPS, initializers, input_readers
 
 # Ops that only move or pick values: a quantized tensor passes through them at the same scale.
 MOVEMENT_OPS = ("MaxPool", "Concat", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Split",
@@ -38,10 +38,7 @@ class CostModel:
         g = fp32.graph
         inits = initializers(fp32)
         self.producer = {o: n for n in g.node for o in n.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in g.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
+        self.consumers = input_readers(g.node)
         self.layers = [n for n in g.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1
                        and n.input[0] not in inits]
         self.macs = _macs(fp32, self.layers)

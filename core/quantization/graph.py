@@ -47,6 +47,15 @@ def input_uses(graph: onnx.GraphProto) -> dict[str, int]:
     return uses
 
 
+def input_readers(nodes: Iterable[onnx.NodeProto]) -> dict[str, list[onnx.NodeProto]]:
+    """{value name: the nodes among `nodes` that read it, in order (once per input slot)}."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in nodes:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    return readers
+
+
 def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
     """Give every node a unique name; placement reports, keep-lists and ORT's quantizer key on them."""
     seen: set[str] = set()

@@ -5,7 +5,7 @@ from collections import Counter
 
 import onnx
 
-from .graph import WEIGHTED_OPS
+from .graph import WEIGHTED_OPS, input_readers
 
 _QDQ = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 _FLOATS = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.DOUBLE: "fp32",
@@ -39,10 +39,7 @@ def placement(original: onnx.ModelProto, converted: onnx.ModelProto) -> dict:
     orig_types = _elem_types(original)
     orig_inits = {t.name for t in original.graph.initializer}
     producer = {o: n for n in converted.graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in converted.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = input_readers(converted.graph.node)
     by_name = {n.name: n for n in converted.graph.node}
 
     def from_dq(t: str) -> bool:

@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 from edgec.core.backend import QuantFlavour
 from edgec.core.errors import InputError
 
-from .graph import folded_activation, initializers, topo_sort, weighted_nodes
+from .graph import folded_activation, initializers, input_readers, topo_sort, weighted_nodes
 from .weights import channel_axis, symmetric_scales
 
 # "weighted" (TensorRT/ORT/OpenVINO style): weighted ops and residual Adds, plus the activations that the
@@ -195,10 +195,7 @@ def float_tail(qm: onnx.ModelProto) -> list[str]:
     images (onnxruntime's QNN recipe: 42), and argmax then takes the lower class index."""
     inits = initializers(qm)
     prod = {o: n for n in qm.graph.node for o in n.output}
-    readers: dict[str, list] = {}
-    for n in qm.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = input_readers(qm.graph.node)
     outputs = {o.name for o in qm.graph.output}
     tail: list[str] = []
 
@@ -249,10 +246,7 @@ def _softmax_grid(qm: onnx.ModelProto) -> None:
     """ORT's quantizer forces Softmax outputs to [0, 1] (scale 1/255); integer-only kernels want the
     FIXED_RANGES_8BIT grid (scale 1/256), so the Softmax output's Q parameters are set to it, in place."""
     inits = initializers(qm)
-    readers: dict[str, list] = {}
-    for n in qm.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = input_readers(qm.graph.node)
     for node in qm.graph.node:
         if node.op_type != "Softmax":
             continue
