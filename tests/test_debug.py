@@ -510,6 +510,8 @@ def test_tensorrt_audit_and_no_intermediates_without_gpu(tiny):
     (["debug", "{m}", "--val", "{v}", "--min-agreement", "nan", "--bisect"], "finite"),
     (["debug", "{m}", "--val", "{v}", "--bisect", "--min-agreement", "98", "--unit", "layers", "--order", "cost"],
      "--unit tensors"),
+    (["debug", "{m}", "--val", "{v}", "--bisect", "--min-agreement", "98", "--bound-z", "-1"], "standard errors >= 0"),
+    (["debug", "{m}", "--val", "{v}", "--bisect", "--min-agreement", "98", "--bound-z", "nan"], "finite"),
 ])
 def test_debug_bad_input_is_one_line_exit_2(tiny, run_cli, argv, words):
     args = [a.format(m=tiny / "tiny.onnx", v=tiny / "val.npz", d=tiny) for a in argv]

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from edgec.core.cli_common import cosine, dump, key_value, percent_open, percent_points, positive_int
-from edgec.core.cli_common import nonneg_int
+from edgec.core.cli_common import nonneg_int, ranged
 from edgec.core.errors import InputError
 
 
@@ -46,7 +46,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="with --bisect: judge a candidate on its estimated agreement minus one standard error "
                         "(default; the core repair's smooth estimate from the logit gaps) or on the observed "
                         "top-1 agreement count, which a search over many candidates overfits")
-    d.add_argument("--bound-z", type=float, default=2.0, metavar="Z",
+    d.add_argument("--bound-z", type=ranged(float, 0, what="standard errors >= 0"), default=2.0, metavar="Z",
                    help="with --accept bound: judge on the agreement estimate minus (a drop estimate plus) Z standard errors (default 2: the one-SE "
                         "bound must clear the demand by one more SE of the selection's own estimate, so what is "
                         "met on the selection data holds on held-out data)")
