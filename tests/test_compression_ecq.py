@@ -100,3 +100,38 @@ def test_compress_cli_ecq(net_files, tmp_path, run_cli):
     assert code == 2 and "--ecq" in err
     code, _, err = run_cli("compress", model, "-o", tmp_path / "e.onnx", "--ecq", "1e-5")
     assert code == 2 and "calibration" in err
+    code, so, err = run_cli("compress", model, "-o", tmp_path / "f.onnx", "--ecq", "1e-3", "--calib", d,
+                            "--val", d, "--max-drop", "5")
+    assert code == 0, err
+    assert "max-drop     budget 5.0 -> ecq lambda" in so and (tmp_path / "f.onnx").exists()
+
+
+def test_max_drop_bisects_the_slope_and_returns_what_it_measured(stats):
+    """The returned lambda meets the budget and every slope tried above it missed; the chosen step
+    rebuilds the same weights and biases without a search (bias correction applied once)."""
+    m = build_net()
+    val = data(64, seed=3)
+    x = np.stack([s.feeds["input"][0] for s in val])
+    labelled = data(64, seed=3, labels=run(m, x).argmax(1))
+    res = compress(m, [Step("ecq", 1e-3, None, ALL)], calibration=data(), validation=labelled, max_drop=5.0,
+                   hessians=stats)
+    md = res.report["max_drop"]
+    assert md["searched"] == "ecq lambda" and md["met"], md
+    lam = md["tau"]
+    tried = md["trials"]
+    assert not tried[0]["met"], tried  # 1e-3 wipes the tiny net out: the search had to come down
+    assert all(not t["met"] for t in tried if t["lambda"] > lam * 1.001), tried
+    assert all(t["drop_bound"] <= 5.0 for t in tried if t["met"]), tried
+    sizes = {t["lambda"]: t["ans_bytes"] for t in tried}
+    assert sizes[max(sizes)] <= sizes[min(sizes)], tried
+    again = compress(m, [Step(**s) for s in res.report["chosen_steps"]], calibration=data(), hessians=stats)
+    w1, w2 = weights(res.model), weights(again.model)
+    assert w1.keys() == w2.keys() and all(np.array_equal(w1[k], w2[k]) for k in w1)
+
+
+def test_max_drop_with_ecq_and_another_step_is_refused():
+    from edgec.core.errors import InputError
+
+    with pytest.raises(InputError, match="one slope"):
+        compress(build_net(), [Step("prune", 0.5, None, ALL), Step("ecq", 1e-5, None, ALL)], calibration=data(),
+                 validation=data(16, seed=3), max_drop=1.0)

@@ -166,7 +166,8 @@ def cmd_compress(args) -> int:
               f"(paired), top-1 agreement with FP32 {v['agreement']:.2f} %")
     md = res.report.get("max_drop")
     if md:
-        print(f"max-drop     budget {md['budget']} -> tau {md['tau']} ({'met' if md['met'] else 'NOT met'} on the "
+        knob = "ecq lambda" if md.get("searched") == "ecq lambda" else "tau"
+        print(f"max-drop     budget {md['budget']} -> {knob} {md['tau']} ({'met' if md['met'] else 'NOT met'} on the "
               f"conservative bound over {md['samples']} samples)")
     print(f"wrote {out}")
     return 0

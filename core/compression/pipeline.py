@@ -241,6 +241,19 @@ def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None,
             say(f"compression step {i + 1}/{len(steps)}: {st.technique} {st.amount:g}")
             TECHNIQUES[st.technique]([ly for ly in layers if ly.name in chosen[i]], st, ctx, st.per_layer)
         out = write_back(base, layers)
+    elif any(st.technique == "ecq" for st in steps):
+        if len(steps) > 1:
+            raise InputError("--max-drop with --ecq searches the one slope LAMBDA; it does not combine with "
+                             "--prune/--cluster (drop --max-drop to apply them at their given amounts)")
+        from .slope_search import search
+
+        # The search corrects each probe's biases: the returned model is the one it measured.
+        out, layers, report["max_drop"] = search(base, steps[0], chosen[0], ctx, validation, max_drop, say,
+                                                 run_ecq, bias_correction)
+        report["bias_corrected"] = report["max_drop"].pop("bias_corrected")
+        bias_correction = False
+        amounts = report["max_drop"].pop("amounts")
+        report["chosen_steps"] = [{**steps[0].to_json(), "per_layer": amounts[0]}]
     else:
         out, layers, report["max_drop"] = _select(base, steps, chosen, ctx, validation, max_drop, say)
         # The chosen per-layer amounts as steps: compress(model, these) rebuilds the same model without a search.
@@ -313,9 +326,6 @@ def _select(base, steps, chosen, ctx: Context, validation, budget: float, say):
     if validation is None:
         raise InputError("--max-drop needs validation data to measure the drop; pass --val DATA "
                          "(labelled data gives top-1, unlabelled gives agreement with FP32)")
-    if any(st.technique == "ecq" for st in steps):
-        raise InputError("--max-drop does not search --ecq: its slope LAMBDA already sets every layer's share; "
-                         "lower LAMBDA to lose less accuracy")
     if any(st.method == "global" for st in steps):
         raise InputError("--max-drop chooses per-layer sparsity; it does not combine with --prune-method global")
     ladders = [_ladder(st) for st in steps]
