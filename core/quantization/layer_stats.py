@@ -76,8 +76,10 @@ def _column_means(x: np.ndarray, node: onnx.NodeProto, kind) -> np.ndarray:
     if kind[0] == "rows":
         return x.reshape(-1, x.shape[-1]).mean(0, dtype=np.float64)[None]
     _, (kh, kw), groups = kind
-    (pt, _, pl, _), (sh, sw), (dh, dw), ho, wo = conv_geometry(x.shape, node, (kh, kw))
+    (pt, pb, pl, pr), (sh, sw), (dh, dw), ho, wo = conv_geometry(x.shape, node, (kh, kw))
     n, c, h, w = x.shape
+    if kh == kw == sh == sw == 1 and not (pt or pb or pl or pr):  # a plain 1x1 conv: channel means
+        return (x.transpose(1, 0, 2, 3).reshape(c, -1).sum(axis=1, dtype=np.float64) / (n * h * w)).reshape(groups, -1)
     xs = x[0] if n == 1 else x.sum(axis=0, dtype=np.float64)
     phases = {}
     out = np.empty((c, kh, kw), np.float64)

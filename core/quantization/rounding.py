@@ -51,6 +51,9 @@ def _patches(x: np.ndarray, node: onnx.NodeProto, kshape, groups: int = 1) -> np
     xp, (sh, sw), (dh, dw), ho, wo = _padded(x, node, kshape)
     n, c = x.shape[:2]
     cg = c // groups
+    if kh == kw == sh == sw == n == 1 and xp is x and x.flags.c_contiguous:
+        # A 1x1 conv on one image: the K-major buffer below would be a copy of x in x's own order.
+        return x.reshape(groups, cg, ho * wo).transpose(0, 2, 1)
     # Built K-major ([G, C/G, kh, kw, N, Ho, Wo], one strided slice per kernel offset) and returned as a
     # transposed view: a sliding-window gather straight into [G, M, K] took 120 ms for one 56x56x144
     # depthwise input, most of GPTQ's H collection (issue 17); this takes a few.
