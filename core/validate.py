@@ -27,6 +27,9 @@ class ReferenceRunner(Runner):
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        # Validation alternates this session with the artifact's: spinning pool threads would take the
+        # cores from the artifact's turn (and numpy's, between runs) for nothing.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         src = model if isinstance(model, str) else model.SerializeToString()
         self._model = model
         self.threads = threads

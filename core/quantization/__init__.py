@@ -2,7 +2,7 @@
 
 Backends consume it through the `QuantFlavour` they declare (core/backend.py). `quantize()` returns
 the quantized model and a JSON-serialisable report:
-  calibration  {data_sha256, method, samples, cache: hit|miss|off} or None
+  calibration  {data_sha256, method, samples, cache: hit|partial|miss|off} or None
   placement    {int8, fp16, fp32: counts, nodes: {node name: precision}}
   kept_fp32    node names the user or max_drop kept in FP32
   sensitivity  [{tensor, fp32_nodes, nmse, gain}] activation tensors by leave-one-out gain (when the repair ran)

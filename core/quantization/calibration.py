@@ -1,4 +1,4 @@
-"""Calibration: run the FP32 model once over the data, histogram every float activation, cache the result.
+"""Calibration: run the FP32 model once over the data, histogram the float activations, cache the result.
 
 The cache key is (model sha256, data fingerprint): the same model and data give a hit whatever the
 method, percentile or flavour, because ranges are derived from the stored histograms.
@@ -27,7 +27,7 @@ BOUNDED_OPS = ("Clip", "Sigmoid", "Tanh", "Softmax", "HardSigmoid")
 def bounded_outputs(model: onnx.ModelProto) -> set[str]:
     return {n.output[0] for n in model.graph.node if n.op_type in BOUNDED_OPS and n.output}
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a file may hold a subset of the tensors (collect(tensors=...)), plus __empty__
 
 
 def default_cache_dir() -> Path:
@@ -96,13 +96,17 @@ def with_outputs(model: onnx.ModelProto, tensors) -> onnx.ModelProto:
     return m
 
 
-def session(model: onnx.ModelProto, threads: int | None = None):
+def session(model: onnx.ModelProto, threads: int | None = None, overlapped: bool = False):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
+    if overlapped:
+        from .overlap import session_options
+
+        session_options(so)
     from edgec.core import ort_session
 
     # The repair's evaluator runs Q/DQ candidates here: kept-FP32 layers must run FP32 (core/ort_session.py).
@@ -119,58 +123,97 @@ def _check_feeds(model: onnx.ModelProto, sample, source: str) -> None:
 
 
 def collect(model: onnx.ModelProto, data, *, cache_dir: Path | None = None, progress: bool = True,
-            data_sha256: str | None = None) -> Calibration:
-    """Histograms of every float activation over `data` (an edgec Dataset), from cache when possible."""
+            data_sha256: str | None = None, tensors=None) -> Calibration:
+    """Histograms of the float activations `tensors` (None: every one) over `data` (an edgec Dataset),
+    from cache when possible.
+
+    The cache file of (model, data) holds whatever tensors earlier compiles histogrammed; a compile
+    that needs more computes only the missing ones (one pass fetching just those: each tensor's
+    histogram depends on its own values alone) and stores the union."""
     n = len(data)
     if n == 0:
         raise InputError(f"calibration data {getattr(data, 'source', '')} is empty; give at least one sample "
                          "(100-500 representative inputs is typical)")
     msha = model_sha256(model)
     dsha = data_sha256 or data.fingerprint()
+    every = float_activations(model)
+    wanted = every if tensors is None else [t for t in every if t in set(tensors)]
     cache_path = None
+    stored: dict[str, StreamingHistogram] = {}
     if cache_dir is not False:
         cache_path = Path(cache_dir or default_cache_dir()) / f"{msha[:16]}-{dsha[:16]}.npz"
-        hit = _load(cache_path, msha, dsha)
-        if hit is not None:
-            return Calibration(hit, n, dsha, msha, "hit")
+        stored = _load(cache_path, msha, dsha) or {}
+        # A tensor that never held a finite value has no counts and is not stored: never "missing".
+        done = set(stored) | set(_load_empty(cache_path, msha, dsha))
+        if all(t in done for t in wanted):
+            return Calibration({t: stored[t] for t in wanted if t in stored}, n, dsha, msha, "hit")
+        wanted = [t for t in wanted if t not in done]
+    hists = _histograms(model, data, wanted, progress)
+    cal = Calibration({**stored, **hists}, n, dsha, msha, ("partial" if stored else "miss") if cache_path else "off")
+    if cache_path is not None:
+        _save(cache_path, cal, empty=[t for t in wanted if hists[t].counts is None])
+    if tensors is not None:
+        keep = set(tensors)
+        cal.histograms = {k: v for k, v in cal.histograms.items() if k in keep}
+    return cal
 
-    tensors = float_activations(model)
-    sess = session(with_outputs(model, tensors))
-    out_names = [o.name for o in sess.get_outputs()]
+
+def _histograms(model: onnx.ModelProto, data, tensors: list[str], progress: bool) -> dict[str, StreamingHistogram]:
+    from .overlap import consume
+
+    n = len(data)
+    sess = session(with_outputs(model, tensors), overlapped=True)
+    want = set(tensors)
+    out_names = [o.name for o in sess.get_outputs() if o.name in want]
     hists = {t: StreamingHistogram() for t in tensors}
     it = iter(data)
     if progress:
         from edgec.core.progress import bar
 
         it = bar(it, total=n, desc="calibrating", unit="sample")
-    count = 0
-    for sample in it:
-        if count == 0:
-            _check_feeds(model, sample, getattr(data, "source", ""))
-        feeds = {i.name: np.asarray(sample.feeds[i.name]) for i in sess.get_inputs()}
-        outs = sess.run(out_names, feeds)
+
+    def runs():
+        for count, sample in enumerate(it):
+            if count == 0:
+                _check_feeds(model, sample, getattr(data, "source", ""))
+            yield sess.run(out_names, {i.name: np.asarray(sample.feeds[i.name]) for i in sess.get_inputs()})
+
+    def update(outs):
         for name, arr in zip(out_names, outs):
             h = hists.get(name)
             if h is not None and arr.dtype == np.float32:
                 h.update(arr)
-        count += 1
-    cal = Calibration(hists, count, dsha, msha, "miss" if cache_path else "off")
-    if cache_path is not None:
-        _save(cache_path, cal)
-    return cal
+
+    consume(runs(), update)
+    return hists
 
 
-def _save(path: Path, cal: Calibration) -> None:
+def _save(path: Path, cal: Calibration, empty=()) -> None:
     arrays = {"__meta__": np.array([CACHE_VERSION, cal.samples], np.int64),
               "__keys__": np.array([cal.model_sha256, cal.data_sha256])}
     names = [k for k, h in cal.histograms.items() if h.counts is not None]
     arrays["__names__"] = np.array(names, dtype=np.str_)
+    arrays["__empty__"] = np.array(sorted(set(empty) | set(_load_empty(path, cal.model_sha256, cal.data_sha256))),
+                                   dtype=np.str_)
     arrays["__scalars__"] = np.array([[cal.histograms[k].lo, cal.histograms[k].width,
                                        cal.histograms[k].min, cal.histograms[k].max] for k in names], np.float64)
     arrays["__counts__"] = np.stack([cal.histograms[k].counts for k in names]) if names else np.zeros((0, 1))
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     write_atomic(path, buf.getvalue(), fsync=True)
+
+
+def _load_empty(path: Path, msha: str, dsha: str) -> list[str]:
+    """Tensors a stored calibration histogrammed but saw no finite value in (so has no counts for)."""
+    if not path.is_file():
+        return []
+    try:
+        z = np.load(path, allow_pickle=False)
+        if int(z["__meta__"][0]) != CACHE_VERSION or list(z["__keys__"]) != [msha, dsha] or "__empty__" not in z:
+            return []
+        return [str(t) for t in z["__empty__"]]
+    except (OSError, ValueError, KeyError):
+        return []
 
 
 def _load(path: Path, msha: str, dsha: str) -> dict[str, StreamingHistogram] | None:

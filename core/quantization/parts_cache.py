@@ -57,7 +57,7 @@ def cached_model(parts, build: Callable[[], "onnx.ModelProto"]):
         return build()
     from .graph import model_sha256
 
-    key = parts_key("qdq-model", model_sha256(parts.model), cal["data_sha256"], cal.get("samples", 0), parts.ranges,
+    key = parts_key("qdq-model", model_sha256(parts.model), cal["data_sha256"], cal.get("samples", 0), parts.key_ranges or parts.ranges,
                     parts.flavour, parts.excluded, [table_digest(parts.rounding), table_digest(parts.deltas)])
     hit = cache.load_blob(KIND, key)
     if hit is not None:
@@ -69,20 +69,21 @@ def cached_model(parts, build: Callable[[], "onnx.ModelProto"]):
     return m
 
 
-def moments(model, cal, data, report: dict):
+def moments(model, cal, data, report: dict, compute=None):
     """GPTQ's H = sum x x^T per layer (rounding.input_moments), remembered per (model, data, layers).
 
     H is most of GPTQ's cost (an FP32 pass over its samples with every layer input fetched, plus an
     im2col product per layer) and does not depend on the grid: a compile for another backend (u8 vs
     s8 activations, 7- vs 8-bit weights) of the same model and data reuses it. Stored as float64,
-    exactly what was computed, so a hit rounds to the same integers as the miss did."""
+    exactly what was computed, so a hit rounds to the same integers as the miss did. `compute(layers)`
+    replaces input_moments (int8.py: layer_stats' shared pass, the same sums)."""
     def get(layers):
         from .rounding import input_moments
 
         names = sorted(node.name for node, _, _, _ in layers)
         key = cache.key(KIND, "moments", _code_sha(), cal.model_sha256, cal.data_sha256, len(data), names)
         sub: dict = {}
-        out = cached("moments", key, lambda: input_moments(model, data, layers), sub)
+        out = cached("moments", key, lambda: (compute or (lambda ls: input_moments(model, data, ls)))(layers), sub)
         report["moments_cache"] = sub.get("cache")
         return out
     return get

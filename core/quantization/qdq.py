@@ -115,7 +115,6 @@ def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
     `keep_activations` keeps Relu/Clip as nodes instead of folding them into Q ranges, so every
     weighted node keeps its output tensor name (bias correction compares those tensors with FP32)."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
-    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.quant_utils import (QuantType, save_and_reload_model_with_shape_infer,
                                                       update_opset_version)
 
@@ -157,7 +156,9 @@ def insert_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
     try:
         m = save_and_reload_model_with_shape_infer(model)
         m = update_opset_version(m, w_t, act_t)
-        q = QDQQuantizer(m, flavour.per_channel, flavour.reduce_range, w_t, act_t, trange,
+        from .weight_memo import quantizer_class  # QDQQuantizer, its weight loops remembered
+
+        q = quantizer_class()(m, flavour.per_channel, flavour.reduce_range, w_t, act_t, trange,
                          list(only) if only is not None else [], list(exclude), op_types, extra)
         q.quantize_model()
     finally:

@@ -16,7 +16,8 @@ from .graph import initializers, weight_param_count, weighted_nodes
 from .qdq import insert_qdq
 from .rounding import apply_rounding
 
-_BIAS_OPS = ("Conv", "ConvTranspose", "Gemm")
+BIAS_OPS = ("Conv", "ConvTranspose", "Gemm")
+_BIAS_OPS = BIAS_OPS
 
 
 def _bar(it, total, desc, progress):
@@ -28,7 +29,7 @@ def _bar(it, total, desc, progress):
 
 
 def bias_deltas(model: onnx.ModelProto, ranges, flavour: QuantFlavour, excluded: Iterable[str], data,
-                progress: bool = True, rounding=None) -> dict[str, np.ndarray]:
+                progress: bool = True, rounding=None, only=None) -> dict[str, np.ndarray]:
     """Per-channel mean output shift that each layer's own quantization adds (Nagel et al. 2019,
     empirical form), to be subtracted from its FP32 bias before Q/DQ insertion.
 
@@ -38,9 +39,13 @@ def bias_deltas(model: onnx.ModelProto, ranges, flavour: QuantFlavour, excluded:
     layer's error into each delta, so correcting all layers at once over-corrects (top-1 -7 points on
     EfficientNet-Lite0). The twin's input goes through the layer's real input Q/DQ, so the mean
     effect of activation rounding/clipping is corrected too: without it EfficientNet-Lite0 reached
-    98.2 % agreement instead of 99.0 % (SqueezeNet 1.1: 95.8 instead of 95.2, within noise)."""
+    98.2 % agreement instead of 99.0 % (SqueezeNet 1.1: 95.8 instead of 95.2, within noise).
+
+    `only`: just these target layers. prepare_int8 computes the same deltas for Conv/Gemm from layer
+    input means (layer_stats.py) and sends only the rest (ConvTranspose, 1-D/3-D convs) here."""
     excluded = set(excluded)
-    targets = [n for n in weighted_nodes(model) if n.op_type in _BIAS_OPS and n.name not in excluded]
+    targets = [n for n in weighted_nodes(model) if n.op_type in _BIAS_OPS and n.name not in excluded
+               and (only is None or n.name in only)]
     if not targets:
         return {}
     qm = apply_rounding(insert_qdq(model, ranges, flavour, exclude=excluded, keep_activations=True), rounding or {})

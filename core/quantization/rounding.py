@@ -33,6 +33,7 @@ from onnx import numpy_helper
 from .calibration import session
 from .graph import initializers, weighted_nodes
 
+BLOCK = 128  # columns per lazy-batch block of gptq_round
 DAMP = 0.01  # fraction of mean(diag H) added to H's diagonal: keeps the inverse stable for rank-deficient inputs
 
 
@@ -47,11 +48,38 @@ def _patches(x: np.ndarray, node: onnx.NodeProto, kshape, groups: int = 1) -> np
     """im2col of a 2-D Conv input: [groups, N*Ho*Wo, Cin/groups*kh*kw], column order matching
     W.reshape(Cout, -1) within a group."""
     kh, kw = kshape
+    xp, (sh, sw), (dh, dw), ho, wo = _padded(x, node, kshape)
+    n, c = x.shape[:2]
+    cg = c // groups
+    if kh == kw == sh == sw == n == 1 and xp is x and x.flags.c_contiguous:
+        # A 1x1 conv on one image: the K-major buffer below would be a copy of x in x's own order.
+        return x.reshape(groups, cg, ho * wo).transpose(0, 2, 1)
+    # Built K-major ([G, C/G, kh, kw, N, Ho, Wo], one strided slice per kernel offset) and returned as a
+    # transposed view: a sliding-window gather straight into [G, M, K] took 120 ms for one 56x56x144
+    # depthwise input, most of GPTQ's H collection (issue 17); this takes a few.
+    out = np.empty((groups, cg, kh, kw, n, ho, wo), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            sl = xp[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+            out[:, :, i, j] = sl.reshape(n, groups, cg, ho, wo).transpose(1, 2, 0, 3, 4)
+    return out.reshape(groups, cg * kh * kw, n * ho * wo).transpose(0, 2, 1)
+
+
+def _padded(x: np.ndarray, node: onnx.NodeProto, kshape):
+    """A 2-D Conv input with the node's padding applied: (padded x, strides, dilations, Ho, Wo)."""
+    (pt, pb, pl, pr), strides, dil, ho, wo = conv_geometry(x.shape, node, kshape)
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr))) if pt or pb or pl or pr else x
+    return xp, strides, dil, ho, wo
+
+
+def conv_geometry(shape, node: onnx.NodeProto, kshape):
+    """((top, bottom, left, right) padding, strides, dilations, Ho, Wo) of a 2-D Conv on an NCHW input."""
+    kh, kw = kshape
     strides = _attr(node, "strides", [1, 1])
     dil = _attr(node, "dilations", [1, 1])
     pads = _attr(node, "pads", [0, 0, 0, 0])
     auto = _attr(node, "auto_pad", "NOTSET")
-    n, c, h, w = x.shape
+    n, c, h, w = shape
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         pad = []
         for size, k, s, d in ((h, kh, strides[0], dil[0]), (w, kw, strides[1], dil[1])):
@@ -64,20 +92,10 @@ def _patches(x: np.ndarray, node: onnx.NodeProto, kshape, groups: int = 1) -> np
         pt = pb = pl = pr = 0
     else:
         pt, pl, pb, pr = pads
-    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr))) if pt or pb or pl or pr else x
     (sh, sw), (dh, dw) = strides, dil
-    ho = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
-    wo = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
-    cg = c // groups
-    # Built K-major ([G, C/G, kh, kw, N, Ho, Wo], one strided slice per kernel offset) and returned as a
-    # transposed view: a sliding-window gather straight into [G, M, K] took 120 ms for one 56x56x144
-    # depthwise input, most of GPTQ's H collection (issue 17); this takes a few.
-    out = np.empty((groups, cg, kh, kw, n, ho, wo), x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            sl = xp[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
-            out[:, :, i, j] = sl.reshape(n, groups, cg, ho, wo).transpose(1, 2, 0, 3, 4)
-    return out.reshape(groups, cg * kh * kw, n * ho * wo).transpose(0, 2, 1)
+    ho = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    wo = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    return (pt, pb, pl, pr), (sh, sw), (dh, dw), ho, wo
 
 
 def _layers(model: onnx.ModelProto):
@@ -156,11 +174,22 @@ def gptq_round(w: np.ndarray, scale: np.ndarray, h: np.ndarray, qmin: int = -127
         return np.clip(np.round(w / scale[:, None]), qmin, qmax)[:, np.argsort(order)]
     s = scale.astype(np.float64)
     q = np.empty_like(w)
-    for i in range(k):
-        qi = np.clip(np.round(w[:, i] / s), qmin, qmax)
-        q[:, i] = qi
-        err = (w[:, i] - qi * s) / hinv[i, i]
-        w[:, i + 1:] -= np.outer(err, hinv[i, i + 1:])
+    # Lazy batch updates (GPTQ's own trick): columns are rounded one by one inside a block of BLOCK, and
+    # the block's errors reach the later columns in one matrix product. The per-column rank-1 update of
+    # all later columns made EfficientNet-Lite0's 1000 x 1280 Gemm alone 7.6 s (issue 17); the same
+    # algorithm, summed in another order (an integer lands elsewhere only where w/s sits on a .5 tie).
+    for b0 in range(0, k, BLOCK):
+        b1 = min(b0 + BLOCK, k)
+        wb, hb = w[:, b0:b1], hinv[b0:b1, b0:b1]
+        errs = np.empty((w.shape[0], b1 - b0))
+        for j in range(b1 - b0):
+            qi = np.clip(np.round(wb[:, j] / s), qmin, qmax)
+            q[:, b0 + j] = qi
+            err = (wb[:, j] - qi * s) / hb[j, j]
+            wb[:, j + 1:] -= np.outer(err, hb[j, j + 1:])
+            errs[:, j] = err
+        if b1 < k:
+            w[:, b1:] -= errs @ hinv[b0:b1, b1:]
     return q[:, np.argsort(order)]
 
 
