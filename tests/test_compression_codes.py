@@ -102,6 +102,9 @@ def test_grid_codes():
     (["--cluster", "16", "--cluster-method", "nearest", "--finetune", "distill"], "pass --calib"),
     (["--prune", "0.5", "--finetune", "distill", "--calib", "CAL"], "no integer codes to keep"),
     (["--ecq", "1e-6", "--finetune", "distill", "--finetune-minutes", "0", "--calib", "CAL"], "--finetune-minutes"),
+    (["--ecq", "1e-6", "--finetune-codes", "ste", "--calib", "CAL"], "needs --finetune distill"),
+    (["--finetune", "distill", "--finetune-codes", "ste", "--calib", "CAL"], "give one of them"),
+    (["--ecq", "1e-6", "--finetune", "distill", "--finetune-codes", "all", "--calib", "CAL"], "invalid choice"),
 ])
 def test_finetune_flag_bad_input(net_files, tmp_path, run_cli, flags, expect):
     src, cal = net_files
@@ -111,3 +114,24 @@ def test_finetune_flag_bad_input(net_files, tmp_path, run_cli, flags, expect):
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and expect in lines[0], err
     assert not out.exists()
+
+
+def test_ste_codes_train_on_their_levels_and_int8_keeps_them(tuned):
+    m, plain, ft = tuned
+    calib = data(96, seed=3)
+    ste = compress(m, [Step("ecq", 3e-4, None, ALL), Step("distill", 1.0, None, (), options={
+        "epochs": 6, "batch": 8, "lr_scale": 1e-2, "lr_bias": 1e-2, "mode": "ste", "lr_codes": 0.05})],
+        calibration=calib, qmax=64)
+    rep = ste.report["finetune"]
+    assert rep["mode"] == "ste codes" and 0 < rep["codes_changed"] < rep["codes_total"], rep
+    assert rep["heldout_kl_after"] < rep["heldout_kl_before"], rep
+    before, after = _codes(plain.model), _codes(ste.model)
+    for n in ("w1", "w2", "wf"):  # on the grid, on the layer's own levels, each channel's +-64 kept
+        assert set(np.unique(after[n]).tolist()) <= set(np.unique(before[n]).tolist()), n
+        assert np.all(np.abs(after[n].reshape(after[n].shape[0], -1)).max(1) == 64), n
+    q = ste.enforce(quantize(ste.model, "int8", flavour=QuantFlavour(reduce_range=True), calibration=data(),
+                             progress=False).model)
+    assert ste.report["enforced_after_quantization"]["changed_integers"] == 0
+    by_weight = {ly.name: ly.weight for ly in ste.layers}
+    for node, a in _int8_weights(q).items():
+        assert np.array_equal(a if by_weight[node] != "w3" else a.T, after[by_weight[node]]), node

@@ -25,9 +25,10 @@ from onnx import numpy_helper
 
 from edgec.core.errors import InputError
 
-LR_SCALE = 2e-3   # Adam step on log-scales: 0.2 % of a scale per step
-LR_BIAS = 2e-4
-LR_FREE = 5e-5    # distill.LR: the uncompressed layers' weights
+LR_SCALE = 1e-3   # Adam step on log-scales: 0.1 % of a scale per step (3e-3 and 1e-2 diverged on EfficientNet-Lite0)
+LR_BIAS = 1e-4
+LR_FREE = 2e-5    # the uncompressed layers' weights (depthwise convs: few weights per channel)
+LR_CODES = 0.02   # mode "ste": Adam's step on the latent codes, in level spacings of the layer
 GRID_TOL = 1e-3   # as entropy.GRID_TOL
 
 
@@ -56,10 +57,19 @@ def _onnx_codes(model: onnx.ModelProto, names: Sequence[str], axes: dict, qmax: 
 def finetune_codes(model: onnx.ModelProto, teacher: onnx.ModelProto, calibration, frozen: Sequence[str], *,
                    qmax: int = 127, per_channel: bool = True, minutes: float = 10.0, epochs: int = 3,
                    lr_scale: float = LR_SCALE, lr_bias: float = LR_BIAS, lr_free: float = LR_FREE,
-                   train_free: bool = True, batch: int | None = None, seed: int = 0,
+                   train_free: bool = True, batch: int | None = None, seed: int = 0, mode: str = "frozen",
+                   lr_codes: float = LR_CODES, keep_zero: dict | None = None,
                    progress: Callable[[str], None] | None = None) -> tuple[onnx.ModelProto, dict]:
     """(fine-tuned model, report): distillation with the integer codes of the `frozen` weight
-    initializers fixed (module docstring). Raises if a frozen weight is not on its INT8 grid."""
+    initializers fixed (module docstring). Raises if a frozen weight is not on its INT8 grid.
+
+    mode "ste": the codes train too (quantization-aware training): a latent value per weight in grid
+    units starts at its code, the forward pass rounds it to the nearest of the layer's own levels (so
+    a clustered layer keeps <= N values) with a straight-through gradient, each channel's +-qmax code
+    and the `keep_zero` positions ({weight: bool mask, output channels first}: pruned weights) stay.
+    Codes that cross a rounding boundary change, so the coded size is re-measured, not kept."""
+    if mode not in ("frozen", "ste"):
+        raise InputError(f"--finetune-codes {mode!r}: use frozen or ste")
     from .distill import BATCH, finetune
     from .entropy import _axis
 
@@ -89,7 +99,25 @@ def finetune_codes(model: onnx.ModelProto, teacher: onnx.ModelProto, calibration
                 shape = (-1,) + (1,) * (self.codes.dim() - 1)
                 return (self.s0 * torch.exp(self.log_scale)).reshape(shape) * self.codes
 
-        scales, biases, free = [], [], []
+        class STECodes(ScaledCodes):
+            """weight = s0 * exp(a) * round_levels(u), straight-through; u starts at the codes."""
+
+            def __init__(self, codes, s0, keep):
+                super().__init__(codes, s0)
+                self.register_buffer("levels", torch.unique(codes).float())
+                self.register_buffer("keep", keep)
+                self.u = torch.nn.Parameter(codes.clone())
+
+            def forward(self, _w):
+                u, lv = self.u, self.levels
+                i = torch.searchsorted(lv, u.detach().contiguous()).clamp(1, max(lv.numel() - 1, 1))
+                lo, hi = lv[i - 1], lv[i.clamp(max=lv.numel() - 1)]
+                q = torch.where((u.detach() - lo).abs() <= (hi - u.detach()).abs(), lo, hi)
+                q = torch.where(self.keep, self.codes, q)
+                shape = (-1,) + (1,) * (self.codes.dim() - 1)
+                return (self.s0 * torch.exp(self.log_scale)).reshape(shape) * (u + (q - u).detach())
+
+        scales, biases, free, latents = [], [], [], []
         seen = set()
         for _, mod in net.named_modules():
             mapping = getattr(mod, "onnx_mapping", None)
@@ -104,10 +132,23 @@ def finetune_codes(model: onnx.ModelProto, teacher: onnx.ModelProto, calibration
                 amax = rows.abs().amax(1) if per_channel else rows.abs().max().expand(rows.shape[0])
                 s0 = torch.where(amax > 0, amax, torch.ones_like(amax)) / qmax
                 codes = torch.round(w / s0.reshape((-1,) + (1,) * (w.dim() - 1)))
-                parametrize.register_parametrization(mod, "weight", ScaledCodes(codes.float(), s0.float()),
-                                                     unsafe=True)
+                if mode == "ste":
+                    flat = codes.reshape(codes.shape[0], -1)
+                    keep = torch.zeros_like(flat, dtype=torch.bool)
+                    keep[torch.arange(flat.shape[0]), flat.abs().argmax(1)] = True  # the +-qmax that fixes s_c
+                    kz = (keep_zero or {}).get(wname)
+                    if kz is not None:
+                        keep |= torch.from_numpy(np.asarray(kz, bool).reshape(flat.shape))
+                    par = STECodes(codes.float(), s0.float(), keep.reshape(codes.shape))
+                else:
+                    par = ScaledCodes(codes.float(), s0.float())
+                parametrize.register_parametrization(mod, "weight", par, unsafe=True)
                 mod.parametrizations.weight.original.requires_grad_(False)
                 scales.append(mod.parametrizations.weight[0].log_scale)
+                if mode == "ste":  # Adam's step in units of the layer's level spacing (ECQ's steps differ 10x)
+                    lv = par.levels
+                    gap = float(torch.median(torch.diff(lv))) if lv.numel() > 1 else 1.0
+                    latents.append((par.u, max(gap, 1.0)))
                 seen.add(wname)
             elif train_free:
                 free.append(mod.weight)
@@ -117,7 +158,7 @@ def finetune_codes(model: onnx.ModelProto, teacher: onnx.ModelProto, calibration
                 biases.append(mod.bias)
         # a weight onnx2torch keeps as a constant (MatMul's) does not train: its codes and scales stay
         info["untrained_compressed"] = [n for n in before if n not in seen]
-        taken = {id(p) for p in scales + biases + free}
+        taken = {id(p) for p in scales + biases + free + [u for u, _ in latents]}
         for p in net.parameters():  # anything else (PRelu slopes, ...) stays as compression left it
             if id(p) not in taken:
                 p.requires_grad_(False)
@@ -125,20 +166,26 @@ def finetune_codes(model: onnx.ModelProto, teacher: onnx.ModelProto, calibration
                     bias_parameters=int(sum(p.numel() for p in biases)),
                     free_weights=int(sum(p.numel() for p in free)))
         groups = [{"params": scales, "lr": lr_scale}, {"params": biases, "lr": lr_bias}]
+        groups += [{"params": [u], "lr": lr_codes * gap} for u, gap in latents]
         if free:
             groups.append({"params": free, "lr": lr_free})
-        return [g for g in groups if g["params"]], {"mode": "frozen codes", **info,
-                                                    "lr_scale": lr_scale, "lr_bias": lr_bias,
-                                                    "lr_free": lr_free if free else None}
+        return [g for g in groups if g["params"]], {"mode": "frozen codes" if mode == "frozen" else "ste codes",
+                                                    **info, "lr_scale": lr_scale, "lr_bias": lr_bias,
+                                                    "lr_free": lr_free if free else None,
+                                                    "lr_codes": lr_codes if latents else None}
 
     out, rep = finetune(model, teacher, calibration, minutes=minutes, epochs=epochs, batch=batch or BATCH, seed=seed,
                         progress=progress, prepare=prepare)
     after = _onnx_codes(out, frozen, axes, qmax, per_channel)
-    changed = {n: (int(np.sum(after[n] != before[n])) if after[n] is not None else int(before[n].size)) for n in frozen}
-    if any(changed.values()):  # a bug, never a size the report would misstate
+    off = [n for n in frozen if after[n] is None or not set(np.unique(after[n]).tolist()) <= set(np.unique(before[n]).tolist())]
+    if off:  # a bug: the written floats left the grid or the layer's levels
+        raise RuntimeError(f"fine-tuning moved {off[0]} off its INT8 grid levels")
+    changed = {n: int(np.sum(after[n] != before[n])) for n in frozen}
+    if mode == "frozen" and any(changed.values()):  # a bug, never a size the report would misstate
         bad = next(n for n, c in changed.items() if c)
         raise RuntimeError(f"fine-tuning changed {changed[bad]} frozen codes of {bad}")
-    rep["codes_changed"] = 0
+    rep["codes_changed"] = int(sum(changed.values()))
+    rep["codes_total"] = int(sum(before[n].size for n in frozen))
     return out, rep
 
 
