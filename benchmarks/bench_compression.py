@@ -193,15 +193,13 @@ def curves(key, quick, out_rows, points=None, n_eval=None, qmax=127):
               flush=True)
 
 
-def recipe(steps, quick, threads, keep, n_eval=None, variants=None):
+def recipe(steps, quick, threads, keep, n_eval=None, variants=None, compressed=None):
     """Compress once (`edgec compress`: on the weight grid the CPU backends use on this host), then
     compile that model on each backend (`edgec compile`), measure every artifact against the FP32
     model's predictions and pack / unpack it."""
     import onnx
 
-    import edgec
     from edgec.core.compression import compress, size_report
-    from edgec.core.compression.pack import pack, unpack
     from edgec.core.host import u8s8_saturates
     from edgec.core.optimizer import optimize
 
@@ -210,25 +208,36 @@ def recipe(steps, quick, threads, keep, n_eval=None, variants=None):
     model = optimize(onnx.load(str(src))).model
     fp32_w = size_report(model, layers=False)["fp32_bytes"]
     h_data, _, ev, pp = splits(key, model, quick, n_eval)
-    ref = predictions(onnx.load(str(src)), ev)
     calib = str(SHARED / "data" / "imagenet_calib500_jpeg.npz")
     work = Path(keep or tempfile.mkdtemp(prefix="bench-compression-"))
     work.mkdir(parents=True, exist_ok=True)
     qmax = 64 if u8s8_saturates() else 127  # onnxruntime's and OpenVINO's weight_range=auto here
     hs = load_stats(key)
     t0 = time.perf_counter()
+    if compressed:  # a model compressed (and fine-tuned) earlier: compile and measure it as it is
+        comp = Path(compressed)
+        print(f"\n## EfficientNet-Lite0 recipe: {comp} (compressed earlier), weight grid +-{qmax}")
+        return _recipe_rows(comp, src, fp32_w, ev, pp, calib, work, threads, variants)
     tune = any(st.technique == "distill" for st in steps)
     res = compress(model, steps, calibration=train_split(key, model) if tune else h_data, hessians=hs,
                    samples=H_SAMPLES, qmax=qmax)
     save_stats(key, hs)
     ft = res.report.get("finetune")
     if ft:
-        print(f"fine-tuned with frozen codes: {ft['epochs_run']} epochs, {ft['seconds']:.0f} s, held-out KL "
+        print(f"fine-tuned ({ft['mode']}): {ft['epochs_run']} epochs, {ft['seconds']:.0f} s, held-out KL "
               f"{ft['heldout_kl_before']:.4f} -> {ft['heldout_kl_after']:.4f}, codes changed {ft['codes_changed']}")
     comp = work / "compressed.onnx"
     onnx.save(res.model, str(comp))
     print(f"\n## EfficientNet-Lite0 recipe: {[s.to_json() for s in steps]}, weight grid +-{qmax}, compressed in "
           f"{time.perf_counter() - t0:.0f} s (statistics cached: {CACHE})")
+    return _recipe_rows(comp, src, fp32_w, ev, pp, calib, work, threads, variants)
+
+
+def _recipe_rows(comp, src, fp32_w, ev, pp, calib, work, threads, variants):
+    import edgec
+    from edgec.core.compression.pack import pack, unpack
+
+    ref = predictions(__import__("onnx").load(str(src)), ev)
     every = [("ort-fp32 dense", "onnxruntime", "fp32", src), ("ov-int8 dense", "openvino", "int8", src),
              ("ort-fp32 compressed", "onnxruntime", "fp32", comp), ("ort-int8 compressed", "onnxruntime", "int8", comp),
              ("ov-int8 compressed", "openvino", "int8", comp)]
@@ -309,6 +318,8 @@ def main():
     ap.add_argument("--eval-samples", type=int, help="eval images (default 500, --quick 200; Fashion-MNIST 6x)")
     ap.add_argument("--recipe", default="ecq=3e-9", help="compression steps for the EfficientNet-Lite0 table")
     ap.add_argument("--recipe-steps", help="JSON list of steps (a compress report's chosen_steps, from --max-drop)")
+    ap.add_argument("--recipe-model", help="an ONNX compressed earlier (e.g. `edgec compress ... --finetune distill`): "
+                                           "the recipe table compiles it instead of compressing again")
     ap.add_argument("--skip-recipe", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--variants", help="recipe rows to build (default all): " + ", ".join(
@@ -330,7 +341,7 @@ def main():
         steps = ([Step(**s) for s in json.loads(Path(args.recipe_steps).read_text())] if args.recipe_steps
                  else parse_recipe(args.recipe))
         arts = recipe(steps, args.quick, args.threads, args.keep, args.eval_samples,
-                      args.variants.split(",") if args.variants else None)
+                      args.variants.split(",") if args.variants else None, args.recipe_model)
         if not args.skip_latency:
             latency(arts, args.threads)
     if args.json:
