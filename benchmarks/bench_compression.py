@@ -14,6 +14,11 @@ validation=calib[200:500], whose report's chosen_steps --recipe-steps takes) sel
 images only; measurement on imagenet_eval500 (Fashion-MNIST: test[:1000] calibrates / selects,
 test[1000:1000+6N] measures).
 
+Fine-tuning points ("ecq=1e-8+distill=10:epochs=5", `--finetune distill` after the weight steps; options
+mode=ste, lr_scale=, lr_bias=, lr_codes=): distillation against the FP32 model on calib500 (450 train, 50
+held out), the integer codes frozen (codes.py) unless mode=ste; `--grid 64` puts the curves on the 7-bit
+grid the recipe compiles to on this host.
+
 Recipe table (EfficientNet-Lite0): edgec.compile with the recipe's compression steps on onnxruntime
 (fp32 activations and int8) and OpenVINO (int8), calibrated on calib500, validated on eval500; the
 archive (`edgec pack`) beside the FP32 artifact; and latency of compressed vs dense artifacts at 1
