@@ -135,3 +135,28 @@ def test_ste_codes_train_on_their_levels_and_int8_keeps_them(tuned):
     by_weight = {ly.name: ly.weight for ly in ste.layers}
     for node, a in _int8_weights(q).items():
         assert np.array_equal(a if by_weight[node] != "w3" else a.T, after[by_weight[node]]), node
+
+
+def test_compile_finetuned_keeps_codes_and_records_it(net_files, tmp_path, run_cli):
+    """`edgec compile --cluster 8 --finetune distill`: the manifest records the fine-tuning, and the artifact's
+    int8 weights are exactly the clustered codes (<= 8 values; the same integers as without fine-tuning)."""
+    import json
+
+    import onnx
+
+    _torch()
+    model, d = net_files
+    arts = {}
+    for tag, extra in (("plain", []), ("tuned", ["--finetune", "distill", "--finetune-epochs", "2"])):
+        out = tmp_path / tag
+        code, so, err = run_cli("compile", model, "--backend", "onnxruntime", "--precision", "int8", "--calib", d,
+                                "--val", d, "--cluster", "8", "--layers", "*", "-o", out, "--json",
+                                "-O", "weight_range=reduced", *extra)
+        assert code == 0, err
+        arts[tag] = (json.loads(so), _int8_weights(onnx.load(str(out / "model.onnx"))))
+    man, ints = arts["tuned"]
+    ft = man["compression"]["finetune"]
+    assert ft["mode"] == "frozen codes" and ft["codes_changed"] == 0 and ft["epochs_run"] >= 1
+    assert man["compression"]["enforced_after_quantization"]["changed_integers"] == 0
+    for node, a in ints.items():
+        assert np.unique(a).size <= 8 and np.array_equal(a, arts["plain"][1][node]), node
