@@ -160,3 +160,14 @@ def test_compile_finetuned_keeps_codes_and_records_it(net_files, tmp_path, run_c
     assert man["compression"]["enforced_after_quantization"]["changed_integers"] == 0
     for node, a in ints.items():
         assert np.unique(a).size <= 8 and np.array_equal(a, arts["plain"][1][node]), node
+
+
+def test_per_tensor_grid_keeps_one_scale():
+    _torch()
+    m = build_net()
+    calib = data(64, seed=3)
+    res = compress(m, [Step("cluster", 8, None, ("conv2",)), Step("distill", 1.0, None, (), options={
+        "epochs": 2, "batch": 8, "lr_scale": 1e-2})], calibration=calib, per_channel=False)
+    w = weights(res.model)["w2"]
+    assert grid_codes(w, 127, per_channel=False) is not None and np.unique(w).size <= 8
+    assert res.report["finetune"]["scale_parameters"] == 1

@@ -93,7 +93,8 @@ def finetune_codes(model: onnx.ModelProto, teacher: onnx.ModelProto, calibration
                 super().__init__()
                 self.register_buffer("codes", codes)
                 self.register_buffer("s0", s0)
-                self.log_scale = torch.nn.Parameter(torch.zeros_like(s0))
+                # per-tensor grids (--per-tensor) keep one scale for the whole layer
+                self.log_scale = torch.nn.Parameter(torch.zeros_like(s0) if per_channel else torch.zeros(1))
 
             def forward(self, _w):
                 shape = (-1,) + (1,) * (self.codes.dim() - 1)
