@@ -14,6 +14,11 @@ validation=calib[200:500], whose report's chosen_steps --recipe-steps takes) sel
 images only; measurement on imagenet_eval500 (Fashion-MNIST: test[:1000] calibrates / selects,
 test[1000:1000+6N] measures).
 
+Fine-tuning points ("ecq=1e-8+distill=10:epochs=5", `--finetune distill` after the weight steps; options
+mode=ste, lr_scale=, lr_bias=, lr_codes=): distillation against the FP32 model on calib500 (450 train, 50
+held out), the integer codes frozen (codes.py) unless mode=ste; `--grid 64` puts the curves on the 7-bit
+grid the recipe compiles to on this host.
+
 Recipe table (EfficientNet-Lite0): edgec.compile with the recipe's compression steps on onnxruntime
 (fp32 activations and int8) and OpenVINO (int8), calibrated on calib500, validated on eval500; the
 archive (`edgec pack`) beside the FP32 artifact; and latency of compressed vs dense artifacts at 1
@@ -106,15 +111,30 @@ def save_stats(key, hs: dict) -> None:
 
 
 def parse_recipe(text: str):
-    """"prune=0.5@pat1,pat2+cluster=32" -> [Step, ...] (obs methods: the data-aware defaults)."""
+    """"prune=0.5@pat1,pat2+cluster=32" -> [Step, ...] (obs methods: the data-aware defaults).
+    "ecq=1e-8+distill=10:epochs=4:lr_scale=2e-3": then fine-tune for 10 minutes with the codes frozen."""
     from edgec.core.compression import Step
 
     steps = []
     for part in text.split("+"):
-        k, v = part.split("=")
+        k, v = part.split("=", 1)
+        if k == "distill":
+            v, *opts = v.split(":")
+            o = {a: (int(b) if a == "epochs" else float(b)) for a, b in (x.split("=") for x in opts)}
+            steps.append(Step("distill", float(v), None, (), options={"epochs": 3, **o}))
+            continue
         v, _, pats = v.partition("@")
         steps.append(Step(k, float(v) if k in ("prune", "ecq") else int(v), None, tuple(pats.split(",")) if pats else ()))
     return steps
+
+
+def train_split(key, model):
+    """Every calibration image (calib500 / Fashion-MNIST test[:1000]): fine-tuning trains on it, holding out
+    a tenth; its first 200 are the statistics' images, so the cached H stays valid."""
+    _, pp, kind = MODELS[key]
+    if kind == "imagenet":
+        return arrays(model, SHARED / "data" / "imagenet_calib500_jpeg.npz", pp, 0, 500)
+    return arrays(model, SHARED / "data" / "fashion_mnist_test.npz", pp, 0, 1000)
 
 
 def curve_points(quick):
@@ -127,7 +147,7 @@ def curve_points(quick):
             [("combined", c) for c in ("prune=0.3+cluster=32", "prune=0.5+cluster=32", "prune=0.5+cluster=16")])
 
 
-def curves(key, quick, out_rows, points=None, n_eval=None):
+def curves(key, quick, out_rows, points=None, n_eval=None, qmax=127):
     import onnx
 
     from edgec.core.backend import QuantFlavour
@@ -144,36 +164,47 @@ def curves(key, quick, out_rows, points=None, n_eval=None):
     print(f"{'technique':10s} {'setting':24s} {'ANS MB':>8s} {'x fp32':>7s} {'bits/w':>7s} {'top-1':>7s} "
           f"{'drop +- se':>14s} {'s':>5s}")
     hs = load_stats(key)
-    pts = [("int8 only", None)] + ([(("combined" if "+" in p else p.split("=")[0]), p) for p in points]
+    train = None
+    flavour = QuantFlavour(reduce_range=qmax == 64)
+    pts = [("int8 only", None)] + ([(("finetuned" if "distill" in p else "combined" if "+" in p else p.split("=")[0]), p)
+                                    for p in points]
                                    if points else curve_points(quick))
     for tech, spec in pts:
         t0 = time.perf_counter()
         n_stats = sum(len(v) for v in hs.values())
-        m = compress(model, parse_recipe(spec), calibration=h_data, hessians=hs,
-                     samples=H_SAMPLES).model if spec else model
+        steps = parse_recipe(spec) if spec else []
+        if any(st.technique == "distill" for st in steps) and train is None:
+            train = train_split(key, model)
+        res = compress(model, steps, calibration=train if any(st.technique == "distill" for st in steps) else h_data,
+                       hessians=hs, samples=H_SAMPLES, qmax=qmax) if spec else None
+        m = res.model if res else model
         if sum(len(v) for v in hs.values()) != n_stats:
             save_stats(key, hs)
-        wq = weight_only(m, QuantFlavour())
+        ft = (res.report.get("finetune") if res else None) or {}
+        if ft:
+            print(f"   fine-tuned {ft['epochs_run']} epochs, {ft['steps']} steps, {ft['seconds']:.0f} s: held-out KL "
+                  f"{ft['heldout_kl_before']:.4f} -> {ft['heldout_kl_after']:.4f}, codes changed {ft['codes_changed']}",
+                  flush=True)
+        wq = weight_only(m, flavour)
         sz = size_report(wq, layers=False)
         top1, drop, se = paired(ref, predictions(wq, ev), ev.labels)
         row = {"model": key, "technique": tech, "setting": spec or "-", "ans_bytes": sz["ans_bytes"],
                "ratio": fp32["fp32_bytes"] / sz["ans_bytes"], "bits_per_weight": sz["ans_bits_per_weight"],
-               "top1": top1, "drop": drop, "drop_se": se, "samples": len(ev)}
+               "top1": top1, "drop": drop, "drop_se": se, "samples": len(ev), "grid_qmax": qmax,
+               "finetune": ft or None}
         out_rows.append(row)
         print(f"{tech:10s} {spec or '-':24s} {sz['ans_bytes'] / 1e6:8.3f} {row['ratio']:7.2f} "
               f"{row['bits_per_weight']:7.2f} {top1:7.2f} {drop:+7.2f} +- {se:4.2f} {time.perf_counter() - t0:5.0f}",
               flush=True)
 
 
-def recipe(steps, quick, threads, keep, n_eval=None, variants=None):
+def recipe(steps, quick, threads, keep, n_eval=None, variants=None, compressed=None):
     """Compress once (`edgec compress`: on the weight grid the CPU backends use on this host), then
     compile that model on each backend (`edgec compile`), measure every artifact against the FP32
     model's predictions and pack / unpack it."""
     import onnx
 
-    import edgec
     from edgec.core.compression import compress, size_report
-    from edgec.core.compression.pack import pack, unpack
     from edgec.core.host import u8s8_saturates
     from edgec.core.optimizer import optimize
 
@@ -182,19 +213,36 @@ def recipe(steps, quick, threads, keep, n_eval=None, variants=None):
     model = optimize(onnx.load(str(src))).model
     fp32_w = size_report(model, layers=False)["fp32_bytes"]
     h_data, _, ev, pp = splits(key, model, quick, n_eval)
-    ref = predictions(onnx.load(str(src)), ev)
     calib = str(SHARED / "data" / "imagenet_calib500_jpeg.npz")
     work = Path(keep or tempfile.mkdtemp(prefix="bench-compression-"))
     work.mkdir(parents=True, exist_ok=True)
     qmax = 64 if u8s8_saturates() else 127  # onnxruntime's and OpenVINO's weight_range=auto here
     hs = load_stats(key)
     t0 = time.perf_counter()
-    res = compress(model, steps, calibration=h_data, hessians=hs, samples=H_SAMPLES, qmax=qmax)
+    if compressed:  # a model compressed (and fine-tuned) earlier: compile and measure it as it is
+        comp = Path(compressed)
+        print(f"\n## EfficientNet-Lite0 recipe: {comp} (compressed earlier), weight grid +-{qmax}")
+        return _recipe_rows(comp, src, fp32_w, ev, pp, calib, work, threads, variants)
+    tune = any(st.technique == "distill" for st in steps)
+    res = compress(model, steps, calibration=train_split(key, model) if tune else h_data, hessians=hs,
+                   samples=H_SAMPLES, qmax=qmax)
     save_stats(key, hs)
+    ft = res.report.get("finetune")
+    if ft:
+        print(f"fine-tuned ({ft['mode']}): {ft['epochs_run']} epochs, {ft['seconds']:.0f} s, held-out KL "
+              f"{ft['heldout_kl_before']:.4f} -> {ft['heldout_kl_after']:.4f}, codes changed {ft['codes_changed']}")
     comp = work / "compressed.onnx"
     onnx.save(res.model, str(comp))
     print(f"\n## EfficientNet-Lite0 recipe: {[s.to_json() for s in steps]}, weight grid +-{qmax}, compressed in "
           f"{time.perf_counter() - t0:.0f} s (statistics cached: {CACHE})")
+    return _recipe_rows(comp, src, fp32_w, ev, pp, calib, work, threads, variants)
+
+
+def _recipe_rows(comp, src, fp32_w, ev, pp, calib, work, threads, variants):
+    import edgec
+    from edgec.core.compression.pack import pack, unpack
+
+    ref = predictions(__import__("onnx").load(str(src)), ev)
     every = [("ort-fp32 dense", "onnxruntime", "fp32", src), ("ov-int8 dense", "openvino", "int8", src),
              ("ort-fp32 compressed", "onnxruntime", "fp32", comp), ("ort-int8 compressed", "onnxruntime", "int8", comp),
              ("ov-int8 compressed", "openvino", "int8", comp)]
@@ -269,9 +317,14 @@ def main():
     ap.add_argument("--skip-curves", action="store_true")
     ap.add_argument("--points", help="curve points, e.g. prune=0.5,cluster=32,prune=0.5+cluster=16 (default: the "
                                      "full or --quick list)")
+    ap.add_argument("--grid", type=int, choices=[64, 127], default=127,
+                    help="curves' weight grid: 127 (8-bit) or 64 (the 7-bit grid onnxruntime/OpenVINO use on hosts "
+                         "without VNNI, which the recipe table compiles to)")
     ap.add_argument("--eval-samples", type=int, help="eval images (default 500, --quick 200; Fashion-MNIST 6x)")
     ap.add_argument("--recipe", default="ecq=3e-9", help="compression steps for the EfficientNet-Lite0 table")
     ap.add_argument("--recipe-steps", help="JSON list of steps (a compress report's chosen_steps, from --max-drop)")
+    ap.add_argument("--recipe-model", help="an ONNX compressed earlier (e.g. `edgec compress ... --finetune distill`): "
+                                           "the recipe table compiles it instead of compressing again")
     ap.add_argument("--skip-recipe", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--variants", help="recipe rows to build (default all): " + ", ".join(
@@ -285,14 +338,15 @@ def main():
     rows: list = []
     if not args.skip_curves:
         for key in args.models.split(","):
-            curves(key, args.quick, rows, args.points.split(",") if args.points else None, args.eval_samples)
+            curves(key, args.quick, rows, args.points.split(",") if args.points else None, args.eval_samples,
+                   args.grid)
     if not args.skip_recipe:
         from edgec.core.compression import Step
 
         steps = ([Step(**s) for s in json.loads(Path(args.recipe_steps).read_text())] if args.recipe_steps
                  else parse_recipe(args.recipe))
         arts = recipe(steps, args.quick, args.threads, args.keep, args.eval_samples,
-                      args.variants.split(",") if args.variants else None)
+                      args.variants.split(",") if args.variants else None, args.recipe_model)
         if not args.skip_latency:
             latency(arts, args.threads)
     if args.json:

@@ -10,6 +10,10 @@ every backend gets it. One module per technique, one entry in pipeline.TECHNIQUE
 Structured steps (structured.py, run before the weight steps; they cut MACs, so they buy speed):
   channels.py / reconstruct.py  channel groups, channel removal, least-squares re-fit of consumers
   lowrank.py    data-aware SVD of Gemm / 1x1 Conv;  distill.py  KD fine-tuning (torch, onnx2torch)
+After the weight steps:
+  codes.py      `--finetune distill` after --ecq/--cluster: KD with each layer's integer codes frozen
+                (scales, biases, uncompressed layers train; coded size unchanged) or trained straight-through
+                on the layer's own levels (--finetune-codes ste; size re-measured)
 Around them:
   layers.py     the [Cout, K] view of every layer, layer selection, H collection
   pipeline.py   compress(): the step list, the report, --max-drop per-layer selection
@@ -33,6 +37,9 @@ sensitivities from calib500[:32], measured on imagenet_eval500 / Fashion-MNIST t
                      1e-8 9.81x +2.40+-1.29; same H: cluster 32 7.02x -0.40+-0.69, cluster 16 8.50x
                      +3.80+-1.36, SparseGPT 0.3 5.13x +2.60+-1.11
 Short of 10x at <= 1 point on EfficientNet-Lite0: 500 images and no training; fine-tuning (#19) is the lever.
+Fine-tuning with frozen codes (7-bit grid, 450 calib images, 50 held out) moved it little: ecq 1e-8 7.53x
++2.60+-0.82 -> +2.20+-0.77 after 5 epochs (held-out KL 0.041 -> 0.037; ste codes, 3 epochs: +2.40+-0.79);
+ecq 5e-9 + 4 epochs compiled to INT8: onnxruntime 6.38x +1.00+-0.60, OpenVINO 6.43x +0.40+-0.49, pack 6.6x.
 The lever without fine-tuning was the statistics, not the technique: the classifier's H from 32 images
 is rank 32 for 1280 inputs, and every data-aware method (SparseGPT, clustering, ECQ) fitted it to those
 images (logit NMSE 0.97 at ecq 1e-8 on held-out images; 0.055 with more images and a shrunk H).

@@ -125,8 +125,12 @@ def _kl(torch, s_logits, t_logits, temp=TEMPERATURE):
 
 def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto, calibration, *, minutes: float = 10.0,
              epochs: int = 3, lr: float = LR, batch: int = BATCH, seed: int = 0, samples: int | None = None,
-             threads: int = 1, progress: Callable[[str], None] | None = None) -> tuple[onnx.ModelProto, dict]:
+             threads: int = 1, progress: Callable[[str], None] | None = None,
+             prepare: Callable | None = None) -> tuple[onnx.ModelProto, dict]:
     """(fine-tuned student, report); see the module docstring. Single-input image models.
+
+    `prepare(torch, net) -> (Adam param groups, report entries)` chooses what trains and how (codes.py
+    freezes the integer codes of compressed layers); by default every parameter at `lr`.
 
     One torch thread by default: on a loaded 2-core machine two OpenMP threads made a tiny model's
     training step 7x slower (spinning workers), and onnxruntime's teacher runs in between."""
@@ -135,12 +139,13 @@ def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto, calibration, *,
     torch.set_num_threads(threads)
     try:
         return _finetune(torch, convert, student, teacher, calibration, minutes, epochs, lr, batch, seed, samples,
-                         progress)
+                         progress, prepare)
     finally:
         torch.set_num_threads(prev_threads)
 
 
-def _finetune(torch, convert, student, teacher, calibration, minutes, epochs, lr, batch, seed, samples, progress):
+def _finetune(torch, convert, student, teacher, calibration, minutes, epochs, lr, batch, seed, samples, progress,
+              prepare=None):
     from edgec.core import progress as prog
     from edgec.core.quantization.calibration import session
 
@@ -166,8 +171,12 @@ def _finetune(torch, convert, student, teacher, calibration, minutes, epochs, lr
 
     net = convert(batchable(student), attach_onnx_mapping=True)
     net.train()
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+    extra: dict = {}
+    if prepare is not None:
+        groups, extra = prepare(torch, net)
+    else:
+        groups = [{"params": [p for p in net.parameters() if p.requires_grad]}]
+    opt = torch.optim.Adam(groups, lr=lr)
     t_hold = torch.from_numpy(np.concatenate([teach(hold[i:i + batch]) for i in range(0, len(hold), batch)]))
 
     def held_kl() -> float:
@@ -211,7 +220,7 @@ def _finetune(torch, convert, student, teacher, calibration, minutes, epochs, lr
            "heldout_images": int(n_hold), "epochs_run": len(history), "steps": steps, "stopped_by": stopped,
            "heldout_kl_before": round(kl0, 5), "heldout_kl_after": round(best[0], 5), "history": history,
            "temperature": TEMPERATURE, "lr": lr, "batch": batch, "minutes_budget": minutes,
-           "seconds": round(time.perf_counter() - t0, 1)}
+           "seconds": round(time.perf_counter() - t0, 1), **extra}
     return out, rep
 
 

@@ -211,8 +211,14 @@ def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None,
     say = progress or (lambda msg: None)
     from .structured import STRUCTURED, apply_structured  # graph-changing steps (issue #19) run first
 
-    model, structured = apply_structured(model, steps, calibration=calibration, validation=validation,
-                                         max_drop=max_drop, progress=say)
+    # With weight steps, --finetune distill runs after them with their integer codes frozen (codes.py);
+    # alone (or with structured steps only) it trains every weight, before any weight step (structured.py).
+    after = [st for st in steps if st.technique == "distill"] if any(st.technique in TECHNIQUES for st in steps) else []
+    teacher = model
+    if not after and any(st.technique == "distill" and (st.options or {}).get("mode") for st in steps):
+        raise InputError("--finetune-codes applies to the codes of --ecq / --cluster: give one of them")
+    model, structured = apply_structured(model, [st for st in steps if st not in after], calibration=calibration,
+                                         validation=validation, max_drop=max_drop, progress=say)
     max_drop, steps = (None if structured else max_drop), [st for st in steps if st.technique not in STRUCTURED]
     for st in steps:
         if st.technique not in TECHNIQUES:
@@ -262,6 +268,8 @@ def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None,
     if bias_correction and calibration is not None:
         ctx.hessians([ly for ly in layers if ly.done])
         report["bias_corrected"] = correct_bias(out, layers, {ly.name: ly for ly in all_layers}, ctx.means)
+    if after:
+        out, report["finetune"] = _finetune_frozen(out, teacher, layers, after[-1], calibration, per_channel, qmax, say)
     hs = ctx._h
     rows = []
     originals = {ly.name: ly for ly in all_layers}
@@ -284,6 +292,38 @@ def compress(model: onnx.ModelProto, steps: Sequence[Step], *, calibration=None,
     report["size_after"] = size_report(out, layers=False)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     return CompressResult(out, report, layers)
+
+
+def _finetune_frozen(model, teacher, layers, step: Step, calibration, per_channel, qmax, say):
+    """Distillation after the weight steps, their codes frozen (codes.finetune_codes); layers re-read."""
+    from .codes import finetune_codes, refresh_layers
+
+    if calibration is None:
+        raise InputError("--finetune distill trains on unlabelled calibration images: pass --calib DATA")
+    opts = dict(step.options or {})
+    if opts.get("mode", "frozen") not in ("frozen", "ste"):
+        raise InputError(f"--finetune-codes {opts['mode']!r}: use frozen or ste")
+    frozen = [ly.weight for ly in layers if ly.codebook is not None]
+    if not frozen:
+        raise InputError("--finetune distill after --prune alone has no integer codes to keep: add --ecq or "
+                         "--cluster (or fine-tune before pruning with --finetune distill and no weight step)")
+    kw = {k: opts[k] for k in ("lr_scale", "lr_bias", "lr_free", "lr_codes", "train_free", "batch", "seed", "mode")
+          if k in opts}
+    pruned = {ly.weight: ly.mask for ly in layers if ly.mask is not None and any(d["step"] == "prune" for d in ly.done)}
+    say(f"fine-tuning with the integer codes of {len(frozen)} layers " +
+        ("frozen" if kw.get("mode", "frozen") == "frozen" else "trained straight-through on their levels"))
+    out, rep = finetune_codes(model, teacher, calibration, frozen, qmax=qmax, per_channel=per_channel,
+                              minutes=step.amount, epochs=opts.get("epochs", 3), progress=say, keep_zero=pruned, **kw)
+    refresh_layers(out, layers)
+    if rep["codes_changed"]:  # ste: what enforce() keeps after INT8 is the trained codes
+        from .codes import grid_codes
+
+        for ly in layers:
+            if ly.codebook is not None:
+                q = grid_codes(ly.w, qmax, per_channel)
+                ly.codebook = np.unique(q)
+                ly.mask = (q == 0) if ly.weight not in pruned else ly.mask
+    return out, rep
 
 
 class _States:

@@ -31,6 +31,10 @@ def add_structured_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--finetune-minutes", type=float, default=10.0, metavar="M",
                    help="fine-tuning time budget in minutes (default 10)")
     g.add_argument("--finetune-epochs", type=int, default=3, metavar="N", help="at most N epochs (default 3)")
+    g.add_argument("--finetune-codes", choices=["frozen", "ste"],
+                   help="after --ecq/--cluster: frozen (default) keeps every integer code, so the entropy-coded size "
+                        "is unchanged, and trains scales, biases and uncompressed layers; ste also trains the codes "
+                        "on each layer's levels (straight-through rounding; the size is re-measured)")
 
 
 def structured_steps(args, layers: tuple) -> list:
@@ -57,5 +61,10 @@ def structured_steps(args, layers: tuple) -> list:
     if getattr(args, "finetune", None) == "distill":
         if args.finetune_minutes <= 0 or args.finetune_epochs < 1:
             raise InputError("--finetune-minutes must be > 0 and --finetune-epochs >= 1")
-        steps.append(Step("distill", args.finetune_minutes, None, (), options={"epochs": args.finetune_epochs}))
+        opts = {"epochs": args.finetune_epochs}
+        if getattr(args, "finetune_codes", None):
+            opts["mode"] = args.finetune_codes
+        steps.append(Step("distill", args.finetune_minutes, None, (), options=opts))
+    elif getattr(args, "finetune_codes", None):
+        raise InputError("--finetune-codes needs --finetune distill")
     return steps
