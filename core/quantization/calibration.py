@@ -1,7 +1,9 @@
 """Calibration: run the FP32 model once over the data, histogram the float activations, cache the result.
 
 The cache key is (model sha256, data fingerprint): the same model and data give a hit whatever the
-method, percentile or flavour, because ranges are derived from the stored histograms.
+method, percentile or flavour, because ranges are derived from the stored histograms. A compile asks
+for the tensors it needs (int8.folded_inputs leaves out those the quantizer never reads); a file that
+lacks some gets them added by a pass over just those.
 """
 from __future__ import annotations
 

@@ -134,6 +134,15 @@ class LayerStats:
             self._run(h_for=[], means=True)
         return self._means
 
+    def _shape(self, name: str) -> list[int]:
+        if not hasattr(self, "_shapes"):
+            import onnx
+
+            g = onnx.shape_inference.infer_shapes(self.model).graph
+            self._shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                            for v in list(g.value_info) + list(g.input) + list(g.output)}
+        return self._shapes.get(name) or [1]
+
     def _run(self, h_for: list[str], means: bool) -> None:
         with one_blas_thread():
             self._pass(h_for, means)
@@ -151,7 +160,7 @@ class LayerStats:
         hs: dict[str, np.ndarray] = {}
         sums: dict[str, list] = {}
         if names and n:
-            from .overlap import consume
+            from .overlap import consume, shards, workers
 
             sess = session(with_outputs(self.model, names), overlapped=True)
             it = iter(self.data.take(n))
@@ -164,25 +173,36 @@ class LayerStats:
                 for k, s in enumerate(it):
                     yield k, sess.run(names, {i.name: s.feeds[i.name] for i in sess.get_inputs()})
 
-            def update(item):
-                k, outs = item
-                acts = dict(zip(names, outs))
-                if k < self.h_samples:
-                    for node, w, rows, _ in layers:
-                        if node.name in want_h:
-                            r = rows(np.asarray(acts[node.input[0]], np.float32))
-                            h = np.matmul(r.transpose(0, 2, 1), r)
-                            hs[node.name] = hs.get(node.name, 0.0) + h.astype(np.float64)
-                if k < self.mean_samples:
-                    for node, _, _, _ in mean_layers:
-                        x = np.asarray(acts[node.input[0]], np.float32)
-                        kind = kinds[node.name]
-                        acc = sums.setdefault(node.name, [0.0, 0.0, 0])
-                        acc[0] = acc[0] + _column_means(x, node, kind)
-                        acc[1] = acc[1] + _column_means(_dqq(x, qp[node.name]), node, kind)
-                        acc[2] += 1
+            # Each layer's sums belong to one shard (worker): split by input size, both cores share the
+            # numpy work and every sum is still made in sample order.
+            size = lambda node: float(np.prod([d or 1 for d in self._shape(node.input[0])]))  # noqa: E731
+            h_layers = [layer for layer in layers if layer[0].name in want_h]
+            jobs = [("h", layer) for layer in h_layers] + [("m", layer) for layer in mean_layers]
+            cost = [size(layer[0]) * (3.0 if kind == "h" else 1.0) for kind, layer in jobs]
+            groups = shards(cost, workers())
 
-            consume(runs(), update)
+            def update_for(group):
+                mine = [jobs[i] for i in group]
+
+                def update(item):
+                    k, outs = item
+                    acts = dict(zip(names, outs))
+                    for kind, (node, w, rows, _) in mine:
+                        x = np.asarray(acts[node.input[0]], np.float32)
+                        if kind == "h":
+                            if k < self.h_samples:
+                                r = rows(x)
+                                h = np.matmul(r.transpose(0, 2, 1), r)
+                                hs[node.name] = hs.get(node.name, 0.0) + h.astype(np.float64)
+                        elif k < self.mean_samples:
+                            kd = kinds[node.name]
+                            acc = sums.setdefault(node.name, [0.0, 0.0, 0])
+                            acc[0] = acc[0] + _column_means(x, node, kd)
+                            acc[1] = acc[1] + _column_means(_dqq(x, qp[node.name]), node, kd)
+                            acc[2] += 1
+                return update
+
+            consume(runs(), [update_for(g) for g in groups])
         if want_h:
             self._h = {**(self._h or {}), **hs}
         if means:

@@ -11,33 +11,59 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 
 def enabled() -> bool:
     return os.environ.get("EDGEC_OVERLAP", "1") != "0" and (os.cpu_count() or 1) > 1
 
 
-def consume(items: Iterable, fn: Callable, depth: int = 2) -> None:
-    """fn(item) for every item, in order, on one worker thread, with at most `depth` items waiting
-    (each holds a sample's fetched activations); exceptions surface here, the first one wins."""
+def consume(items: Iterable, fn: Callable | Sequence[Callable], depth: int = 2) -> None:
+    """fn(item) for every item, in order, on a worker thread, with at most `depth` items waiting (each
+    holds a sample's fetched activations); exceptions surface here, the first one wins.
+
+    A list of functions (`shards`) gets one worker each, every worker seeing every item in order: a
+    pass whose bookkeeping splits by tensor (each shard owns its tensors' sums) then uses both cores
+    while onnxruntime waits for the slower shard (the layer-statistics pass is that bound on 2 cores)."""
+    fns = [fn] if callable(fn) else list(fn)
     if not enabled():
         for item in items:
-            fn(item)
+            for f in fns:
+                f(item)
         return
     pending: deque = deque()
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgec-overlap")
+    pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgec-overlap") for _ in fns]
     try:
         for item in items:
-            pending.append(pool.submit(fn, item))
+            pending.append([pool.submit(f, item) for pool, f in zip(pools, fns)])
             while len(pending) > depth:
-                pending.popleft().result()
+                for fut in pending.popleft():
+                    fut.result()
         while pending:
-            pending.popleft().result()
+            for fut in pending.popleft():
+                fut.result()
     finally:
-        for f in pending:
-            f.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        for futs in pending:
+            for fut in futs:
+                fut.cancel()
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def shards(weights: Sequence[float], n: int = 2) -> list[list[int]]:
+    """Indices split into `n` groups of about equal total weight (greedy, largest first)."""
+    n = max(1, min(n, len(weights)))
+    groups: list[list[int]] = [[] for _ in range(n)]
+    load = [0.0] * n
+    for i in sorted(range(len(weights)), key=lambda i: -weights[i]):
+        j = load.index(min(load))
+        groups[j].append(i)
+        load[j] += weights[i]
+    return [sorted(g) for g in groups if g]
+
+
+def workers() -> int:
+    return int(os.environ.get("EDGEC_OVERLAP_WORKERS", "2")) if enabled() and (os.cpu_count() or 1) >= 2 else 1
 
 
 def session_options(so) -> None:
