@@ -132,7 +132,7 @@ def parse_recipe(text: str):
         k, v = part.split("=", 1)
         if k == "distill":
             v, *opts = v.split(":")
-            o = {a: (int(b) if a == "epochs" else float(b)) for a, b in (x.split("=") for x in opts)}
+            o = {a: (int(b) if a == "epochs" else b if a == "mode" else float(b)) for a, b in (x.split("=") for x in opts)}
             steps.append(Step("distill", float(v), None, (), options={"epochs": 3, **o}))
             continue
         v, _, pats = v.partition("@")
