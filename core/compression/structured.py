@@ -3,6 +3,7 @@
   prune_channels  reconstruct.prune_channels: remove channels (MACs and parameters drop)
   low_rank        lowrank.factorize: split layers into two thinner ones where that is faster
   distill         distill.finetune: knowledge-distillation fine-tuning against the FP32 input model
+                  (with --ecq / --cluster it runs after them instead, their codes frozen: pipeline.compress, codes.py)
 
 Each takes (model, step, ctx) and returns (model, report); step.options holds extras ({"tied": True}
 for prune_channels, {"epochs": N} for distill, whose amount is its time budget in minutes). With --max-drop, prune_channels tries a
