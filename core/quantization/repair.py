@@ -17,7 +17,6 @@ from .qdq import insert_qdq
 from .rounding import apply_rounding
 
 BIAS_OPS = ("Conv", "ConvTranspose", "Gemm")
-_BIAS_OPS = BIAS_OPS
 
 
 def _bar(it, total, desc, progress):
@@ -44,7 +43,7 @@ def bias_deltas(model: onnx.ModelProto, ranges, flavour: QuantFlavour, excluded:
     `only`: just these target layers. prepare_int8 computes the same deltas for Conv/Gemm from layer
     input means (layer_stats.py) and sends only the rest (ConvTranspose, 1-D/3-D convs) here."""
     excluded = set(excluded)
-    targets = [n for n in weighted_nodes(model) if n.op_type in _BIAS_OPS and n.name not in excluded
+    targets = [n for n in weighted_nodes(model) if n.op_type in BIAS_OPS and n.name not in excluded
                and (only is None or n.name in only)]
     if not targets:
         return {}
