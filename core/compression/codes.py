@@ -25,20 +25,20 @@ from onnx import numpy_helper
 
 from edgec.core.errors import InputError
 
+from .entropy import GRID_TOL
+from .layers import grid_scale
+
 LR_SCALE = 1e-3   # Adam step on log-scales: 0.1 % of a scale per step (3e-3 and 1e-2 diverged on EfficientNet-Lite0)
 LR_BIAS = 1e-4
 LR_FREE = 2e-5    # the uncompressed layers' weights (depthwise convs: few weights per channel)
 LR_CODES = 0.02   # mode "ste": Adam's step on the latent codes, in level spacings of the layer
-GRID_TOL = 1e-3   # as entropy.GRID_TOL
 
 
 def grid_codes(w: np.ndarray, qmax: int, per_channel: bool = True) -> np.ndarray | None:
     """Integer codes of `w` ([Cout, ...] in its own layout, output channels first) on its INT8 grid,
     or None when `w` is not on it."""
     rows = w.reshape(w.shape[0], -1).astype(np.float64)
-    amax = np.abs(rows).max(1) if per_channel else np.full(rows.shape[0], np.abs(rows).max())
-    s = np.where(amax > 0, amax, 1.0) / qmax
-    u = rows / s[:, None]
+    u = rows / grid_scale(rows, per_channel, qmax)[:, None]
     q = np.round(u)
     if np.max(np.abs(u - q)) > GRID_TOL:
         return None
