@@ -167,9 +167,22 @@ def test_weight_memo_gives_onnxruntimes_own_model(monkeypatch):
     flav = QuantFlavour(reduce_range=True, depthwise_full_range=True)
     weight_memo._PARAMS.clear()
     weight_memo._WEIGHTS.clear()
+    computed = []  # the initializers onnxruntime's own scale loop was asked for, per insertion
+    own = QDQQuantizer._calc_initializer_quant_params
+
+    def counting(self):
+        inits = {t.name for t in self.model.initializer()}
+        computed[-1] += sum(name in inits for name in self.tensors_to_quantize)
+        return own(self)
+
+    monkeypatch.setattr(QDQQuantizer, "_calc_initializer_quant_params", counting)
+    computed.append(0)
     cold = insert_qdq(model, parts.ranges, flav).SerializeToString()
     assert weight_memo._PARAMS and weight_memo._WEIGHTS
+    computed.append(0)
     warm = insert_qdq(model, parts.ranges, flav).SerializeToString()
+    assert computed[0] > 0 and computed[1] == 0, f"weights whose scales were computed, cold then warm: {computed}"
+    monkeypatch.setattr(QDQQuantizer, "_calc_initializer_quant_params", own)
     monkeypatch.setattr(weight_memo, "quantizer_class", lambda: QDQQuantizer)
     plain = insert_qdq(model, parts.ranges, flav).SerializeToString()
     assert cold == warm == plain
