@@ -1,6 +1,7 @@
 """The compile flow as a list of named stages over one options object.
 
-    resolve -> load -> data -> optimize -> compress -> quantize -> [staging dir] lower -> validate -> publish
+    resolve -> load -> data -> (reference prefetch) -> optimize -> compress -> quantize -> [staging dir] lower
+    -> validate -> publish
 
 Each stage is a function of the `Compilation` (options plus what earlier stages produced), in
 `core/stages.py`; a new step (input shapes, compression, fine-tuning) is one more function in the
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from edgec.core import interrupt, progress, stages
+from edgec.core import interrupt, progress, reference_prefetch, stages
 from edgec.core.artifact import Artifact, staging_dir
 from edgec.core.claims import reconcile_claims
 from edgec.core.data_guard import data_warnings
@@ -66,6 +67,7 @@ class Compilation:
     passes_report: dict | None = None
     compressed: Any = None  # core/compression's CompressResult when steps ran
     quant_report: dict | None = None
+    reference: Any = None  # the ReferencePrefetch running since the data stage, which validate takes over
     ctx: Any = None  # the LoweringContext
     staging: Path | None = None
     manifest: dict | None = None
@@ -85,7 +87,7 @@ class Compilation:
 
 # Before the staging directory exists: nothing is written until a model is ready to lower.
 PREPARE = [("resolve", stages.resolve_backend), ("load", stages.load_source), ("shapes", stages.fix_input_shapes),
-           ("data", stages.open_inputs), ("optimize", stages.optimize_graph), ("compress", stages.compress),
+           ("data", stages.open_inputs), ("prefetch", reference_prefetch.start), ("optimize", stages.optimize_graph), ("compress", stages.compress),
            ("quantize", stages.quantize)]
 # Inside it: any failure removes the directory, so no half-written artifact is left behind.
 IN_STAGING = [("lower", stages.lower), ("validate", stages.validate), ("audit", audit_stage), ("warnings", data_warnings),
@@ -103,10 +105,13 @@ def compile(model, backend: str = "onnxruntime", precision: str = "fp32", **kwar
     if unknown:
         raise TypeError(f"compile() got an unexpected keyword argument {unknown[0]!r}")
     c = Compilation(model, CompileOptions(backend=backend, precision=precision, **kwargs))
-    for name, stage in PREPARE:
-        c.run(name, stage)
-    with staging_dir(c.out) as tmp:
-        c.staging = tmp
-        for name, stage in IN_STAGING:
+    try:
+        for name, stage in PREPARE:
             c.run(name, stage)
+        with staging_dir(c.out) as tmp:
+            c.staging = tmp
+            for name, stage in IN_STAGING:
+                c.run(name, stage)
+    finally:
+        reference_prefetch.stop(c)  # a compile that failed before validate leaves no thread behind
     return Artifact(c.out, c.manifest)

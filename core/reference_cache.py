@@ -60,7 +60,7 @@ class CachedReference(Runner):
         self._stored: dict[str, list[np.ndarray]] = {}
         self._new: dict[str, list[np.ndarray]] = {}
         self._new_bytes = 0
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.ahead = 0
         meta = None
         arrays = cache.load_arrays(KIND, self._key)
         if arrays is not None and "__names__" in arrays:
@@ -96,28 +96,55 @@ class CachedReference(Runner):
             return self._session().run(feeds)
         got = self._stored.get(digest) or self._new.get(digest)
         if got is not None and all(v is not None for v in got):
-            self.hits += 1
+            if digest in self._new:
+                self.misses += 1  # computed by this compile, ahead of validation (reference_prefetch.py)
+            else:
+                self.hits += 1
             return dict(zip(self.output_names, got))
         self.misses += 1
         out = self._session().run(feeds)
-        values = [out[n] for n in self._session().output_names]
-        if not all(isinstance(v, np.ndarray) and v.dtype != object for v in values):
-            return out  # sequence / map outputs are not stored
-        size = sum(v.nbytes for v in values)
-        if self._new_bytes + size <= MAX_BYTES:
-            self._new[digest] = values
-            self._new_bytes += size
+        self._keep(digest, out, self._session().output_names)
         return out
 
+    def _keep(self, digest: str, out: dict, names) -> bool:
+        """Store `out` for the next compile; False once the size cap is reached."""
+        values = [out[n] for n in names]
+        if not all(isinstance(v, np.ndarray) and v.dtype != object for v in values):
+            return True  # sequence / map outputs are not stored
+        size = sum(v.nbytes for v in values)
+        if self._new_bytes + size > MAX_BYTES:
+            return False
+        self._new[digest] = values
+        self._new_bytes += size
+        return True
+
+    def compute_ahead(self, feeds, runner) -> bool:
+        """The outputs for `feeds` from `runner` (a ReferenceRunner with this reference's settings), kept
+        as if `run` had computed them; False when no more can be kept. Called from the prefetch thread
+        only, before the validate stage's first `run`."""
+        digest = feeds_digest(feeds)
+        if digest is None:
+            return True
+        if digest in self._stored or digest in self._new:
+            return True
+        if self._meta is None:  # validation then needs no session of its own for the names
+            self._meta = (list(runner.output_names), runner.runtime)
+        if not self._keep(digest, runner.run(feeds), runner.output_names):
+            return False
+        self.ahead += 1
+        return True
+
     def report(self) -> dict:
-        return {"hits": self.hits, "misses": self.misses}
+        """hits: answered from an earlier compile's store; misses: computed by this compile, of which
+        `ahead` by the prefetch thread before validation began."""
+        return {"hits": self.hits, "misses": self.misses, **({"ahead": self.ahead} if self.ahead else {})}
 
     def save(self) -> None:
         """Store what this run computed (with what was stored before) for the next compile."""
-        if not self._new or self._runner is None:
+        if not self._new:
             return
-        names = self._runner.output_names
-        arrays = {"__names__": np.array(names), "__runtime__": np.array(self._runner.runtime)}
+        names = self.output_names
+        arrays = {"__names__": np.array(names), "__runtime__": np.array(self.runtime)}
         kept = 0
         for store in (self._new, self._stored):
             for digest, values in store.items():

@@ -247,6 +247,14 @@ def lower(c) -> None:
     }
 
 
+def reference_for(c):
+    """The FP32 reference for validation: the source model on onnxruntime, its outputs remembered across compiles."""
+    from edgec.core.reference_cache import CachedReference
+
+    ref_sha = c.source["sha256"] if c.source["path"] else hashlib.sha256(c.source_model.SerializeToString()).hexdigest()
+    return CachedReference(c.source["path"] or c.source_model, ref_sha, threads=c.opts.threads)
+
+
 def validate(c) -> None:
     """The artifact on the backend's own runtime against the FP32 model on onnxruntime."""
     o, be, manifest = c.opts, c.backend, c.manifest
@@ -256,10 +264,8 @@ def validate(c) -> None:
     runner = be.load(c.staging, manifest, threads=o.threads)
     try:
         # From the path when there is one: onnxruntime then reads external data (> 2 GB models) itself.
-        from edgec.core.reference_cache import CachedReference  # outputs remembered across compiles
-
-        ref_sha = c.source["sha256"] if c.source["path"] else hashlib.sha256(c.source_model.SerializeToString()).hexdigest()
-        reference = CachedReference(c.source["path"] or c.source_model, ref_sha, threads=o.threads)
+        # Outputs remembered across compiles, and computed ahead while earlier stages ran (reference_prefetch.py).
+        reference = c.reference.finish() if c.reference is not None else reference_for(c)
         # Without --val, int8 is checked on its calibration samples: random normal inputs are far outside
         # the ranges it was calibrated for and would fail every honest quantization.
         check_data = c.val if c.val is not None else c.calib

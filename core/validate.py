@@ -119,8 +119,7 @@ def validate_runner(runner: Runner, reference: Runner, data: Dataset | None, *, 
     for sample in progress.bar(data, total=len(data), desc=desc, unit="sample"):
         if shapes is None:
             shapes = {k: list(np.shape(v)) for k, v in sample.feeds.items() if hasattr(v, "shape") or np.isscalar(v)}
-        feeds = {k: np.asarray(v) if isinstance(v, (np.generic, int, float, bool)) else v
-                 for k, v in sample.feeds.items()}
+        feeds = sample_feeds(sample)
         chunk.append((sample.label, feeds, reference.run(feeds)))
         held += sum(int(getattr(v, "nbytes", 0)) for v in chunk[-1][2].values())
         if len(chunk) >= CHUNK_SAMPLES or held >= CHUNK_BYTES:
@@ -139,6 +138,11 @@ def validate_runner(runner: Runner, reference: Runner, data: Dataset | None, *, 
         report["min_cosine"] = min_cosine
         report["passed"] = bool(report["cosine"] >= min_cosine and not report.get("mismatches") and not degenerate)
     return report
+
+
+def sample_feeds(sample: Sample) -> dict:
+    """A sample's feeds as both runtimes get them (scalars as 0-d arrays): what the reference cache hashes."""
+    return {k: np.asarray(v) if isinstance(v, (np.generic, int, float, bool)) else v for k, v in sample.feeds.items()}
 
 
 CHUNK_SAMPLES = 16

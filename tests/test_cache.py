@@ -125,7 +125,8 @@ def test_compile_rerun_reuses_optimizer_and_reference(cache_dir, tiny_cnn_path, 
     a = edgec.compile(tiny_cnn_path, "onnxruntime", "int8", output=tmp_path / "a", **kw).manifest
     b = edgec.compile(tiny_cnn_path, "onnxruntime", "int8", output=tmp_path / "b", **kw).manifest
     assert a["passes"]["cache"] == "miss" and b["passes"]["cache"] == "hit"
-    assert a["validation"]["reference_cache"] == {"hits": 0, "misses": 32}
+    ra = a["validation"]["reference_cache"]
+    assert ra["hits"] == 0 and ra["misses"] == 32 and ra.get("ahead", 0) <= 32  # ahead: by the prefetch thread
     assert b["validation"]["reference_cache"] == {"hits": 32, "misses": 0}
     assert a["files"]["model.onnx"]["sha256"] == b["files"]["model.onnx"]["sha256"]
     for k in ("cosine", "max_abs_err", "top1_agreement"):
@@ -145,3 +146,66 @@ def test_edited_model_misses(cache_dir, tmp_path, tiny_data):
     edgec.compile(p1, "onnxruntime", "fp32", output=tmp_path / "a", **kw)
     m = edgec.compile(p2, "onnxruntime", "fp32", output=tmp_path / "b", **kw).manifest
     assert m["passes"]["cache"] == "miss" and m["validation"]["reference_cache"]["hits"] == 0
+
+
+def test_prefetched_reference_is_validations_own(cache_dir, tiny_cnn_path, tiny_data, tmp_path):
+    """The prefetch thread's outputs are the ones validation computes, it runs at nice 19 without
+    touching the caller's priority, and validation computes only what it did not reach."""
+    import threading
+
+    from edgec.core import reference_prefetch as rp
+    from edgec.core.stages import open_data
+    from edgec.core.validate import ReferenceRunner, sample_feeds
+
+    if not rp._lower_priority_possible():
+        pytest.skip("this OS cannot lower one thread's priority: the prefetch is not started here")
+    model = onnx.load(str(tiny_cnn_path))
+    data = open_data(str(tiny_data), model, None, "validation")
+    seen = {}
+    own = rp._lower_priority
+
+    def lower_and_look():
+        ok = own()
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return ok
+
+    import os
+    rp._lower_priority, before = lower_and_look, os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        ref = CachedReference(str(tiny_cnn_path), "sha-p")
+        ahead = rp.ReferencePrefetch(ref, str(tiny_cnn_path), lambda: open_data(str(tiny_data), model, None, "v"), None)
+        ahead._thread.join(60)
+    finally:
+        rp._lower_priority = own
+    assert seen["nice"] == 19 and os.getpriority(os.PRIO_PROCESS, 0) == before
+    got = ahead.finish()
+    assert got is ref and ref.ahead == 32 and ahead.error is None
+    plain = ReferenceRunner(str(tiny_cnn_path))
+    for sample in data:
+        f = sample_feeds(sample)
+        np.testing.assert_array_equal(ref.run(f)["logits"], plain.run(f)["logits"])
+    assert ref.report() == {"hits": 0, "misses": 32, "ahead": 32} and ref._runner is None  # no session of its own
+
+
+def test_prefetch_is_stopped_by_a_failed_compile(cache_dir, tiny_cnn_path, tiny_data, tmp_path):
+    import threading
+
+    with pytest.raises(edgec.core.errors.InputError):
+        edgec.compile(tiny_cnn_path, "onnxruntime", "int8", calibration=tmp_path / "missing.npz",
+                      validation=tiny_data, output=tmp_path / "a")
+    bad = tmp_path / "bad_calib.npz"  # a wrong shape: found while calibrating, after the prefetch started
+    np.savez(bad, input=np.zeros((4, 3, 8, 8), np.float32))
+    started = []
+    monkey = pytest.MonkeyPatch()
+    from edgec.core import reference_prefetch as rp
+    real = rp.ReferencePrefetch.__init__
+    monkey.setattr(rp.ReferencePrefetch, "__init__", lambda self, *a: (started.append(1), real(self, *a))[1])
+    try:
+        with pytest.raises(edgec.core.errors.InputError, match="shape"):
+            edgec.compile(tiny_cnn_path, "onnxruntime", "int8", calibration=bad, validation=tiny_data,
+                          output=tmp_path / "b")
+    finally:
+        monkey.undo()
+    assert started == [1] or not rp._lower_priority_possible()
+    assert not [t for t in threading.enumerate() if t.name == "edgec-reference-prefetch"]
+    assert not (tmp_path / "b").exists()

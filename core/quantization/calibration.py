@@ -29,7 +29,7 @@ BOUNDED_OPS = ("Clip", "Sigmoid", "Tanh", "Softmax", "HardSigmoid")
 def bounded_outputs(model: onnx.ModelProto) -> set[str]:
     return {n.output[0] for n in model.graph.node if n.op_type in BOUNDED_OPS and n.output}
 
-CACHE_VERSION = 2  # 2: a file may hold a subset of the tensors (collect(tensors=...)), plus __empty__
+CACHE_VERSION = 3  # 2: a file may hold a subset of the tensors (collect(tensors=...)), plus __empty__; 3: float64 bin edges (fast-histogram)
 
 
 def default_cache_dir() -> Path:

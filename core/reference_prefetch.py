@@ -1,0 +1,104 @@
+"""The FP32 reference's validation outputs, computed on otherwise idle CPU while the compile works (issue 17).
+
+Validation needs the reference's output on every validation sample, and those depend on the source
+model and the data alone, not on anything the compile decides. On a first INT8 compile of
+EfficientNet-Lite0 (500 validation images, 2 cores) they were 6 of the validate stage's 12 s, while
+in the ~30 s before it (the optimizer, the quantizer's Python, GPTQ) the process used 1.4 cores on
+average. So from the data stage on, a thread at the lowest CPU priority (nice 19: the scheduler gives
+it only cycles no other thread wants) runs the reference over its own copy of the validation data
+into the CachedReference that the validate stage reads; validate stops it and computes only what it
+did not reach. Its session has validation's own settings (threads, no spinning), so the numbers are
+the ones validation would have computed.
+
+Only where a thread's priority can be lowered (Linux); elsewhere it would compete with the compile
+and is not started. EDGEC_PREFETCH=0 turns it off.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+from edgec.core.reference_cache import CachedReference
+
+MIN_SAMPLES = 16  # below this the validate stage's own reference runs are not worth a thread
+
+
+def _lower_priority() -> bool:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only (Linux)
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 19
+    except (AttributeError, OSError):
+        return False
+
+
+def _lower_priority_possible() -> bool:
+    """Whether this OS has per-thread priorities (asked on a throwaway thread)."""
+    got = []
+    t = threading.Thread(target=lambda: got.append(_lower_priority()))
+    t.start()
+    t.join()
+    return got[0]
+
+
+class ReferencePrefetch:
+    """A background pass of the reference over `open_data()` into `reference` (see the module docstring)."""
+
+    def __init__(self, reference: CachedReference, model, open_data, threads: int | None):
+        self.reference = reference
+        self._model, self._open, self._threads = model, open_data, threads
+        self._stop = threading.Event()
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._work, name="edgec-reference-prefetch", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        runner = None
+        try:
+            if not _lower_priority():
+                return
+            from edgec.core.validate import ReferenceRunner, sample_feeds
+
+            data = self._open()
+            # Created here, so the session's pool threads inherit this thread's priority.
+            runner = ReferenceRunner(self._model, threads=self._threads)
+            if runner.runtime != "onnxruntime":
+                return  # onnx's reference evaluator is Python: it would hold the GIL the compile needs
+            for sample in data:
+                if self._stop.is_set() or not self.reference.compute_ahead(sample_feeds(sample), runner):
+                    return
+        except Exception as e:  # noqa: BLE001 - validation meets the same problem itself and reports it
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            if runner is not None:
+                runner.close()
+
+    def finish(self) -> CachedReference:
+        """Stop the pass (within one sample) and hand over the reference; the thread is gone after this."""
+        self._stop.set()
+        self._thread.join()
+        return self.reference
+
+
+def start(c) -> None:
+    """The compile stage: start the prefetch when there is validation data worth it, read from a path
+    or a list of samples (a caller's own Dataset object is not iterated from a second thread)."""
+    o = c.opts
+    if os.environ.get("EDGEC_PREFETCH", "1") == "0" or c.val is None or len(c.val) < MIN_SAMPLES:
+        return
+    if not isinstance(o.validation, (str, os.PathLike, list, tuple)):
+        return
+    from edgec.core import stages
+
+    def open_data():  # its own Dataset: own file handle and decode memo, nothing shared with c.val
+        ds = stages.open_data(o.validation, c.source_model, o.preprocess, "validation")
+        return ds.take(o.val_samples) if o.val_samples else ds
+
+    c.reference = ReferencePrefetch(stages.reference_for(c), c.source["path"] or c.source_model, open_data,
+                                    o.threads)
+
+
+def stop(c) -> None:
+    """Stop a prefetch that validation did not take over (a failed or interrupted compile)."""
+    ahead = getattr(c, "reference", None)
+    if isinstance(ahead, ReferencePrefetch):
+        ahead.finish()
