@@ -167,15 +167,20 @@ def test_weight_memo_gives_onnxruntimes_own_model(monkeypatch):
     flav = QuantFlavour(reduce_range=True, depthwise_full_range=True)
     weight_memo._PARAMS.clear()
     weight_memo._WEIGHTS.clear()
-    computed = []  # the initializers onnxruntime's own scale loop was asked for, per insertion
-    own = QDQQuantizer._calc_initializer_quant_params
+    computed = []  # initializers whose scales were computed (vectorised or by onnxruntime), per insertion
+    own, fast = QDQQuantizer._calc_initializer_quant_params, weight_memo._per_channel_params
 
     def counting(self):
         inits = {t.name for t in self.model.initializer()}
         computed[-1] += sum(name in inits for name in self.tensors_to_quantize)
         return own(self)
 
+    def counting_fast(*a):
+        computed[-1] += 1
+        return fast(*a)
+
     monkeypatch.setattr(QDQQuantizer, "_calc_initializer_quant_params", counting)
+    monkeypatch.setattr(weight_memo, "_per_channel_params", counting_fast)
     computed.append(0)
     cold = insert_qdq(model, parts.ranges, flav).SerializeToString()
     assert weight_memo._PARAMS and weight_memo._WEIGHTS
@@ -186,3 +191,40 @@ def test_weight_memo_gives_onnxruntimes_own_model(monkeypatch):
     monkeypatch.setattr(weight_memo, "quantizer_class", lambda: QDQQuantizer)
     plain = insert_qdq(model, parts.ranges, flav).SerializeToString()
     assert cold == warm == plain
+
+
+@pytest.mark.parametrize("flavour", [QuantFlavour(), QuantFlavour(reduce_range=True, depthwise_full_range=True),
+                                     QuantFlavour(activation_dtype="int8")], ids=["u8s8", "7bit", "s8s8"])
+def test_vectorised_weight_grid_is_onnxruntimes(monkeypatch, flavour):
+    """weight_memo's per-channel scales and integers (vectorised over channels) are onnxruntime's own
+    loops' byte for byte, including an all-zero channel (the 1.0 scale fallback) and subnormal ones."""
+    from onnx import numpy_helper
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    from edgec.core.quantization import weight_memo
+    from edgec.core.quantization.graph import ensure_node_names
+    from edgec.core.quantization.int8 import prepare_int8
+    from edgec.core.quantization.qdq import insert_qdq
+
+    model = ensure_node_names(tiny_cnn(seed=5))
+    for t in model.graph.initializer:
+        w = numpy_helper.to_array(t)
+        if w.ndim == 4 and w.shape[0] >= 3:
+            w = w.copy()
+            w[0] = 0.0  # scale below float32's tiny: onnxruntime's 1.0 / zero-point 0 branch
+            w[1] = np.float32(1e-40) * np.sign(w[1] + 1e-3)  # subnormal weights
+            t.CopyFrom(numpy_helper.from_array(w, t.name))
+    parts = prepare_int8(model, data(), flavour=flavour, method="auto", percentile=99.99, progress=False,
+                         cache_dir=False, bias_correction=False)
+    import onnxruntime.quantization.qdq_quantizer as qq
+
+    calls = []
+    own = qq.compute_data_quant_params
+    monkeypatch.setattr(qq, "compute_data_quant_params", lambda *a, **k: (calls.append(1), own(*a, **k))[1])
+    weight_memo._PARAMS.clear()
+    weight_memo._WEIGHTS.clear()
+    fast = insert_qdq(model, parts.ranges, flavour).SerializeToString()
+    fast_calls = len(calls)
+    monkeypatch.setattr(weight_memo, "quantizer_class", lambda: QDQQuantizer)
+    assert fast == insert_qdq(model, parts.ranges, flavour).SerializeToString()
+    assert fast_calls == 0 and len(calls) > 0  # the per-channel loop did not run on the fast path
