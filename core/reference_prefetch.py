@@ -21,6 +21,7 @@ import threading
 from edgec.core.reference_cache import CachedReference
 
 MIN_SAMPLES = 16  # below this the validate stage's own reference runs are not worth a thread
+MAX_MODEL_BYTES = 512 << 20  # a second session of a bigger model would hold its weights twice meanwhile
 
 
 def _lower_priority() -> bool:
@@ -64,7 +65,9 @@ class ReferencePrefetch:
             if runner.runtime != "onnxruntime":
                 return  # onnx's reference evaluator is Python: it would hold the GIL the compile needs
             for sample in data:
-                if self._stop.is_set() or not self.reference.compute_ahead(sample_feeds(sample), runner):
+                if self._stop.is_set() or runner.runtime != "onnxruntime":  # (a kernel's refusal switches it)
+                    return
+                if not self.reference.compute_ahead(sample_feeds(sample), runner):
                     return
         except Exception as e:  # noqa: BLE001 - validation meets the same problem itself and reports it
             self.error = f"{type(e).__name__}: {e}"
@@ -86,6 +89,9 @@ def start(c) -> None:
     if os.environ.get("EDGEC_PREFETCH", "1") == "0" or c.val is None or len(c.val) < MIN_SAMPLES:
         return
     if not isinstance(o.validation, (str, os.PathLike, list, tuple)):
+        return
+    path = c.source["path"]
+    if (os.path.getsize(path) if path and os.path.isfile(path) else c.source_model.ByteSize()) > MAX_MODEL_BYTES:
         return
     from edgec.core import stages
 
