@@ -228,3 +228,27 @@ def test_vectorised_weight_grid_is_onnxruntimes(monkeypatch, flavour):
     monkeypatch.setattr(weight_memo, "quantizer_class", lambda: QDQQuantizer)
     assert fast == insert_qdq(model, parts.ranges, flavour).SerializeToString()
     assert fast_calls == 0 and len(calls) > 0  # the per-channel loop did not run on the fast path
+
+
+def test_depthwise_h_from_every_second_position():
+    """_patches(every=2) is the full im2col at even output rows and columns (stride, pads, dilation), and
+    layer_stats takes it only for depthwise inputs with large output maps."""
+    from onnx import helper as oh
+
+    from edgec.core.quantization import layer_stats
+    from edgec.core.quantization.rounding import _patches, conv_geometry
+
+    rng = np.random.default_rng(3)
+    for attrs, (h, w) in (({"strides": [1, 1], "pads": [1, 1, 1, 1]}, (57, 60)),
+                          ({"strides": [2, 2], "pads": [2, 1, 2, 2], "dilations": [1, 2]}, (115, 113)),
+                          ({"strides": [1, 1], "pads": [1, 1, 1, 1]}, (20, 21))):
+        node = oh.make_node("Conv", ["x", "w"], ["y"], name="dw", group=6, **attrs)
+        x = rng.normal(0, 1, (1, 6, h, w)).astype(np.float32)
+        full, half = _patches(x, node, (3, 3), 6), _patches(x, node, (3, 3), 6, every=2)
+        _, _, _, ho, wo = conv_geometry(x.shape, node, (3, 3))
+        grid = full.reshape(6, ho, wo, 9)[:, ::2, ::2].reshape(6, -1, 9)
+        assert np.array_equal(half, grid)
+        took = layer_stats._h_rows(x, node, lambda a: "all rows", (6, (6, 1, 3, 3)))
+        assert isinstance(took, str) == (ho * wo < layer_stats.DW_EVERY_FROM)
+        if not isinstance(took, str):
+            assert np.array_equal(took, half)

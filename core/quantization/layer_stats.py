@@ -19,7 +19,7 @@ from onnx import numpy_helper
 
 from .calibration import session, with_outputs
 from .graph import initializers
-from .rounding import _attr, _output_axis, _weight_quant, conv_geometry, one_blas_thread
+from .rounding import _attr, _output_axis, _patches, _weight_quant, conv_geometry, one_blas_thread
 
 _QRANGE = {onnx.TensorProto.UINT8: (0, 255), onnx.TensorProto.INT8: (-128, 127),
            onnx.TensorProto.UINT16: (0, 65535), onnx.TensorProto.INT16: (-32768, 32767)}
@@ -154,6 +154,7 @@ class LayerStats:
         mean_layers = [layer for layer in layers if means and qp.get(layer[0].name, "unknown") != "unknown"]
         inits = initializers(self.model)
         kinds = {node.name: _kind(node, w, g, tuple(inits[node.input[1]].dims)) for node, w, _, g in layers}
+        groups_of = {node.name: (g, tuple(inits[node.input[1]].dims)) for node, _, _, g in layers}
         used = [layer for layer in layers if layer[0].name in want_h] + mean_layers
         names = list(dict.fromkeys(node.input[0] for node, _, _, _ in used))
         n = max(self.h_samples if want_h else 0, self.mean_samples if mean_layers else 0)
@@ -191,7 +192,7 @@ class LayerStats:
                         x = np.asarray(acts[node.input[0]], np.float32)
                         if kind == "h":
                             if k < self.h_samples:
-                                r = rows(x)
+                                r = _h_rows(x, node, rows, groups_of[node.name])
                                 h = np.matmul(r.transpose(0, 2, 1), r)
                                 hs[node.name] = hs.get(node.name, 0.0) + h.astype(np.float64)
                         elif k < self.mean_samples:
@@ -207,6 +208,22 @@ class LayerStats:
             self._h = {**(self._h or {}), **hs}
         if means:
             self._means = {k: (a / c, b / c) for k, (a, b, c) in sums.items()}
+
+
+DW_EVERY_FROM = 56 * 56  # depthwise output positions per image from which H takes every 2nd row and column
+
+
+def _h_rows(x: np.ndarray, node, rows, geometry):
+    """The rows GPTQ's H sums for one layer input: all of them, except for a depthwise conv with a large
+    output map, where every 2nd output row and column is plenty (32 images x 784+ positions for a 9x9
+    or 25x25 H) and the im2col copy plus the per-channel products were the layer-statistics pass's
+    largest cost (issue 17). GPTQ's damping and updates are invariant to H's scale."""
+    groups, wdims = geometry
+    if node.op_type == "Conv" and x.ndim == 4 and groups > 1 and len(wdims) == 4 and wdims[1] == 1 == x.shape[1] // groups:
+        _, _, _, ho, wo = conv_geometry(x.shape, node, tuple(wdims[2:]))
+        if ho * wo >= DW_EVERY_FROM:
+            return _patches(x, node, tuple(wdims[2:]), groups, every=2)
+    return rows(x)
 
 
 def analytic_deltas(qm: onnx.ModelProto, layers, means, rounding, targets) -> tuple[dict, list[str]]:

@@ -44,11 +44,13 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
-def _patches(x: np.ndarray, node: onnx.NodeProto, kshape, groups: int = 1) -> np.ndarray:
+def _patches(x: np.ndarray, node: onnx.NodeProto, kshape, groups: int = 1, every: int = 1) -> np.ndarray:
     """im2col of a 2-D Conv input: [groups, N*Ho*Wo, Cin/groups*kh*kw], column order matching
-    W.reshape(Cout, -1) within a group."""
+    W.reshape(Cout, -1) within a group. `every` > 1: only every `every`-th output row and column."""
     kh, kw = kshape
     xp, (sh, sw), (dh, dw), ho, wo = _padded(x, node, kshape)
+    if every > 1:
+        sh, sw, ho, wo = sh * every, sw * every, -(-ho // every), -(-wo // every)
     n, c = x.shape[:2]
     cg = c // groups
     if kh == kw == sh == sw == n == 1 and xp is x and x.flags.c_contiguous:
