@@ -210,12 +210,12 @@ class LayerStats:
             self._means = {k: (a / c, b / c) for k, (a, b, c) in sums.items()}
 
 
-DW_EVERY_FROM = 56 * 56  # depthwise output positions per image from which H takes every 2nd row and column
+DW_EVERY_FROM = 28 * 28  # depthwise output positions per image from which H takes every 2nd row and column
 
 
 def _h_rows(x: np.ndarray, node, rows, geometry):
     """The rows GPTQ's H sums for one layer input: all of them, except for a depthwise conv with a large
-    output map, where every 2nd output row and column is plenty (32 images x 784+ positions for a 9x9
+    output map, where every 2nd output row and column is plenty (32 images x 196+ positions for a 9x9
     or 25x25 H) and the im2col copy plus the per-channel products were the layer-statistics pass's
     largest cost (issue 17). GPTQ's damping and updates are invariant to H's scale."""
     groups, wdims = geometry
