@@ -122,7 +122,8 @@ class LayerStats:
         self._h_layers: list[str] = []
 
     def moments(self, layers) -> dict[str, np.ndarray]:
-        """H per layer of `layers` (the same sums, in the same arithmetic, as rounding.input_moments)."""
+        """H per layer of `layers`: rounding.input_moments' sums in the same arithmetic, except that a
+        depthwise conv with a large output map sums every 2nd output row and column (_h_rows)."""
         names = [node.name for node, _, _, _ in layers]
         if self._h is None or not set(names) <= set(self._h):
             self._run(h_for=names, means=self._means is None and self.mean_samples > 0)

@@ -76,7 +76,8 @@ def moments(model, cal, data, report: dict, compute=None):
     im2col product per layer) and does not depend on the grid: a compile for another backend (u8 vs
     s8 activations, 7- vs 8-bit weights) of the same model and data reuses it. Stored as float64,
     exactly what was computed, so a hit rounds to the same integers as the miss did. `compute(layers)`
-    replaces input_moments (int8.py: layer_stats' shared pass, the same sums)."""
+    replaces input_moments (int8.py: layer_stats' shared pass; see LayerStats.moments for how its
+    depthwise sums differ)."""
     def get(layers):
         from .rounding import input_moments
 
