@@ -39,7 +39,10 @@ def test_analytic_bias_deltas_match_the_twin_pass():
     (1, 8, 15, 13, 3, 1, [1, 1, 1, 1], 1, 1, None), (2, 6, 16, 16, 5, 2, [1, 2, 2, 1], 1, 6, None),
     (1, 4, 11, 9, 3, 2, [0, 0, 0, 0], 2, 2, None), (1, 4, 12, 12, 3, 2, None, 1, 1, "SAME_UPPER"),
     (1, 12, 7, 5, 1, 1, [0, 0, 0, 0], 1, 1, None), (3, 12, 7, 5, 1, 1, [0, 0, 0, 0], 1, 4, None),
-    (1, 5, 9, 9, 1, 2, [0, 0, 0, 0], 1, 1, None)])
+    (1, 5, 9, 9, 1, 2, [0, 0, 0, 0], 1, 1, None),
+    # maps above 28x28: 3x3 takes the phase sums, 5x5 the products (layer_stats._column_means)
+    (1, 4, 30, 31, 3, 1, [1, 1, 1, 1], 1, 4, None), (2, 4, 33, 29, 3, 2, [0, 1, 1, 0], 2, 1, None),
+    (1, 3, 30, 30, 5, 2, [2, 2, 2, 2], 1, 3, None)])
 def test_column_means_equal_the_im2col_means(n, c, h, w, k, stride, pads, dil, groups, auto):
     from edgec.core.quantization.layer_stats import _column_means
     from edgec.core.quantization.rounding import _patches
