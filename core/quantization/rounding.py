@@ -175,24 +175,27 @@ def gptq_round(w: np.ndarray, scale: np.ndarray, h: np.ndarray, qmin: int = -127
     except np.linalg.LinAlgError:
         return np.clip(np.round(w / scale[:, None]), qmin, qmax)[:, np.argsort(order)]
     s = scale.astype(np.float64)
-    q = np.empty_like(w)
+    # Column-major work arrays (wt[j] is column j, contiguous): the loop below reads and updates whole
+    # columns, which in w's row-major layout were strided; the arithmetic is the same element for element.
+    wt = np.ascontiguousarray(w.T)
+    qt = np.empty_like(wt)
     # Lazy batch updates (GPTQ's own trick): columns are rounded one by one inside a block of BLOCK, and
     # the block's errors reach the later columns in one matrix product. The per-column rank-1 update of
     # all later columns made EfficientNet-Lite0's 1000 x 1280 Gemm alone 7.6 s (issue 17); the same
     # algorithm, summed in another order (an integer lands elsewhere only where w/s sits on a .5 tie).
     for b0 in range(0, k, BLOCK):
         b1 = min(b0 + BLOCK, k)
-        wb, hb = w[:, b0:b1], hinv[b0:b1, b0:b1]
-        errs = np.empty((w.shape[0], b1 - b0))
+        wb, hb = wt[b0:b1], hinv[b0:b1, b0:b1]
+        errs = np.empty((b1 - b0, w.shape[0]))
         for j in range(b1 - b0):
-            qi = np.clip(np.round(wb[:, j] / s), qmin, qmax)
-            q[:, b0 + j] = qi
-            err = (wb[:, j] - qi * s) / hb[j, j]
-            wb[:, j + 1:] -= np.outer(err, hb[j, j + 1:])
-            errs[:, j] = err
+            qi = np.clip(np.round(wb[j] / s), qmin, qmax)
+            qt[b0 + j] = qi
+            err = (wb[j] - qi * s) / hb[j, j]
+            wb[j + 1:] -= np.outer(hb[j, j + 1:], err)
+            errs[j] = err
         if b1 < k:
-            w[:, b1:] -= errs @ hinv[b0:b1, b1:]
-    return q[:, np.argsort(order)]
+            wt[b1:] -= hinv[b0:b1, b1:].T @ errs
+    return qt.T[:, np.argsort(order)]
 
 
 def gptq_round_groups(w: np.ndarray, scale: np.ndarray, h: np.ndarray, qmin: int = -127,
