@@ -1,7 +1,7 @@
 """Byte-identical rebuilds: the same model, data and options compiled twice give the same files.
 
-One line per (backend, precision) in BUILDS: a new backend adds its line. TVM's lines run in the slow
-target (11-33 s each since issue 17's lowering fixes, minutes before, on a loaded 2-core machine).
+One line per (backend, precision) in DEFAULT or SLOW_BUILDS: a new backend adds its line. TVM's lines run
+in the slow target (11-33 s each since issue 17's lowering fixes, minutes before, on a loaded 2-core machine).
 
 The two builds of a line are separate processes, as a user runs them, each with its own calibration and
 optimizer cache, so the second is a full rebuild, not a cache hit. (OpenVINO numbers the nodes it creates
@@ -23,16 +23,16 @@ import pytest
 
 import bad_inputs_lib as B
 
-SLOW = pytest.mark.slow
-BUILDS = [
+DEFAULT = [
     ("onnxruntime", "fp32", {}),
     ("onnxruntime", "int8", {}),
     ("openvino", "fp32", {}),
     ("openvino", "int8", {}),
-    pytest.param("tvm", "fp32", {"schedule": "rules"}, marks=SLOW),
-    pytest.param("tvm", "int8", {"schedule": "rules"}, marks=SLOW),
 ]
-DEFAULT = [b for b in BUILDS if not hasattr(b, "marks")]
+SLOW_BUILDS = [
+    ("tvm", "fp32", {"schedule": "rules"}),
+    ("tvm", "int8", {"schedule": "rules"}),
+]
 
 # One process: the CLI's main() once per build, each build with its own cache directory.
 _DRIVER = """
@@ -75,35 +75,39 @@ def _rebuild_twice(builds, tmp_path) -> None:
         assert p.returncode == 0, err[-2000:]
 
 
-def _available(backend):
+def _compare(root, backend, precision, options) -> str | None:
+    """None when the two builds of a line have the same files, byte for byte; else what differs."""
+    d = root / _tag(backend, precision, options)
+    tables = [json.loads((d / f"out{i}" / "manifest.json").read_text())["files"] for i in range(2)]
+    if not tables[0]:
+        return f"{backend} {precision}: the manifest lists no files"
+    if tables[0] != tables[1]:
+        return f"{backend} {precision} rebuilt differently: {tables}"
+    differ = [n for n in tables[0] if (d / "out0" / n).read_bytes() != (d / "out1" / n).read_bytes()]
+    return f"{backend} {precision}: {differ} differ" if differ else None
+
+
+def test_default_rebuilds_are_byte_identical(tmp_path):
+    """Every default line whose backend is installed, in one test: the lines share their two processes (and
+    a module-scoped fixture would not do: pytest-xdist 3.8's loadgroup does not group under pytest 9.2,
+    pytest-dev/pytest-xdist#1386, so each worker would build them all again)."""
+    from edgec.core.registry import get_backend
+
+    lines = [b for b in DEFAULT if get_backend(b[0]).available().ok]
+    assert any(b[0] == "onnxruntime" for b in lines), "onnxruntime is a hard dependency"
+    _rebuild_twice(lines, tmp_path)
+    failures = [f for f in (_compare(tmp_path, *b) for b in lines) if f]
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend,precision,options", SLOW_BUILDS)
+def test_rebuild_is_byte_identical(backend, precision, options, tmp_path):
     from edgec.core.registry import get_backend
 
     av = get_backend(backend).available()
     if not av.ok:
         pytest.skip(f"{backend} not available here: {av.reason}")
-
-
-@pytest.fixture(scope="module")
-def default_rebuilds(tmp_path_factory):
-    """The default lines whose backend is installed, each built twice (by two processes, see above)."""
-    from edgec.core.registry import get_backend
-
-    root = tmp_path_factory.mktemp("rebuilds")
-    _rebuild_twice([b for b in DEFAULT if get_backend(b[0]).available().ok], root)
-    return root
-
-
-@pytest.mark.parametrize("backend,precision,options", BUILDS)
-def test_rebuild_is_byte_identical(backend, precision, options, tmp_path, request):
-    _available(backend)
-    if (backend, precision, options) in DEFAULT:
-        root = request.getfixturevalue("default_rebuilds")
-    else:
-        root = tmp_path
-        _rebuild_twice([(backend, precision, options)], root)
-    d = root / _tag(backend, precision, options)
-    tables = [json.loads((d / f"out{i}" / "manifest.json").read_text())["files"] for i in range(2)]
-    assert tables[0], f"{backend} {precision}: the manifest lists no files"
-    assert tables[0] == tables[1], f"{backend} {precision} rebuilt differently: {tables}"
-    for name in tables[0]:
-        assert (d / "out0" / name).read_bytes() == (d / "out1" / name).read_bytes(), name
+    _rebuild_twice([(backend, precision, options)], tmp_path)
+    failure = _compare(tmp_path, backend, precision, options)
+    assert failure is None, failure
