@@ -490,15 +490,11 @@ def test_compile_fp16_keeps_fp32_io_and_halves_weights(tiny_files, tmp_path):
     assert runner.inputs[0].dtype == "float32" and runner.outputs[0].dtype == "float32"
 
 
-def test_cli_missing_device_exits_2_naming_devices(tiny_files, tmp_path):
-    import subprocess
-    import sys
-
+def test_cli_missing_device_exits_2_naming_devices(tiny_files, tmp_path, run_cli):
     model_path, _, _ = tiny_files
-    proc = subprocess.run([sys.executable, "-m", "edgec.core.cli", "compile", str(model_path), "--backend", "openvino",
-                           "--device", "XPU9", "-o", str(tmp_path / "art")], capture_output=True, text=True)
-    assert proc.returncode == 2, proc.stderr
-    assert "XPU9" in proc.stderr and "CPU" in proc.stderr
+    code, _, err = run_cli("compile", model_path, "--backend", "openvino", "--device", "XPU9", "-o", tmp_path / "art")
+    assert code == 2, err
+    assert "XPU9" in err and "CPU" in err
     assert not (tmp_path / "art").exists()
 
 

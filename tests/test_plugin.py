@@ -72,7 +72,7 @@ def test_plugin_preset_hook(plugin_env):
     assert proc.returncode == 0 and proc.stdout.strip() == "0.5", proc.stderr
 
 
-def test_without_plugin_it_is_unknown(tmp_path, tiny_cnn_path):
-    proc = subprocess.run([sys.executable, "-m", "edgec.core.cli", "compile", str(tiny_cnn_path), "--backend",
-                           "onnx-reference", "-o", str(tmp_path / "x")], capture_output=True, text=True)
-    assert proc.returncode == 2 and "unknown backend 'onnx-reference'" in proc.stderr
+def test_without_plugin_it_is_unknown(tmp_path, tiny_cnn_path, run_cli):
+    # The test process never has the private plugin directory on its path, so no fresh process is needed.
+    code, _, err = run_cli("compile", tiny_cnn_path, "--backend", "onnx-reference", "-o", tmp_path / "x")
+    assert code == 2 and "unknown backend 'onnx-reference'" in err, err

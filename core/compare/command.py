@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from edgec.core.cli_common import coerce, cosine, dump, nonneg_int, positive_int, ranged
-from edgec.core.compare import executor
+from edgec.core.compare import flags
 
 
 def _backend_option(text: str) -> tuple[str, str, object]:
@@ -55,7 +55,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="recompile every cell even when a cached artifact matches")
     c.add_argument("-o", "--output", required=True, help="report directory (artifacts go under its artifacts/)")
     c.add_argument("--json", action="store_true", help="print report.json on stdout")
-    executor.add_arguments(c)
+    flags.add_arguments(c)
     c.set_defaults(func=cmd_compare)
     return c
 
@@ -75,7 +75,7 @@ def cmd_compare(args) -> int:
                      options=options, min_cosine=args.min_cosine, threads=args.threads, runs=args.runs,
                      warmup=args.warmup, min_seconds=args.min_seconds, memory=not args.no_memory, force=args.force,
                      compress=args.compress,
-                     **executor.executor_kwargs(args))
+                     **flags.executor_kwargs(args))
     if args.json:
         dump(report.to_json())
     else:

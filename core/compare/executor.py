@@ -15,14 +15,13 @@ The interface, duck-typed (LocalExecutor here, RayExecutor in ray_executor.py):
 """
 from __future__ import annotations
 
-import argparse
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from edgec.core.compare.bench import time_cells
 from edgec.core.compare.cell import CellBar, CellJob, CellOutcome, TimingCell, TimingGroup, node_label, run_cell
+from edgec.core.compare.flags import EXECUTORS, add_arguments, executor_kwargs
 from edgec.core.errors import InputError
 
-EXECUTORS = ("local", "ray")
 __all__ = ["EXECUTORS", "LocalExecutor", "TimingCell", "TimingGroup", "open_executor", "add_arguments",
            "executor_kwargs", "merge_timing"]
 
@@ -82,22 +81,6 @@ def open_executor(executor="local", ray_address: str | None = None, **ray_option
         from edgec.core.compare.ray_executor import RayExecutor
         return RayExecutor(address=ray_address, **ray_options), True
     raise InputError(f"unknown executor '{executor}' (choose from {', '.join(EXECUTORS)})")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The executor flags, shared by every verb that runs a sweep (compare, auto)."""
-    parser.add_argument("--executor", choices=EXECUTORS, default="local",
-                        help="where cells compile and validate: this process (local, default) or a Ray cluster "
-                             "(ray; pip install 'edgec[ray]'). Ray needs the model, data and -o on a path every "
-                             "node sees")
-    parser.add_argument("--ray-address", metavar="auto|HOST:PORT",
-                        help="an existing Ray cluster (auto: the one `ray start` runs on this machine, or "
-                             "$RAY_ADDRESS); without it --executor ray starts a private one-node cluster on "
-                             "127.0.0.1 (no dashboard, files under edgec's cache)")
-
-
-def executor_kwargs(args) -> dict:
-    return {"executor": getattr(args, "executor", "local"), "ray_address": getattr(args, "ray_address", None)}
 
 
 def merge_timing(groups: Iterable[TimingGroup]) -> dict[str, tuple[TimingGroup, dict]]:
