@@ -32,15 +32,6 @@ def _lower_priority() -> bool:
         return False
 
 
-def _lower_priority_possible() -> bool:
-    """Whether this OS has per-thread priorities (asked on a throwaway thread)."""
-    got = []
-    t = threading.Thread(target=lambda: got.append(_lower_priority()))
-    t.start()
-    t.join()
-    return got[0]
-
-
 class ReferencePrefetch:
     """A background pass of the reference over `open_data()` into `reference` (see the module docstring)."""
 
