@@ -87,8 +87,8 @@ class Compilation:
 
 # Before the staging directory exists: nothing is written until a model is ready to lower.
 PREPARE = [("resolve", stages.resolve_backend), ("load", stages.load_source), ("shapes", stages.fix_input_shapes),
-           ("data", stages.open_inputs), ("prefetch", reference_prefetch.start), ("optimize", stages.optimize_graph), ("compress", stages.compress),
-           ("quantize", stages.quantize)]
+           ("data", stages.open_inputs), ("prefetch", reference_prefetch.start), ("optimize", stages.optimize_graph),
+           ("compress", stages.compress), ("quantize", stages.quantize)]
 # Inside it: any failure removes the directory, so no half-written artifact is left behind.
 IN_STAGING = [("lower", stages.lower), ("validate", stages.validate), ("audit", audit_stage), ("warnings", data_warnings),
               ("claims", reconcile_claims), ("publish", stages.publish)]
