@@ -251,7 +251,7 @@ def test_depthwise_h_from_every_second_position():
         _, _, _, ho, wo = conv_geometry(x.shape, node, (3, 3))
         grid = full.reshape(6, ho, wo, 9)[:, ::2, ::2].reshape(6, -1, 9)
         assert np.array_equal(half, grid)
-        took = layer_stats._h_rows(x, node, lambda a: "all rows", (6, (6, 1, 3, 3)))
+        took = layer_stats._h_rows(x, node, lambda a: "all rows", ("conv", (3, 3), 6))
         assert isinstance(took, str) == (ho * wo < layer_stats.DW_EVERY_FROM)
         if not isinstance(took, str):
             assert np.array_equal(took, half)

@@ -174,7 +174,6 @@ class LayerStats:
         mean_layers = [layer for layer in layers if means and qp.get(layer[0].name, "unknown") != "unknown"]
         inits = initializers(self.model)
         kinds = {node.name: _kind(node, w, g, tuple(inits[node.input[1]].dims)) for node, w, _, g in layers}
-        groups_of = {node.name: (g, tuple(inits[node.input[1]].dims)) for node, _, _, g in layers}
         used = [layer for layer in layers if layer[0].name in want_h] + mean_layers
         names = list(dict.fromkeys(node.input[0] for node, _, _, _ in used))
         n = max(self.h_samples if want_h else 0, self.mean_samples if mean_layers else 0)
@@ -212,7 +211,7 @@ class LayerStats:
                         x = np.asarray(acts[node.input[0]], np.float32)
                         if kind == "h":
                             if k < self.h_samples:
-                                r = _h_rows(x, node, rows, groups_of[node.name])
+                                r = _h_rows(x, node, rows, kinds[node.name])
                                 h = np.matmul(r.transpose(0, 2, 1), r)
                                 hs[node.name] = hs.get(node.name, 0.0) + h.astype(np.float64)
                         elif k < self.mean_samples:
@@ -233,16 +232,16 @@ class LayerStats:
 DW_EVERY_FROM = 28 * 28  # depthwise output positions per image from which H takes every 2nd row and column
 
 
-def _h_rows(x: np.ndarray, node, rows, geometry):
+def _h_rows(x: np.ndarray, node, rows, kind):
     """The rows GPTQ's H sums for one layer input: all of them, except for a depthwise conv with a large
     output map, where every 2nd output row and column is plenty (32 images x 196+ positions for a 9x9
     or 25x25 H) and the im2col copy plus the per-channel products were the layer-statistics pass's
     largest cost (issue 17). GPTQ's damping and updates are invariant to H's scale."""
-    groups, wdims = geometry
-    if node.op_type == "Conv" and x.ndim == 4 and groups > 1 and len(wdims) == 4 and wdims[1] == 1 == x.shape[1] // groups:
-        _, _, _, ho, wo = conv_geometry(x.shape, node, tuple(wdims[2:]))
+    if kind[0] == "conv" and len(kind[1]) == 2 and x.ndim == 4 and kind[2] > 1 and x.shape[1] == kind[2]:
+        _, kshape, groups = kind  # depthwise: one input channel per group
+        _, _, _, ho, wo = conv_geometry(x.shape, node, kshape)
         if ho * wo >= DW_EVERY_FROM:
-            return _patches(x, node, tuple(wdims[2:]), groups, every=2)
+            return _patches(x, node, kshape, groups, every=2)
     return rows(x)
 
 

@@ -51,7 +51,7 @@ def quantizer_class():
                axis, quant_weight_name, block_size)
         hit = _WEIGHTS.get(key)
         if hit is None:
-            hit = _per_channel_weight(qq, weight, quant_type, zp, sc, axis, quant_weight_name, block_size)
+            hit = _per_channel_weight(weight, quant_type, zp, sc, axis, quant_weight_name, block_size)
             if hit is None:
                 hit = original(weight, quant_type, zero_point, scale, axis, quant_weight_name, block_size=block_size)
             _remember(_WEIGHTS, key, hit)
@@ -178,14 +178,14 @@ def _per_channel_params(quantizer, initializer, info):
     return QuantizationParams(zero_point=zero_point, scale=stored, quant_type=quant_type, axis=axis)
 
 
-def _per_channel_weight(qq, weight, quant_type, zp, sc, axis, quant_weight_name, block_size):
+def _per_channel_weight(weight, quant_type, zp, sc, axis, quant_weight_name, block_size):
     import numpy as np
     from onnxruntime.quantization import quant_utils as qu
 
     if axis is None or block_size or quant_type not in _INT_TYPES or weight.data_type != onnx.TensorProto.FLOAT:
         return None
     data = qu.tensor_proto_to_array(weight)
-    if sc.dtype != np.float32 or sc.ndim != 1 or zp.ndim != 1 or sc.shape[0] != data.shape[axis] != zp.shape[0]:
+    if sc.dtype != np.float32 or sc.ndim != 1 or zp.ndim != 1 or not sc.shape[0] == data.shape[axis] == zp.shape[0]:
         return None
     lo, hi = qu.get_qmin_qmax_for_qType(quant_type, reduce_range=False, symmetric=False)
     shape = [1] * data.ndim
