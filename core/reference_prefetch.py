@@ -86,12 +86,9 @@ def start(c) -> None:
         return
     from edgec.core import stages
 
-    def open_data():  # its own Dataset: own file handle and decode memo, nothing shared with c.val
-        ds = stages.open_data(o.validation, c.source_model, o.preprocess, "validation")
-        return ds.take(o.val_samples) if o.val_samples else ds
-
-    c.reference = ReferencePrefetch(stages.reference_for(c), c.source["path"] or c.source_model, open_data,
-                                    o.threads)
+    # Its own Dataset (own file handle and decode memo, nothing shared with c.val).
+    c.reference = ReferencePrefetch(stages.reference_for(c), c.source["path"] or c.source_model,
+                                    lambda: stages.validation_data(c), o.threads)
 
 
 def stop(c) -> None:

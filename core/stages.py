@@ -119,12 +119,17 @@ def open_inputs(c) -> None:
     c.calib = open_data(o.calibration, c.source_model, o.preprocess, "calibration")
     if c.calib is not None and o.calib_samples:
         c.calib = c.calib.take(o.calib_samples)
-    c.val = open_data(o.validation, c.source_model, o.preprocess, "validation")
-    if c.val is not None and o.val_samples:
-        c.val = c.val.take(o.val_samples)
+    c.val = validation_data(c)
     if o.precision == "int8" and c.calib is None:
         raise InputError("--precision int8 needs calibration data: pass --calib DATA (an .npz, image folder or "
                          "JPEG pack; add --preprocess for images)")
+
+
+def validation_data(c) -> Dataset | None:
+    """--val as a Dataset of --val-samples; each call opens it anew (reference_prefetch reads its own copy)."""
+    o = c.opts
+    ds = open_data(o.validation, c.source_model, o.preprocess, "validation")
+    return ds.take(o.val_samples) if ds is not None and o.val_samples else ds
 
 
 def optimize_graph(c) -> None:
