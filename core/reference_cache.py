@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 import numpy as np
 
@@ -61,6 +62,10 @@ class CachedReference(Runner):
         self._new: dict[str, list[np.ndarray]] = {}
         self._new_bytes = 0
         self.hits = self.misses = self.ahead = 0
+        # The prefetch thread (reference_prefetch.py) stores into _new while validation reads it: the lock
+        # guards _new/_new_bytes, and validation waits on it for a sample the prefetch is about to compute.
+        self._cond = threading.Condition()
+        self._producing = False
         meta = None
         arrays = cache.load_arrays(KIND, self._key)
         if arrays is not None and "__names__" in arrays:
@@ -94,7 +99,7 @@ class CachedReference(Runner):
         if digest is None:
             self.misses += 1
             return self._session().run(feeds)
-        got = self._stored.get(digest) or self._new.get(digest)
+        got = self._stored.get(digest) or self._wait_for(digest)
         if got is not None and all(v is not None for v in got):
             if digest in self._new:
                 self.misses += 1  # computed by this compile, ahead of validation (reference_prefetch.py)
@@ -106,16 +111,34 @@ class CachedReference(Runner):
         self._keep(digest, out, self._session().output_names)
         return out
 
+    def _wait_for(self, digest: str):
+        """The prefetch's outputs for `digest`, waiting while it is still producing: it walks the same
+        samples in the same order, so validation's next sample is the one it computes next. Meanwhile the
+        artifact's runs (validate_runner's other half) use the cores the prefetch leaves, which a
+        single-threaded runtime (TVM's CPU pool here) left idle when the two took turns on one thread."""
+        with self._cond:
+            while digest not in self._new and self._producing:
+                self._cond.wait(0.5)
+            return self._new.get(digest)
+
+    def producing(self, active: bool) -> None:
+        """Called by the prefetch thread as it starts (True) and ends (False, whatever stopped it)."""
+        with self._cond:
+            self._producing = active
+            self._cond.notify_all()
+
     def _keep(self, digest: str, out: dict, names) -> bool:
         """Store `out` for the next compile; False once the size cap is reached."""
         values = [out[n] for n in names]
         if not all(isinstance(v, np.ndarray) and v.dtype != object for v in values):
             return True  # sequence / map outputs are not stored
         size = sum(v.nbytes for v in values)
-        if self._new_bytes + size > MAX_BYTES:
-            return False
-        self._new[digest] = values
-        self._new_bytes += size
+        with self._cond:
+            if self._new_bytes + size > MAX_BYTES:
+                return False
+            self._new[digest] = values
+            self._new_bytes += size
+            self._cond.notify_all()
         return True
 
     def compute_ahead(self, feeds, runner) -> bool:

@@ -270,7 +270,7 @@ def validate(c) -> None:
     try:
         # From the path when there is one: onnxruntime then reads external data (> 2 GB models) itself.
         # Outputs remembered across compiles, and computed ahead while earlier stages ran (reference_prefetch.py).
-        reference = c.reference.finish() if c.reference is not None else reference_for(c)
+        reference = c.reference.handover() if c.reference is not None else reference_for(c)
         # Without --val, int8 is checked on its calibration samples: random normal inputs are far outside
         # the ranges it was calibrated for and would fail every honest quantization.
         check_data = c.val if c.val is not None else c.calib
@@ -284,6 +284,8 @@ def validate(c) -> None:
                 raise
             raise err from None
         report["runtime"] = getattr(runner, "where", be.name)  # what actually ran (may not be the artifact)
+        if c.reference is not None:
+            c.reference.finish()  # it has made every sample validation read; nothing runs on after this
         report["reference_cache"] = reference.report()
         reference.save()
         layer_info = be.layer_info(runner)

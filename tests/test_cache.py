@@ -191,6 +191,40 @@ def test_prefetched_reference_is_validations_own(cache_dir, tiny_cnn_path, tiny_
     assert ref.report() == {"hits": 0, "misses": 32, "ahead": 32} and ref._runner is None  # no session of its own
 
 
+def test_validation_waits_for_the_running_prefetch(cache_dir, tiny_cnn_path, tiny_data, monkeypatch):
+    """Validation takes the prefetch over while it still runs: a sample it has not reached yet is
+    waited for, not computed twice, and a prefetch that ends early (here: after 5 samples) leaves the
+    rest to validation's own session."""
+    import threading
+
+    from edgec.core import reference_prefetch as rp
+    from edgec.core.stages import open_data
+    from edgec.core.validate import ReferenceRunner, sample_feeds
+
+    monkeypatch.setattr(rp, "_lower_priority", lambda: True)  # the waiting, not the priority, is tested here
+    model = onnx.load(str(tiny_cnn_path))
+    plain = ReferenceRunner(str(tiny_cnn_path))
+    samples = [sample_feeds(s) for s in open_data(str(tiny_data), model, None, "v")]
+    real = CachedReference.compute_ahead
+    for limit, want in ((None, {"hits": 0, "misses": 32, "ahead": 32}), (5, {"hits": 0, "misses": 32, "ahead": 5})):
+        gate, made = threading.Event(), []  # the prefetch starts only once validation is already waiting
+
+        def gated(self, feeds, runner, limit=limit, gate=gate, made=made):
+            gate.wait(10)
+            made.append(1)
+            return (limit is None or len(made) <= limit) and real(self, feeds, runner)
+        monkeypatch.setattr(CachedReference, "compute_ahead", gated)
+        ref = CachedReference(str(tiny_cnn_path), f"sha-wait-{limit}")
+        ahead = rp.ReferencePrefetch(ref, str(tiny_cnn_path), lambda: open_data(str(tiny_data), model, None, "v"), None)
+        got = ahead.handover()
+        threading.Timer(0.3, gate.set).start()
+        for f in samples:
+            np.testing.assert_array_equal(got.run(f)["logits"], plain.run(f)["logits"])
+        ahead.finish()
+        assert ref.report() == want and ahead.error is None
+        assert (ref._runner is None) == (limit is None)  # its own session only for what the prefetch left
+
+
 def test_prefetch_is_stopped_by_a_failed_compile(cache_dir, tiny_cnn_path, tiny_data, tmp_path):
     import threading
 

@@ -356,3 +356,38 @@ def test_numpy_constant_folding_equals_relax_foldconstant():
     ours = relax.transform.FoldConstant()(folded)  # numpy first; FoldConstant then only propagates
     ref = relax.transform.FoldConstant()(mod)
     tvm.ir.assert_structural_equal(ours, ref, map_free_vars=True)
+
+
+CHILD = """
+import os, sys, numpy as np, edgec
+from edgec.backends.tvm.targets import _host_cores
+before = len(os.listdir("/proc/self/task"))
+edgec.load(sys.argv[1], **({"threads": int(sys.argv[2])} if sys.argv[2:] else {})).run(
+    {"input": np.zeros((1, 3, 16, 16), np.float32)})
+print(len(os.listdir("/proc/self/task")) - before, _host_cores())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through Linux's /proc")
+def test_the_artifact_runs_on_every_physical_core(host_artifact):
+    """TVM sizes its pool at half the logical CPUs on x86 unless told (it assumes hyper-threads), so on
+    a host without SMT every artifact ran on one core and --threads could not raise it (runner.py).
+    Counted in fresh processes, as the pool is process-wide and sized when it starts: the default
+    starts one worker per physical core beyond the first, more than --threads 1 does."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(host_artifact[1].path), *t], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for t in ((), ("1",))]
+    (default, cores), (single, _) = [_counts(p) for p in procs]
+    if cores < 2:
+        pytest.skip("one physical core: TVM's pool has no workers to start")
+    assert default - single == cores - 1
+
+
+def _counts(proc) -> tuple[int, int]:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    return tuple(int(v) for v in out.split()[-2:])
