@@ -213,7 +213,10 @@ class LayerStats:
                             if k < self.h_samples:
                                 r = _h_rows(x, node, rows, kinds[node.name])
                                 h = np.matmul(r.transpose(0, 2, 1), r)
-                                hs[node.name] = hs.get(node.name, 0.0) + h.astype(np.float64)
+                                if node.name in hs:
+                                    hs[node.name] += h  # float64 += float32: the same sum, no float64 temporary
+                                else:
+                                    hs[node.name] = h.astype(np.float64)
                         elif k < self.mean_samples:
                             kd = kinds[node.name]
                             acc = sums.setdefault(node.name, [0.0, 0.0, 0])
