@@ -100,3 +100,31 @@ def run_cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+def built_once(tmp_path_factory, name: str, build):
+    """`build(out_dir)` run once per test session, not once per xdist worker: the first worker to get here
+    builds under a lock in the directory the workers share and pickles what `build` returned; a later
+    worker waits for the lock and unpickles that. Returns (result, out_dir). For module-scoped fixtures
+    whose tests xdist spreads over both workers (loadgroup does not group, pytest-dev/pytest-xdist#1386).
+    Tests must only read out_dir (a test that writes copies it first)."""
+    import fcntl
+    import pickle
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    work = root / f"built-once-{name}"
+    work.mkdir(exist_ok=True)
+    done = work / "result.pkl"
+    with open(work / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not done.exists():
+                result = build(work / "out")
+                tmp = work / "result.pkl.tmp"
+                tmp.write_bytes(pickle.dumps(result))
+                tmp.rename(done)
+                return result, work / "out"
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return pickle.loads(done.read_bytes()), work / "out"

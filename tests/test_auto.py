@@ -3,6 +3,7 @@ and real end-to-end searches on the bundled Fashion-MNIST model (x86 on two back
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from edgec.core.auto.plan import Candidate, Demands, Outcome, follow_ups, judge,
 from edgec.core.auto.search import auto, explain
 from edgec.core.errors import InputError
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, built_once
 
 FM = EXAMPLES / "fashion_mnist"
 FM_DATA = dict(calibration=FM / "calib.npz", validation=FM / "val.npz", preprocess="unit", calib_samples=200,
@@ -150,9 +151,9 @@ def test_input_errors(tmp_path, run_cli):
 
 @pytest.fixture(scope="module")
 def x86_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("auto") / "x86"
-    res = auto(FM / "model.onnx", "x86", backends="onnxruntime,tflite", max_drop=1.0, output=out, **FM_DATA, **FAST)
-    return res, out
+    """One search per session, shared by both xdist workers (conftest.built_once); read-only for the tests."""
+    return built_once(tmp_path_factory, "auto-x86", lambda out: auto(
+        FM / "model.onnx", "x86", backends="onnxruntime,tflite", max_drop=1.0, output=out, **FM_DATA, **FAST))
 
 
 def test_end_to_end_x86_returns_a_validated_winner(x86_run):
@@ -189,8 +190,10 @@ def test_end_to_end_x86_returns_a_validated_winner(x86_run):
     assert "WINNER" in md and "why:" in md and w["candidate"] in md
 
 
-def test_rerun_resumes_from_the_cache(x86_run, monkeypatch):
-    res, out = x86_run
+def test_rerun_resumes_from_the_cache(x86_run, monkeypatch, tmp_path):
+    res, shared = x86_run
+    out = tmp_path / "x86"  # the cells' cache lives in the output: a copy resumes as the original would
+    shutil.copytree(shared, out, symlinks=True)
     calls = []
     real = compiler.compile
     monkeypatch.setattr(compiler, "compile", lambda *a, **k: calls.append(a) or real(*a, **k))

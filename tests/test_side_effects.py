@@ -40,7 +40,8 @@ def test_compare_writes_nothing_outside_edgec_cache(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("EDGEC_CACHE_DIR", "XDG_CACHE_HOME", "CI", "MPLCONFIGDIR")}
     env.update(HOME=str(home), TMPDIR=str(tmpd))
     r = subprocess.run([sys.executable, "-m", "edgec.core.cli", "compare", str(model), "-b", "onnxruntime", "-p", "fp32",
-                        "--val", str(B.data(tmp_path, n=4)), "--runs", "3", "--warmup", "1", "-o", str(tmp_path / "rep")],
+                        "--val", str(B.data(tmp_path, n=4)), "--runs", "3", "--warmup", "1",
+                        "--min-seconds", "0", "-o", str(tmp_path / "rep")],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "rep" / "pareto.png").is_file()
