@@ -322,6 +322,28 @@ def test_fast_stack_matches_inspect_stack_where_tvmscript_reads_it():
     # (the import itself runs in every sampled-schedule compile: test_tvm_schedules' schedule=sampled case)
 
 
+def test_only_the_cpu_tensor_intrinsics_are_imported():
+    """MetaSchedule's llvm rules find the x86/ARM intrinsics they tensorize with, its own import of the
+    package is a no-op, CUDA's definitions (most of the import) are never run, and any other part is
+    still there when asked for. In a fresh process: the import is once per process."""
+    import subprocess
+    import sys
+
+    child = (
+        "import sys\n"
+        "from edgec.backends.tvm.intrinsics import import_tensor_intrinsics\n"
+        "import_tensor_intrinsics()\n"
+        "import tvm.s_tir.tensor_intrin as ti\n"
+        "from tvm.s_tir import TensorIntrin\n"
+        "TensorIntrin.get('dot_16x4_vnni'); TensorIntrin.get('dot_4x4_i8i8s32_neon')\n"
+        "print(int('tvm.s_tir.tensor_intrin.cuda' in sys.modules or 'tvm.s_tir.tensor_intrin.metal' in sys.modules))\n"
+        "ti.metal\n"  # a part the CPU import skips, imported when asked for (metal: the smallest)
+        "print(int('tvm.s_tir.tensor_intrin.metal' in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["0", "1"]
+
+
 def test_numpy_constant_folding_equals_relax_foldconstant():
     """constfold.py computes weight data movement with numpy (FoldConstant builds an LLVM module per call):
     per-channel dequantize, transpose, reshape, isnan/where and float arithmetic of constants must give
