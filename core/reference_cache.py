@@ -152,8 +152,8 @@ class CachedReference(Runner):
             return True
         if self._meta is None:  # validation then needs no session of its own for the names
             self._meta = (list(runner.output_names), runner.runtime)
-        if not self._keep(digest, runner.run(feeds), runner.output_names):
-            return False
+        if not self._keep(digest, runner.run(feeds), runner.output_names) or digest not in self._new:
+            return False  # full, or outputs that are not kept (sequences, maps): validation computes its own
         self.ahead += 1
         return True
 

@@ -225,6 +225,20 @@ def test_validation_waits_for_the_running_prefetch(cache_dir, tiny_cnn_path, tin
         assert (ref._runner is None) == (limit is None)  # its own session only for what the prefetch left
 
 
+def test_prefetch_stops_where_outputs_are_not_kept(tiny_cnn_path):
+    """A sequence output is not stored, so the prefetch's work on it would be lost and validation would
+    wait for a pass it cannot use: compute_ahead says stop (validation then computes its own)."""
+    class SequenceOut:
+        output_names, runtime = ["logits"], "onnxruntime"
+
+        def run(self, feeds):
+            return {"logits": [np.zeros(2, np.float32)]}
+
+    ref = CachedReference(str(tiny_cnn_path), "sha-seq")
+    assert ref.compute_ahead({"input": np.zeros((1, 3, 16, 16), np.float32)}, SequenceOut()) is False
+    assert ref.ahead == 0 and not ref._new
+
+
 def test_prefetch_is_stopped_by_a_failed_compile(cache_dir, tiny_cnn_path, tiny_data, tmp_path):
     import threading
 
