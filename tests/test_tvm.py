@@ -382,11 +382,11 @@ def test_numpy_constant_folding_equals_relax_foldconstant():
 
 CHILD = """
 import os, sys, numpy as np, edgec
-from edgec.backends.tvm.targets import _host_cores
+from edgec.backends.tvm.targets import host_cores
 before = len(os.listdir("/proc/self/task"))
 edgec.load(sys.argv[1], **({"threads": int(sys.argv[2])} if sys.argv[2:] else {})).run(
     {"input": np.zeros((1, 3, 16, 16), np.float32)})
-print(len(os.listdir("/proc/self/task")) - before, _host_cores())
+print(len(os.listdir("/proc/self/task")) - before, host_cores())
 """
 
 
@@ -413,3 +413,13 @@ def _counts(proc) -> tuple[int, int]:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
     return tuple(int(v) for v in out.split()[-2:])
+
+
+def test_physical_cores_without_psutil_come_from_the_cpu_topology():
+    """The tvm extra does not install psutil; then Linux's /sys topology counts the cores, as psutil does."""
+    psutil = pytest.importorskip("psutil")
+    from edgec.backends.tvm.targets import _topology_cores
+
+    if not Path("/sys/devices/system/cpu/cpu0/topology/core_id").is_file():
+        pytest.skip("no Linux CPU topology in /sys here")
+    assert _topology_cores() == psutil.cpu_count(logical=False)

@@ -164,9 +164,9 @@ def pool_threads(threads: int | None) -> int:
         return int(threads)
     if _USER_THREADS.isdigit() and int(_USER_THREADS) > 0:
         return int(_USER_THREADS)
-    from edgec.backends.tvm.targets import _host_cores
+    from edgec.backends.tvm.targets import host_cores
 
-    return _host_cores()
+    return host_cores()
 
 
 class RpcRunner(_VmRunner):

@@ -50,13 +50,32 @@ def host_arch() -> str:
     return _MACHINE_ARCH.get(m, m)
 
 
-def _host_cores() -> int:
+def host_cores() -> int:
+    """Physical cores: the target's num-cores and the runtime pool's default size (runner.py). psutil when
+    installed (the tvm extra does not bring it), else Linux's CPU topology, else the logical CPUs."""
     try:
         import psutil
 
-        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        n = psutil.cpu_count(logical=False)
+        if n:
+            return n
     except ImportError:
-        return os.cpu_count() or 1
+        pass
+    return _topology_cores() or os.cpu_count() or 1
+
+
+def _topology_cores() -> int:
+    """(package, core) pairs of the CPUs this process may run on, from /sys (Linux); 0 elsewhere."""
+    from pathlib import Path
+
+    cores = set()
+    for cpu in getattr(os, "sched_getaffinity", lambda _: ())(0):
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip()))
+        except OSError:
+            return 0
+    return len(cores)
 
 
 def host_target() -> dict[str, Any]:
@@ -64,7 +83,7 @@ def host_target() -> dict[str, Any]:
     from tvm.target import codegen
 
     return {"kind": "llvm", "mtriple": str(codegen.llvm_get_system_triple()),
-            "mcpu": str(codegen.llvm_get_system_cpu()), "num-cores": _host_cores()}
+            "mcpu": str(codegen.llvm_get_system_cpu()), "num-cores": host_cores()}
 
 
 def host_has_fp16() -> bool:
@@ -125,7 +144,7 @@ def _from_dict(t: dict) -> ResolvedTarget:
     arch = _arch_of(t)
     notes = []
     if "num-cores" not in t:  # MetaSchedule refuses CPU targets without it (it sizes parallel loops)
-        t["num-cores"] = _host_cores() if arch == host_arch() else 4
+        t["num-cores"] = host_cores() if arch == host_arch() else 4
         notes.append(f"num-cores not given; assumed {t['num-cores']}")
     cc = None
     if arch != host_arch():
