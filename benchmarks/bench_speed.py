@@ -11,7 +11,9 @@ Cells (EfficientNet-Lite0: calibration imagenet_calib500[:200], validation image
   tvm              TVM fp32 cold (empty cache), then int8 of the same model (another precision)
   tvm-shared       what a TVM compile reuses from other compiles of the same model and data: onnxruntime
                    fp32 (fills the reference cache), TVM fp32 with cold codegen; onnxruntime int8 (fills
-                   calibration, GPTQ moments), TVM int8; then TVM fp32 again (every function cached)
+                   calibration, GPTQ moments), TVM int8; TVM int8 with the classifier kept fp32 (the
+                   `edgec debug --bisect` step: 38 of 40 functions shared); then TVM fp32 again (the
+                   whole module.so cached)
   bundled-tvm      the bundled Fashion-MNIST CNN on TVM fp32 (cold)
 Each compile prints wall seconds, the child's CPU seconds (user+sys: on a loaded machine the steadier
 figure), the manifest's per-stage seconds, the cache hits, and top-1 agreement with FP32 with its
@@ -82,6 +84,9 @@ def compile_cell(label, model, backend, precision, cache_dir, out, extra=(), thr
     built = (m.get("backend_info") or {}).get("build_cache")
     if isinstance(built, dict) and "functions" in built:
         caches += f",tvm-functions={built['hits']}/{built['functions']} cached"
+    module = (m.get("backend_info") or {}).get("module_cache")
+    if isinstance(module, dict) and "hit" in module:
+        caches += f",tvm-module={'hit' if module['hit'] else 'miss'}"
     print(f"  {label:<34} {wall:7.1f} s wall {cpu:7.1f} s cpu  {agr}")
     print(f"  {'':<34} stages: {stages}")
     print(f"  {'':<34} caches: {caches}")
@@ -120,7 +125,7 @@ def cell_tvm(a, tmp):
 
 
 def cell_tvm_shared(a, tmp):
-    """The re-compiles where work is shared: the last three lines are the strongest honest form of
+    """The re-compiles where work is shared: the last four lines are the strongest honest form of
     the "<= 10 s for a re-compile where functions are shared" target (see backends/tvm/README.md)."""
     cache = tmp / "cache-shared"
     val = ["--val", str(EVAL), "--preprocess", "efficientnet-lite"]
@@ -128,9 +133,11 @@ def cell_tvm_shared(a, tmp):
     fp32 = compile_cell("tvm fp32, codegen cold", EFF, "tvm", "fp32", cache, tmp / "sh-tvm-fp32", val, a.threads)
     compile_cell("onnxruntime int8 (fills calibration)", EFF, "onnxruntime", "int8", cache, tmp / "sh-ort-int8", _eff_data(), a.threads)
     int8 = compile_cell("tvm int8 after onnxruntime int8", EFF, "tvm", "int8", cache, tmp / "sh-tvm-int8", _eff_data(), a.threads)
-    again = compile_cell("tvm fp32 again (functions cached)", EFF, "tvm", "fp32", cache, tmp / "sh-tvm-fp32", val, a.threads)
+    keep = compile_cell("tvm int8, one layer kept fp32", EFF, "tvm", "int8", cache, tmp / "sh-tvm-int8-keep",
+                        [*_eff_data(), "--keep-fp32", "/_fc/Gemm"], a.threads)
+    again = compile_cell("tvm fp32 again (module cached)", EFF, "tvm", "fp32", cache, tmp / "sh-tvm-fp32", val, a.threads)
     return {"tvm fp32, reference cached": (fp32, 30), "tvm int8 after ort int8": (int8, 10),
-            "tvm fp32 re-compile": (again, 10)}
+            "tvm int8 mixed after int8": (keep, 10), "tvm fp32 re-compile": (again, 10)}
 
 
 def cell_bundled(a, tmp):

@@ -62,6 +62,7 @@ class CachedReference(Runner):
         self._new: dict[str, list[np.ndarray]] = {}
         self._new_bytes = 0
         self.hits = self.misses = self.ahead = 0
+        self.unstored = 0  # runs whose outputs the store will not hold (unhashable feeds, sequences, the cap)
         # The prefetch thread (reference_prefetch.py) stores into _new while validation reads it: the lock
         # guards _new/_new_bytes, and validation waits on it for a sample the prefetch is about to compute.
         self._cond = threading.Condition()
@@ -98,6 +99,7 @@ class CachedReference(Runner):
         digest = feeds_digest(feeds)
         if digest is None:
             self.misses += 1
+            self.unstored += 1
             return self._session().run(feeds)
         got = self._stored.get(digest) or self._wait_for(digest)
         if got is not None and all(v is not None for v in got):
@@ -108,7 +110,8 @@ class CachedReference(Runner):
             return dict(zip(self.output_names, got))
         self.misses += 1
         out = self._session().run(feeds)
-        self._keep(digest, out, self._session().output_names)
+        if not self._keep(digest, out, self._session().output_names) or digest not in self._new:
+            self.unstored += 1
         return out
 
     def _wait_for(self, digest: str):
@@ -175,6 +178,7 @@ class CachedReference(Runner):
                     continue
                 size = sum(v.nbytes for v in values)
                 if kept + size > MAX_BYTES:
+                    self.unstored += store is self._new
                     continue
                 kept += size
                 for i, v in enumerate(values):
@@ -182,6 +186,29 @@ class CachedReference(Runner):
         cache.save_arrays(KIND, self._key, arrays)
         self._new = {}
 
+    def complete(self) -> bool:
+        """Whether every run so far is answered by the store from now on."""
+        return self.unstored == 0
+
     def close(self) -> None:
         if self._runner is not None:
             self._runner.close()
+
+
+def coverage_key(model_sha256: str, data_path, *selection) -> str | None:
+    """A key for "the store answers every sample of this data file": the file by path, size and mtime
+    (no decoding) and what selects and shapes its samples. None when the data is not a file."""
+    from edgec.core.probe import version
+
+    fk = cache.file_key(data_path) if isinstance(data_path, (str, os.PathLike)) else None
+    return None if fk is None else cache.key(KIND + "-coverage", model_sha256, version("onnxruntime"), fk, *selection)
+
+
+def covered(k: str | None) -> bool:
+    """A hint only: on a wrong "yes" validation computes what the store lacks itself, one thread slower."""
+    return k is not None and cache.enabled() and bool(cache.recall(KIND, k))
+
+
+def mark_covered(k: str | None, samples: int) -> None:
+    if k is not None and cache.enabled():
+        cache.remember(KIND, k, lambda: {"samples": samples})

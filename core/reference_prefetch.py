@@ -90,11 +90,14 @@ def start(c) -> None:
         return
     if not isinstance(o.validation, (str, os.PathLike, list, tuple)):
         return
+    from edgec.core import stages
+    from edgec.core.reference_cache import covered
+
+    if covered(stages.reference_coverage(c)):
+        return  # every sample's outputs are stored: nothing to compute ahead
     path = c.source["path"]
     if (os.path.getsize(path) if path and os.path.isfile(path) else c.source_model.ByteSize()) > MAX_MODEL_BYTES:
         return
-    from edgec.core import stages
-
     # Its own Dataset (own file handle and decode memo, nothing shared with c.val).
     c.reference = ReferencePrefetch(stages.reference_for(c), c.source["path"] or c.source_model,
                                     lambda: stages.validation_data(c), o.threads)

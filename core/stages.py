@@ -252,12 +252,24 @@ def lower(c) -> None:
     }
 
 
+def _reference_sha(c) -> str:
+    return c.source["sha256"] if c.source["path"] else hashlib.sha256(c.source_model.SerializeToString()).hexdigest()
+
+
 def reference_for(c):
     """The FP32 reference for validation: the source model on onnxruntime, its outputs remembered across compiles."""
     from edgec.core.reference_cache import CachedReference
 
-    ref_sha = c.source["sha256"] if c.source["path"] else hashlib.sha256(c.source_model.SerializeToString()).hexdigest()
-    return CachedReference(c.source["path"] or c.source_model, ref_sha, threads=c.opts.threads)
+    return CachedReference(c.source["path"] or c.source_model, _reference_sha(c), threads=c.opts.threads)
+
+
+def reference_coverage(c) -> str | None:
+    """The key under which a compile notes that the reference store answers all of --val (then the next
+    compile's prefetch need not decode and hash the data a second time only to find every sample stored)."""
+    from edgec.core.reference_cache import coverage_key
+
+    o = c.opts
+    return coverage_key(_reference_sha(c), o.validation, str(o.preprocess), o.val_samples, c.input_shapes)
 
 
 def validate(c) -> None:
@@ -288,6 +300,9 @@ def validate(c) -> None:
             c.reference.finish()  # it has made every sample validation read; nothing runs on after this
         report["reference_cache"] = reference.report()
         reference.save()
+        if c.val is not None and reference.complete():
+            from edgec.core.reference_cache import mark_covered
+            mark_covered(reference_coverage(c), report["samples"])
         layer_info = be.layer_info(runner)
     finally:
         runner.close()

@@ -261,3 +261,53 @@ def test_prefetch_is_stopped_by_a_failed_compile(cache_dir, tiny_cnn_path, tiny_
     assert started == [1]
     assert not [t for t in threading.enumerate() if t.name == "edgec-reference-prefetch"]
     assert not (tmp_path / "b").exists()
+
+
+def test_a_validation_set_the_store_covers_is_not_read_twice(cache_dir, tiny_cnn_path, tiny_data, tmp_path, monkeypatch):
+    """Once a compile found or stored the reference for every sample of a --val file, the next compile
+    starts no prefetch pass over it (which would decode and hash every sample only to find it stored);
+    a rewritten file is read again. The weights' coded size is remembered by the lowered model's bytes."""
+    import os
+
+    from edgec.core import reference_prefetch as rp
+    from edgec.core.compression import entropy
+
+    started = []
+
+    class Counted(rp.ReferencePrefetch):
+        def __init__(self, *a, **k):
+            started.append(1)
+            super().__init__(*a, **k)
+    monkeypatch.setattr(rp, "ReferencePrefetch", Counted)
+    kw = dict(validation=str(tiny_data))
+    a = edgec.compile(tiny_cnn_path, "onnxruntime", "fp32", output=tmp_path / "a", **kw).manifest
+    assert len(started) == 1 and a["validation"]["reference_cache"]["misses"] == 32
+    real_size_report = entropy.size_report
+    monkeypatch.setattr(entropy, "size_report", lambda *a, **k: pytest.fail("the same model's weights coded again"))
+    b = edgec.compile(tiny_cnn_path, "onnxruntime", "fp32", output=tmp_path / "b", **kw).manifest
+    assert len(started) == 1 and b["validation"]["reference_cache"] == {"hits": 32, "misses": 0}
+    assert b["size"]["weights"] == a["size"]["weights"] and b["validation"]["cosine"] == a["validation"]["cosine"]
+    monkeypatch.setattr(entropy, "size_report", real_size_report)
+    rng = np.random.default_rng(9)
+    np.savez(tiny_data, input=rng.uniform(0, 1, (32, 3, 16, 16)).astype(np.float32), labels=rng.integers(0, 10, 32))
+    st = os.stat(tiny_data)
+    os.utime(tiny_data, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a new file even on a coarse clock
+    c = edgec.compile(tiny_cnn_path, "onnxruntime", "fp32", output=tmp_path / "c", **kw).manifest
+    assert len(started) == 2 and c["validation"]["reference_cache"]["hits"] == 0
+
+
+def test_an_incomplete_store_is_not_noted_as_covering(cache_dir, tiny_cnn_path, tiny_data, monkeypatch):
+    """Past the size cap the store keeps only some samples: then the next compile must prefetch again."""
+    from edgec.core import reference_cache as rc
+
+    monkeypatch.setattr(rc, "MAX_BYTES", 5 * 40)  # five samples' logits (10 float32 each, 40 bytes)
+    ref = CachedReference(str(tiny_cnn_path), "sha-cap")
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        ref.run({"input": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)})
+    ref.save()
+    assert not ref.complete()
+    full = CachedReference(str(tiny_cnn_path), "sha-full")
+    full.run({"input": np.zeros((1, 3, 16, 16), np.float32)})
+    full.save()
+    assert full.complete()

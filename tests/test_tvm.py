@@ -86,6 +86,7 @@ def test_naive_schedule_and_two_inputs_through_the_plain_build(tmp_path, monkeyp
         raise RuntimeError("link error: duplicate symbol")
 
     monkeypatch.setattr(objects, "compile_module", broken)
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "cache"))  # a module cached by an earlier run would skip the build
     src = tmp_path / "two.onnx"
     onnx.save(build_two_input(), str(src))
     art = edgec.compile(src, backend="tvm", output=tmp_path / "a", options={"schedule": "naive", "batch": 3})
@@ -120,6 +121,34 @@ def test_function_objects_are_built_once_across_models_with_the_same_graph(tmp_p
     monkeypatch.setenv("EDGEC_CACHE", "0")
     off = edgec.compile(src, backend="tvm", precision="fp32", output=tmp_path / "n").manifest["backend_info"]["build_cache"]
     assert off["hits"] == 0 and off["built"] == off["functions"]
+
+
+def test_a_recompile_with_nothing_changed_copies_the_cached_module(tmp_path, monkeypatch):
+    """Same lowered model, target, options and code: module.so is the library built before, copied without
+    TVM's import, passes or link, and still validated; another option builds (reusing the objects)."""
+    from edgec.backends.tvm.backend import TvmBackend
+
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "cache"))
+    src = tmp_path / "tiny.onnx"
+    onnx.save(build_tiny_cnn(seed=2), str(src))
+    first = edgec.compile(src, backend="tvm", precision="fp32", output=tmp_path / "a")
+    assert first.manifest["backend_info"]["module_cache"] == {"hit": False}
+    real_build = TvmBackend._build
+    monkeypatch.setattr(TvmBackend, "_build", lambda *a, **k: pytest.fail("built although nothing changed"))
+    again = edgec.compile(src, backend="tvm", precision="fp32", output=tmp_path / "b")
+    info = again.manifest["backend_info"]
+    assert info["module_cache"]["hit"] is True and info["schedules"] == first.manifest["backend_info"]["schedules"]
+    assert again.manifest["files"]["module.so"]["sha256"] == first.manifest["files"]["module.so"]["sha256"]
+    assert again.manifest["validation"]["samples"] > 0 and again.manifest["validation"]["passed"]
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    runner = edgec.load(again.path)
+    try:
+        np.testing.assert_allclose(runner.run({"input": x})["logits"], _ort(src, {"input": x})[0], rtol=1e-4, atol=1e-4)
+    finally:
+        runner.close()
+    monkeypatch.setattr(TvmBackend, "_build", real_build)
+    other = edgec.compile(src, backend="tvm", precision="fp32", output=tmp_path / "c", options={"batch": 2})
+    assert other.manifest["backend_info"]["module_cache"] == {"hit": False}
 
 
 def test_int8_is_reported_as_fake_quantization(tmp_path, tiny_cnn_path, tiny_data):

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edgec.backends.tvm import targets, tuning
+from edgec.backends.tvm import module_cache, targets, tuning
 from edgec.backends.tvm.runner import DEFAULT_BOARD, LocalRunner, RpcRunner, listening, parse_hostport
 from edgec.core.backend import Availability, Backend, LoweringContext, QuantFlavour, Requirements, Runner, TensorSpec
 from edgec.core import probe
@@ -115,8 +115,6 @@ class TvmBackend(Backend):
     # ------------------------------------------------------------------ lowering
 
     def lower(self, ctx: LoweringContext) -> list[str]:
-        import tvm
-
         from edgec.backends.tvm import build
 
         opts = ctx.options
@@ -132,58 +130,28 @@ class TvmBackend(Backend):
             # --threads N: the artifact will run on N threads, so schedule (and tune) parallel loops for N.
             rt.tvm_target["num-cores"] = int(ctx.threads)
 
-        target = tvm.target.Target(rt.tvm_target)
-        ctx.progress(f"TVM: importing ONNX into Relax (target {rt.name}: {json.dumps(rt.tvm_target)})")
-        mod = build.import_onnx(ctx.model, opts["batch"])
-        params = build.io_param_names(mod)
         # NHWC pays only where there are convolutions to vectorize; elsewhere it only adds transposes
         # (and broke 56 of ONNX's node tests). Where the conversion fails, the model keeps its NCHW.
         layout = opts["layout"] if build.has_convolutions(ctx.model) else "nchw"
-        try:
-            fused = build.lower_to_fused_tir(mod, target, layout)
-        except Exception as e:  # noqa: BLE001
-            if layout == "nchw":
-                raise UnsupportedError(f"TVM cannot lower the model: {build.tvm_reason(e)}") from e
-            ctx.progress(f"TVM: NHWC conversion failed ({build.tvm_reason(e, 120)}); compiling in NCHW")
-            info_layout = {"layout": "nchw", "layout_fallback": build.tvm_reason(e, 200)}
-            layout = "nchw"
-            fused = build.lower_to_fused_tir(mod, target, layout)
-        else:
-            info_layout = {"layout": layout}
-
         model_bytes = ctx.model.SerializeToString()
-        key = tuning.database_key(model_bytes, rt.tvm_target, opts["batch"], layout)
-        db_path = tuning.database_dir(key)
-        info: dict[str, Any] = {"target": rt.describe(), "tuning_database": str(db_path), **info_layout}
-        if opts["tune"]:
-            info["tuning"] = tuning.tune(fused, target, db_path, opts["trials"], opts["tune_minutes"], ctx.progress,
-                                         threads=int(rt.tvm_target.get("num-cores") or 0) or None,
-                                         seed_with_rules=opts["schedule"] == "rules")
+        db_path = tuning.database_dir(tuning.database_key(model_bytes, rt.tvm_target, opts["batch"], layout))
         records = tuning.record_count(db_path)
-        sched: dict[str, Any] = {"tuning_records_available": records}
-        if records and opts["use_database"]:
-            fused = build.apply_database(fused, target, tuning.open_database(db_path))
-            sched["tuned_functions"] = _count_scheduled(fused)
-        if opts["schedule"] != "naive":
-            ctx.progress(f"TVM: {opts['schedule']} schedules for the untuned functions")
-        fused, sources = build.schedule_untuned(fused, target, opts["schedule"], progress=ctx.progress)
-        sched["functions"] = _count_prim_funcs(fused)
-        sched["scheduled_functions"] = _count_scheduled(fused)
-        sched["sources"] = dict(sorted(Counter(sources.values()).items()))  # e.g. {"rules:pointwise": 19, ...}
-        sched["by_function"] = sources
-        info["schedules"] = sched
-        if ctx.precision == "int8":
-            info["int8"] = _int8_report(fused)
-
-        ctx.progress(f"TVM: compiling ({'cross: ' + rt.cross_cc if rt.cross_cc else 'host'})")
         lib = ctx.out_dir / LIB
-        try:
-            info.update(build.compile_module(fused, target, lib, rt.cross_cc))
-        except Exception as e:  # noqa: BLE001
-            raise UnsupportedError(f"TVM cannot compile the model: {build.tvm_reason(e)}") from e
+        cc = _cc_version(rt.cross_cc) if rt.cross_cc else None
+        key = None if opts["tune"] else module_cache.key(
+            model_bytes, rt.tvm_target, ctx.precision, {**opts, "layout": layout},
+            tuning.records_file(db_path) if records and opts["use_database"] else None, cc)
+        cached = module_cache.restore(key, lib)
+        if cached is not None:
+            ctx.progress("TVM: module.so from the cache (same model, target, options and code)")
+            info, params = {**cached["info"], "module_cache": cached["module_cache"]}, cached["params"]
+        else:
+            info, params = self._build(ctx, rt, layout, db_path, lib)
+            if cc:
+                info["cross_compiler"] = cc
+            module_cache.store(key, lib, info, params)
+            info["module_cache"] = {"hit": False} if key else {"off": "tuning"}
         info["library_machine"] = _elf_machine(lib)
-        if rt.cross_cc:
-            info["cross_compiler"] = _cc_version(rt.cross_cc)
 
         from edgec.core.model_io import input_specs, output_specs
 
@@ -202,6 +170,57 @@ class TvmBackend(Backend):
             onnx.save(ctx.model, str(ctx.out_dir / DEBUG_ONNX))
             return [LIB, META, DEBUG_ONNX]
         return [LIB, META]
+
+    def _build(self, ctx: LoweringContext, rt, layout: str, db_path: Path, lib: Path) -> tuple[dict, list]:
+        """ONNX -> Relax -> scheduled TIR -> module.so at `lib`; returns (backend_info, the module's params)."""
+        import tvm
+
+        from edgec.backends.tvm import build
+
+        opts = ctx.options
+        target = tvm.target.Target(rt.tvm_target)
+        ctx.progress(f"TVM: importing ONNX into Relax (target {rt.name}: {json.dumps(rt.tvm_target)})")
+        mod = build.import_onnx(ctx.model, opts["batch"])
+        params = build.io_param_names(mod)
+        try:
+            fused = build.lower_to_fused_tir(mod, target, layout)
+        except Exception as e:  # noqa: BLE001
+            if layout == "nchw":
+                raise UnsupportedError(f"TVM cannot lower the model: {build.tvm_reason(e)}") from e
+            ctx.progress(f"TVM: NHWC conversion failed ({build.tvm_reason(e, 120)}); compiling in NCHW")
+            info_layout = {"layout": "nchw", "layout_fallback": build.tvm_reason(e, 200)}
+            layout = "nchw"
+            fused = build.lower_to_fused_tir(mod, target, layout)
+        else:
+            info_layout = {"layout": layout}
+
+        info: dict[str, Any] = {"target": rt.describe(), "tuning_database": str(db_path), **info_layout}
+        if opts["tune"]:
+            info["tuning"] = tuning.tune(fused, target, db_path, opts["trials"], opts["tune_minutes"], ctx.progress,
+                                         threads=int(rt.tvm_target.get("num-cores") or 0) or None,
+                                         seed_with_rules=opts["schedule"] == "rules")
+        records = tuning.record_count(db_path)  # again: tuning may have added some
+        sched: dict[str, Any] = {"tuning_records_available": records}
+        if records and opts["use_database"]:
+            fused = build.apply_database(fused, target, tuning.open_database(db_path))
+            sched["tuned_functions"] = _count_scheduled(fused)
+        if opts["schedule"] != "naive":
+            ctx.progress(f"TVM: {opts['schedule']} schedules for the untuned functions")
+        fused, sources = build.schedule_untuned(fused, target, opts["schedule"], progress=ctx.progress)
+        sched["functions"] = _count_prim_funcs(fused)
+        sched["scheduled_functions"] = _count_scheduled(fused)
+        sched["sources"] = dict(sorted(Counter(sources.values()).items()))  # e.g. {"rules:pointwise": 19, ...}
+        sched["by_function"] = sources
+        info["schedules"] = sched
+        if ctx.precision == "int8":
+            info["int8"] = _int8_report(fused)
+
+        ctx.progress(f"TVM: compiling ({'cross: ' + rt.cross_cc if rt.cross_cc else 'host'})")
+        try:
+            info.update(build.compile_module(fused, target, lib, rt.cross_cc))
+        except Exception as e:  # noqa: BLE001
+            raise UnsupportedError(f"TVM cannot compile the model: {build.tvm_reason(e)}") from e
+        return info, params
 
     def _execution_place(self, rt: targets.ResolvedTarget, rpc: str) -> dict:
         if rpc not in ("auto", "off"):

@@ -55,9 +55,13 @@ def open_database(path: Path):
     return ms.database.JSONDatabase(work_dir=str(path), module_equality="structural")
 
 
+def records_file(path: Path) -> Path:
+    return path / "database_tuning_record.json"
+
+
 def record_count(path: Path) -> int:
     """Measured records in the database (the JSON file also keeps failed candidates, with 1e10 s)."""
-    f = path / "database_tuning_record.json"
+    f = records_file(path)
     if not f.exists():
         return 0
     n = 0
