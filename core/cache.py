@@ -2,10 +2,13 @@
 
 Users iterate: compile, change a flag, compile again; `compare` and `auto` compile the same model for
 many cells. What depends only on (model, data, settings) is computed once and reused (issue 17):
-  reference/   the FP32 reference's outputs on the validation data (core/reference_cache.py)
+  reference/   the FP32 reference's outputs on the validation data, and which --val files they cover
+               (core/reference_cache.py)
   rounding/    GPTQ-rounded weights and bias-correction deltas per (model, data, flavour) (core/quantization)
+  size/        the manifest's coded weight sizes per lowered model (core/compression/entropy.py)
   probe/       small facts about installed toolchains (TVM's LLVM version) for `edgec backends`
   tvm-objects/ one object file per fused TVM function, by its TIR and target (backends/tvm/objects.py)
+  tvm-module/  whole TVM libraries, by everything their build reads (backends/tvm/module_cache.py)
 (calibration histograms keep their own directory, core/quantization/calibration.py.)
 
 Keys are sha256 of everything the result depends on (model bytes, data fingerprint, settings, edgec
