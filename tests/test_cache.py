@@ -87,6 +87,39 @@ def test_int8_rerun_hits_and_is_identical(cache_dir, tiny_cnn_path, tmp_path):
     assert d.report["weight_rounding"]["cache"] == "miss"
 
 
+def test_a_layer_kept_in_float_rounds_only_what_changed(cache_dir, tmp_path, monkeypatch):
+    """GPTQ's integers and H are stored per layer: a compile that keeps a layer in float after a full one
+    rounds nothing new, the full one after it rounds only the layer it lacked ("partial"), and both
+    models are byte for byte the ones a cold cache makes."""
+    from conftest import build_tiny_cnn
+    from edgec.core.quantization import quantize, rounding
+
+    model = build_tiny_cnn()
+    det = lambda r: r.model.SerializeToString(deterministic=True)  # noqa: E731
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "cold-a"))
+    cold_keep = det(quantize(model, "int8", calibration=_data(), keep_fp32=["Gemm"], progress=False))
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "cold-b"))
+    cold_full = det(quantize(model, "int8", calibration=_data(), progress=False))
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(cache_dir))
+    rounded = []
+    real = rounding.gptq_round_groups
+    monkeypatch.setattr(rounding, "gptq_round_groups", lambda w, *a, **k: rounded.append(w.shape) or real(w, *a, **k))
+
+    full = quantize(model, "int8", calibration=_data(), progress=False)
+    n_layers, rounded[:] = len(rounded), []
+    keep = quantize(model, "int8", calibration=_data(), keep_fp32=["Gemm"], progress=False)
+    assert n_layers == 3 and rounded == [] and keep.report["weight_rounding"]["cache"] == "hit"
+    assert det(keep) == cold_keep and det(full) == cold_full
+
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "keep-first"))
+    quantize(model, "int8", calibration=_data(), keep_fp32=["Gemm"], progress=False)
+    rounded[:] = []
+    again = quantize(model, "int8", calibration=_data(), progress=False)
+    wr = again.report["weight_rounding"]
+    assert len(rounded) == 1 and wr["cache"] == "partial" and wr["moments_cache"] == "miss"  # only the Gemm's H asked
+    assert det(again) == cold_full
+
+
 def test_gptq_moments_are_shared_across_flavours_and_exact(cache_dir, monkeypatch):
     """GPTQ's H depends on the FP32 model and data only: another backend's flavour (s8 symmetric
     activations, 8-bit weights, as TVM asks) reuses the u8/7-bit compile's H and rounds to exactly the

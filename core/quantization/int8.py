@@ -99,14 +99,23 @@ def prepare_int8(model: onnx.ModelProto, calibration, *, flavour: QuantFlavour, 
         # The grid (scales) comes from ORT's quantizer; only the integers change, so every later
         # insert_qdq of the same weights (bias correction, repair candidates) can take the table.
         report["weight_rounding"] = {"method": "gptq", "samples": n_r}
-        parts.rounding = pc.cached("gptq", pc.parts_key("gptq", cal.model_sha256, cal.data_sha256, n_r, key_ranges, flavour, excluded),
-                                   lambda: optimise_rounding(model, qdq_model(), data.take(n_r),
-                                                             reduce_range=flavour.reduce_range,
-                                                             full_range=set(full_range_weights(model, flavour)),
-                                                             moments=pc.moments(model, cal, data.take(n_r),
-                                                                                report["weight_rounding"],
-                                                                                compute=stats.moments)),
-                                   report["weight_rounding"])
+        # The exact table first (a re-run needs no Q/DQ model for it); else per layer: a layer's integers
+        # depend on its weights, H and grid only (optimise_rounding), so a compile with other layers kept
+        # in float or another --calib-method rounds only what changed ("partial").
+        per_layer: dict = {}
+        parts.rounding = pc.cached(
+            "gptq", pc.parts_key("gptq", cal.model_sha256, cal.data_sha256, n_r, key_ranges, flavour, excluded),
+            lambda: pc.gptq_table(pc.parts_key("gptq-layers", cal.model_sha256, cal.data_sha256, n_r, {}, flavour, ()),
+                                  lambda known, grids: optimise_rounding(
+                                      model, qdq_model(), data.take(n_r), reduce_range=flavour.reduce_range,
+                                      full_range=set(full_range_weights(model, flavour)),
+                                      moments=pc.moments(model, cal, data.take(n_r), report["weight_rounding"],
+                                                         compute=stats.moments),
+                                      known=known, grids=grids),
+                                  per_layer),
+            report["weight_rounding"])
+        if "cache" in per_layer:
+            report["weight_rounding"]["cache"] = per_layer["cache"]
         report["weight_rounding"]["layers"] = len(parts.rounding)
     if bias_correction:
         report["bias_correction"] = {"samples": n_bc}

@@ -257,54 +257,89 @@ def _weight_quant(qm: onnx.ModelProto):
 
 
 def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data, reduce_range: bool = False,
-                      moments=None, full_range: Iterable[str] = ()) -> dict[str, np.ndarray]:
+                      moments=None, full_range: Iterable[str] = (), known=None, grids=None) -> dict[str, np.ndarray]:
     """Better-rounded integer weights for `qm` (ORT's Q/DQ model of `model`), keyed by weight initializer.
 
     Only symmetric weights (zero point 0) with per-channel or per-tensor scales along the output
-    channel are handled; anything else keeps ORT's round-to-nearest."""
+    channel are handled; anything else keeps ORT's round-to-nearest.
+
+    A layer's integers depend only on its FP32 weights, its H and its grid (scales, integer range), not on
+    the other layers or the activation ranges. `known` {weight: (integers, scales, (lo, hi))} from an
+    earlier compile of the same model and data (parts_cache.gptq_table) answers every layer whose grid
+    matches, so a compile that keeps another layer in float, or calibrates its activations another way,
+    rounds only what changed; `grids` (when given) receives each rounded layer's grid for storing."""
     quant = _weight_quant(qm)
     layers = [layer for layer in _layers(model) if layer[0].name in quant]
     if not layers:
         return {}
+    known = known or {}
+    plans = {node.name: _grid(node, w.shape[0], quant[node.name], reduce_range, full_range) for node, w, _, _ in layers}
+    todo = [layer for layer in layers if plans[layer[0].name] is not None
+            and not _matches(known.get(quant[layer[0].name][0].name), plans[layer[0].name])]
     # `moments(layers)`: H per layer from elsewhere (int8.py caches it: it depends on the FP32 model and
     # the data only, not on the grid, so another backend's flavour reuses it).
-    hs = moments(layers) if moments is not None else input_moments(model, data, layers)
-    with one_blas_thread():
-        return _round_layers(layers, quant, hs, reduce_range, full_range)
-
-
-def _round_layers(layers, quant, hs, reduce_range: bool, full_range) -> dict[str, np.ndarray]:
+    hs = (moments(todo) if moments is not None else input_moments(model, data, todo)) if todo else {}
     out: dict[str, np.ndarray] = {}
-    for node, w, _, groups in layers:
-        t, scale, zp, axis = quant[node.name]
-        if zp is not None and np.any(zp != 0):
-            continue
-        cout = w.shape[0]
-        orig_shape = tuple(t.dims)
-        if scale.size == 1:
-            s = np.full(cout, float(scale.reshape(())), np.float64)
-        elif scale.size == cout and _output_axis(node.op_type, len(orig_shape), node) == axis % len(orig_shape):
-            s = scale.astype(np.float64)
-        else:
-            continue
-        # The integer range ORT's quantizer put the scales on (quant_utils.get_qmin_qmax_for_qType).
-        # `full_range`: FP32 weight names the quantizer kept on the 8-bit grid under reduce_range.
-        reduced = reduce_range and node.input[1] not in full_range
-        if t.data_type == onnx.TensorProto.INT8:
-            lo, hi = (-64, 64) if reduced else (-127, 127)
-        else:
-            lo, hi = (0, 127) if reduced else (0, 255)
-        per = cout // groups
-        q = gptq_round_groups(w.reshape(groups, per, -1), s.reshape(groups, per), hs[node.name], lo, hi)
-        q = q.reshape(cout, -1)
-        if node.op_type == "Conv":
-            q = q.reshape(orig_shape)
-        elif node.op_type == "Gemm" and _attr(node, "transB", 0):
-            q = q.reshape(orig_shape)
-        else:
-            q = q.T.reshape(orig_shape)
-        out[t.name] = q.astype(np.int8 if t.data_type == onnx.TensorProto.INT8 else np.uint8)
+    with one_blas_thread():
+        for node, w, _, groups in layers:
+            plan = plans[node.name]
+            if plan is None:
+                continue
+            t, s, lo, hi = plan
+            if grids is not None:
+                grids[t.name] = (s, (lo, hi))
+            prev = known.get(t.name)
+            if _matches(prev, plan):
+                out[t.name] = prev[0]
+                continue
+            out[t.name] = _round_layer(node, w, groups, t, s, lo, hi, hs[node.name])
     return out
+
+
+def _grid(node, cout: int, quant, reduce_range: bool, full_range):
+    """(integer initializer, float64 per-output-channel scales, lo, hi) of a layer GPTQ can round, else None."""
+    t, scale, zp, axis = quant
+    if zp is not None and np.any(zp != 0):
+        return None
+    orig_shape = tuple(t.dims)
+    if scale.size == 1:
+        s = np.full(cout, float(scale.reshape(())), np.float64)
+    elif scale.size == cout and _output_axis(node.op_type, len(orig_shape), node) == axis % len(orig_shape):
+        s = scale.astype(np.float64)
+    else:
+        return None
+    # The integer range ORT's quantizer put the scales on (quant_utils.get_qmin_qmax_for_qType).
+    # `full_range`: FP32 weight names the quantizer kept on the 8-bit grid under reduce_range.
+    reduced = reduce_range and node.input[1] not in full_range
+    if t.data_type == onnx.TensorProto.INT8:
+        lo, hi = (-64, 64) if reduced else (-127, 127)
+    else:
+        lo, hi = (0, 127) if reduced else (0, 255)
+    return t, s, lo, hi
+
+
+def _matches(prev, plan) -> bool:
+    if prev is None or plan is None:
+        return False
+    q, s, rng = prev
+    t, s_now, lo, hi = plan
+    return (tuple(q.shape) == tuple(t.dims) and s.shape == s_now.shape and np.array_equal(s, s_now)
+            and tuple(rng) == (lo, hi))
+
+
+def _round_layer(node, w, groups, t, s, lo, hi, h) -> np.ndarray:
+    cout = w.shape[0]
+    orig_shape = tuple(t.dims)
+    per = cout // groups
+    q = gptq_round_groups(w.reshape(groups, per, -1), s.reshape(groups, per), h, lo, hi)
+    q = q.reshape(cout, -1)
+    if node.op_type == "Conv":
+        q = q.reshape(orig_shape)
+    elif node.op_type == "Gemm" and _attr(node, "transB", 0):
+        q = q.reshape(orig_shape)
+    else:
+        q = q.T.reshape(orig_shape)
+    return q.astype(np.int8 if t.data_type == onnx.TensorProto.INT8 else np.uint8)
 
 
 def _output_axis(op_type: str, rank: int, node: onnx.NodeProto) -> int:
