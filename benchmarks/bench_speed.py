@@ -81,7 +81,7 @@ def compile_cell(label, model, backend, precision, cache_dir, out, extra=(), thr
     caches = ",".join(f"{k}={c}" for k, c in caches.items() if c)
     stages = " ".join(f"{k} {s:.1f}" for k, s in (m.get("stage_seconds") or {}).items() if s >= 0.1)
     agr = f"agreement {100 * agree:.1f} +- {100 * se:.1f} % (n={n})" if se is not None else ""
-    built = (m.get("backend_info") or {}).get("build_cache")
+    built = (m.get("backend_info") or {}).get("build_cache")  # absent where the whole module was cached
     if isinstance(built, dict) and "functions" in built:
         caches += f",tvm-functions={built['hits']}/{built['functions']} cached"
     module = (m.get("backend_info") or {}).get("module_cache")

@@ -44,8 +44,11 @@ def restore(k: str | None, lib: Path) -> dict | None:
         return None
     data, meta = got
     cache.write_atomic(lib, data)
-    return {**meta, "module_cache": {"hit": True, "copy_seconds": round(time.perf_counter() - t, 3),
-                                     "built_in_seconds": meta["info"].get("compile_seconds")}}
+    info = dict(meta["info"])
+    # What this compile did is a copy: the build's own codegen report moves under module_cache.
+    built = {k: info.pop(k) for k in ("build_cache", "compile_seconds") if k in info}
+    return {"info": info, "params": meta["params"],
+            "module_cache": {"hit": True, "copy_seconds": round(time.perf_counter() - t, 3), "build": built}}
 
 
 def store(k: str | None, lib: Path, info: dict[str, Any], params: list) -> None:
