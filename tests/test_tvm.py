@@ -78,6 +78,16 @@ def test_host_fp32_compiles_validates_and_matches_onnxruntime(host_artifact):
     assert stats.median_ms > 0 and stats.runs == 5
 
 
+def _assert_matches_onnxruntime(artifact, src, seed: int) -> None:
+    """The tiny CNN artifact's logits equal onnxruntime's on the source model."""
+    x = np.random.default_rng(seed).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    runner = edgec.load(artifact)
+    try:
+        np.testing.assert_allclose(runner.run({"input": x})["logits"], _ort(src, {"input": x})[0], rtol=1e-4, atol=1e-4)
+    finally:
+        runner.close()
+
+
 def test_naive_schedule_and_two_inputs_through_the_plain_build(tmp_path, monkeypatch):
     """Also the fallback: when the per-function object build fails, `tvm.compile` builds the module."""
     from edgec.backends.tvm import objects
@@ -112,12 +122,7 @@ def test_function_objects_are_built_once_across_models_with_the_same_graph(tmp_p
     art = edgec.compile(src, backend="tvm", precision="fp32", output=tmp_path / "o")
     again = art.manifest["backend_info"]["build_cache"]
     assert again["functions"] == info["functions"] and again["hits"] == again["functions"] and again["built"] == 0
-    x = np.random.default_rng(8).standard_normal((1, 3, 16, 16)).astype(np.float32)
-    runner = edgec.load(art.path)
-    try:
-        np.testing.assert_allclose(runner.run({"input": x})["logits"], _ort(src, {"input": x})[0], rtol=1e-4, atol=1e-4)
-    finally:
-        runner.close()
+    _assert_matches_onnxruntime(art.path, src, seed=8)
     # With the cache off every function is built again (in parallel where there are cores).
     monkeypatch.setenv("EDGEC_CACHE", "0")
     off = edgec.compile(src, backend="tvm", precision="fp32", output=tmp_path / "n").manifest["backend_info"]["build_cache"]
@@ -142,12 +147,7 @@ def test_a_recompile_with_nothing_changed_copies_the_cached_module(tmp_path, mon
     assert "build_cache" not in info and info["module_cache"]["build"]["build_cache"]["functions"] > 0
     assert again.manifest["files"]["module.so"]["sha256"] == first.manifest["files"]["module.so"]["sha256"]
     assert again.manifest["validation"]["samples"] > 0 and again.manifest["validation"]["passed"]
-    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
-    runner = edgec.load(again.path)
-    try:
-        np.testing.assert_allclose(runner.run({"input": x})["logits"], _ort(src, {"input": x})[0], rtol=1e-4, atol=1e-4)
-    finally:
-        runner.close()
+    _assert_matches_onnxruntime(again.path, src, seed=3)
     monkeypatch.setattr(TvmBackend, "_build", real_build)
     other = edgec.compile(src, backend="tvm", precision="fp32", output=tmp_path / "c", options={"batch": 2})
     assert other.manifest["backend_info"]["module_cache"] == {"hit": False}
