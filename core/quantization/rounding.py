@@ -274,8 +274,9 @@ def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data, reduce_
         return {}
     known = known or {}
     plans = {node.name: _grid(node, w.shape[0], quant[node.name], reduce_range, full_range) for node, w, _, _ in layers}
-    todo = [layer for layer in layers if plans[layer[0].name] is not None
-            and not _matches(known.get(quant[layer[0].name][0].name), plans[layer[0].name])]
+    reused = {name: known[plan[0].name][0] for name, plan in plans.items()
+              if plan is not None and _matches(known.get(plan[0].name), plan)}
+    todo = [layer for layer in layers if plans[layer[0].name] is not None and layer[0].name not in reused]
     # `moments(layers)`: H per layer from elsewhere (int8.py caches it: it depends on the FP32 model and
     # the data only, not on the grid, so another backend's flavour reuses it).
     hs = (moments(todo) if moments is not None else input_moments(model, data, todo)) if todo else {}
@@ -288,11 +289,8 @@ def optimise_rounding(model: onnx.ModelProto, qm: onnx.ModelProto, data, reduce_
             t, s, lo, hi = plan
             if grids is not None:
                 grids[t.name] = (s, (lo, hi))
-            prev = known.get(t.name)
-            if _matches(prev, plan):
-                out[t.name] = prev[0]
-                continue
-            out[t.name] = _round_layer(node, w, groups, t, s, lo, hi, hs[node.name])
+            out[t.name] = reused[node.name] if node.name in reused else _round_layer(node, w, groups, t, s, lo, hi,
+                                                                                      hs[node.name])
     return out
 
 
