@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -269,6 +270,8 @@ def reference_coverage(c) -> str | None:
     from edgec.core.reference_cache import coverage_key
 
     o = c.opts
+    if not isinstance(o.validation, (str, os.PathLike)):
+        return None  # samples in memory: no file to note (and no model hash to compute for it)
     return coverage_key(_reference_sha(c), o.validation, str(o.preprocess), o.val_samples, c.input_shapes)
 
 

@@ -13,6 +13,7 @@ build; the manifest says which it was (`backend_info.module_cache`).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ def restore(k: str | None, lib: Path) -> dict | None:
     cache.write_atomic(lib, data)
     info = dict(meta["info"])
     # What this compile did is a copy: the build's own codegen report moves under module_cache.
-    built = {k: info.pop(k) for k in ("build_cache", "compile_seconds") if k in info}
+    built = {name: info.pop(name) for name in ("build_cache", "compile_seconds") if name in info}
     return {"info": info, "params": meta["params"],
             "module_cache": {"hit": True, "copy_seconds": round(time.perf_counter() - t, 3), "build": built}}
 
@@ -57,11 +58,6 @@ def store(k: str | None, lib: Path, info: dict[str, Any], params: list) -> None:
     cache.save_blob(KIND, k, Path(lib).read_bytes(), {"info": info, "params": params})
 
 
-_CODE: str | None = None
-
-
+@functools.lru_cache(maxsize=1)
 def _code() -> str:
-    global _CODE
-    if _CODE is None:
-        _CODE = cache.code_key(Path(__file__).resolve().parent)
-    return _CODE
+    return cache.code_key(Path(__file__).resolve().parent)
